@@ -1,0 +1,71 @@
+"""``bastion keys``: create, list and revoke gateway API keys."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from bastion.cli.options import ConfigOpt, JsonOpt
+from bastion.cli.render import emit, out
+from bastion.config import load_settings
+from bastion.keys import KeyStore
+
+app = typer.Typer(help="Gateway API keys: shown once, stored only as hashes.", no_args_is_help=True)
+
+
+def _store(config: ConfigOpt) -> KeyStore:
+    return KeyStore(load_settings(config).store.path)
+
+
+@app.command("create")
+def create(
+    name: Annotated[str, typer.Argument(help="Who the key is for (a person, team or service).")],
+    model: Annotated[
+        list[str], typer.Option("--model", "-m", help="Model the key may call; repeat, or '*' for all.")
+    ],
+    group: Annotated[list[str] | None, typer.Option("--group", "-g", help="Group of the principal.")] = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create an API key. The key is printed once and never stored."""
+    new = _store(config).create(name, model, group or [])
+
+    def human() -> None:
+        out.print(f"[bold]{new.key}[/]")
+        out.print(f"key id {new.record.id} for {new.record.name!r}, models: {', '.join(new.record.models)}")
+        out.print("[yellow]Store it now: Bastion keeps only its hash and cannot show it again.[/]")
+
+    emit(new.to_json(), as_json, human)
+
+
+@app.command("list")
+def list_(
+    all_: Annotated[bool, typer.Option("--all", help="Include revoked keys.")] = False,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List API keys (ids and names, never the keys)."""
+    keys = _store(config).list(include_revoked=all_)
+
+    def human() -> None:
+        table = Table("id", "name", "models", "groups", "created", "revoked")
+        for k in keys:
+            table.add_row(
+                k.id, k.name, ", ".join(k.models), ", ".join(k.groups), k.created_at, k.revoked_at or ""
+            )
+        out.print(table)
+
+    emit([k.to_json() for k in keys], as_json, human)
+
+
+@app.command("revoke")
+def revoke(
+    key_id: Annotated[str, typer.Argument(help="The key id shown by 'bastion keys list'.")],
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Revoke an API key; a running gateway refuses it from the next request on."""
+    rec = _store(config).revoke(key_id)
+    emit(rec.to_json(), as_json, lambda: out.print(f"revoked key {rec.id} ({rec.name}) at {rec.revoked_at}"))

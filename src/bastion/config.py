@@ -1,0 +1,160 @@
+"""Configuration: one TOML file, overridden by ``BASTION_<SECTION>__<KEY>`` environment variables.
+
+Loaded once at start-up and passed down; nothing reads the environment or the file afterwards.
+``bastion.example.toml`` at the repository root documents every setting.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from bastion.bundled import data_home
+from bastion.errors import ConfigError
+
+ENV_PREFIX = "BASTION_"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    #: largest request body accepted, in bytes (413 above it)
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    #: uvicorn access log (off by default: the audit log is the record)
+    access_log: bool = False
+
+
+class StoreSettings(_Strict):
+    #: SQLite database holding API keys (and, later, the registry)
+    path: Path = Field(default_factory=lambda: data_home() / "bastion.db")
+
+
+class EgressSettings(_Strict):
+    #: refuse outbound connections except to loopback and configured upstreams
+    guard: bool = True
+    #: extra host names or IP addresses that may be contacted (besides upstreams)
+    allow: tuple[str, ...] = ()
+
+
+class ModelSettings(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+    #: "llama_cpp" (embedded GGUF), "openai" (an OpenAI-compatible upstream), "minilm" (embeddings)
+    backend: Literal["llama_cpp", "openai", "minilm"] = "llama_cpp"
+    #: GGUF file or model folder; "bundled:smollm2", "bundled:gemma3", "bundled:minilm" or a path
+    path: str | None = None
+    #: upstream base URL including /v1, e.g. http://127.0.0.1:8000/v1
+    url: str | None = None
+    #: model name to send upstream (defaults to `name`)
+    upstream_model: str | None = None
+    #: environment variable holding the upstream's API key (never the key itself)
+    api_key_env: str | None = None
+    timeout_s: float = Field(120.0, gt=0)
+    n_ctx: int = Field(2048, ge=128)
+    n_threads: int | None = Field(None, ge=1)
+    #: llama-cpp-python chat format name (e.g. "gemma", "chatml") for GGUFs without a chat template
+    chat_format: str | None = None
+    #: requests that may wait behind the running one before 429
+    max_queue: int = Field(8, ge=0)
+    #: models to try, in order, when this one's backend is unavailable
+    fallbacks: tuple[str, ...] = ()
+    #: default max_tokens when a request sets none
+    default_max_tokens: int = Field(256, ge=1)
+
+    @model_validator(mode="after")
+    def _backend_fields(self) -> ModelSettings:
+        if self.backend == "openai" and not self.url:
+            raise ValueError(f"model {self.name!r}: backend 'openai' needs url")
+        if self.backend in ("llama_cpp", "minilm") and not self.path:
+            raise ValueError(f"model {self.name!r}: backend {self.backend!r} needs path")
+        return self
+
+
+class Settings(_Strict):
+    server: ServerSettings = ServerSettings()
+    store: StoreSettings = StoreSettings()
+    egress: EgressSettings = EgressSettings()
+    models: tuple[ModelSettings, ...] = ()
+    #: where the settings came from (for `bastion doctor` and logs)
+    source: str = "defaults"
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Settings:
+        names = [m.name for m in self.models]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"model names must be unique; repeated: {', '.join(dupes)}")
+        for m in self.models:
+            for fb in m.fallbacks:
+                if fb not in names:
+                    raise ValueError(f"model {m.name!r}: fallback {fb!r} is not a configured model")
+        return self
+
+    def model(self, name: str) -> ModelSettings | None:
+        """The settings of the model called ``name``, if configured."""
+        return next((m for m in self.models if m.name == name), None)
+
+
+DEFAULT_MODELS: tuple[dict[str, Any], ...] = (
+    {"name": "smollm2", "backend": "llama_cpp", "path": "bundled:smollm2"},
+)
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """``BASTION_SERVER__PORT=9000`` -> ``{"server": {"port": "9000"}}`` (pydantic coerces types)."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, value in environ.items():
+        if not key.startswith(ENV_PREFIX) or "__" not in key:
+            continue
+        section, _, field = key.removeprefix(ENV_PREFIX).lower().partition("__")
+        if section in ("server", "store", "egress") and field:
+            if section == "egress" and field == "allow":
+                out.setdefault(section, {})[field] = [v.strip() for v in value.split(",") if v.strip()]
+            else:
+                out.setdefault(section, {})[field] = value
+    return out
+
+
+def load_settings(path: Path | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Read ``path`` (or built-in defaults), apply environment overrides and validate everything."""
+    environ = dict(os.environ) if environ is None else environ
+    if path is None and environ.get("BASTION_CONFIG"):
+        path = Path(environ["BASTION_CONFIG"])
+    raw: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError(
+                f"configuration file {path} does not exist",
+                hint="Copy bastion.example.toml and edit it, or omit --config to use the defaults.",
+            ) from exc
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read configuration file {path}: {exc}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(
+                f"{path} is not valid TOML: {exc}", hint="Fix the syntax at the line and column named."
+            ) from exc
+        source = str(path)
+    raw.setdefault("models", list(DEFAULT_MODELS))
+    for section, values in _env_overrides(environ).items():
+        raw.setdefault(section, {}).update(values)
+    raw["source"] = source
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(
+            f"invalid configuration ({source}): {problems}",
+            hint="See bastion.example.toml for every setting and its allowed values.",
+        ) from exc

@@ -1,0 +1,204 @@
+"""The API key store (SQLite).
+
+A key looks like ``bst_<id>_<secret>``: the 12-hex-digit id is public (it names the principal in logs
+and the audit trail), the 256-bit secret is shown once and only its SHA-256 is stored. A salted slow
+hash is unnecessary here because the secret is random, not a password; SHA-256 keeps the per-request
+check to microseconds. Comparison uses ``hmac.compare_digest`` so timing reveals nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import sqlite3
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bastion.errors import AuthenticationFailed, NotFound, UsageError
+from bastion.store import Migrations, open_database
+
+PREFIX = "bst"
+migrations = Migrations("keys")
+
+
+@migrations
+def m001_api_keys(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        """CREATE TABLE api_keys (
+             id TEXT PRIMARY KEY,
+             name TEXT NOT NULL,
+             secret_sha256 TEXT NOT NULL,
+             models TEXT NOT NULL,           -- JSON list of model names, ["*"] for all
+             groups TEXT NOT NULL DEFAULT '[]',
+             created_at TEXT NOT NULL,
+             revoked_at TEXT
+           )"""
+    )
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the key id (never the key), its name, groups and the models it may call."""
+
+    key_id: str
+    name: str
+    models: tuple[str, ...]
+    groups: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key_id": self.key_id,
+            "name": self.name,
+            "models": list(self.models),
+            "groups": list(self.groups),
+        }
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """A stored key's public record."""
+
+    id: str
+    name: str
+    models: tuple[str, ...]
+    groups: tuple[str, ...]
+    created_at: str
+    revoked_at: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "models": list(self.models),
+            "groups": list(self.groups),
+            "created_at": self.created_at,
+            "revoked_at": self.revoked_at,
+        }
+
+
+@dataclass(frozen=True)
+class NewKey:
+    """A just-created key: the only time the secret exists outside the caller's hands."""
+
+    record: ApiKey
+    key: str = field(repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.record.to_json(), "key": self.key}
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _sha256(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _row(row: sqlite3.Row | tuple[Any, ...]) -> ApiKey:
+    return ApiKey(row[0], row[1], tuple(json.loads(row[2])), tuple(json.loads(row[3])), row[4], row[5])
+
+
+class KeyStore:
+    """Create, list, revoke and check API keys in the SQLite database at ``path``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._conn = open_database(path, migrations)
+        self._lock = threading.Lock()
+        # In-memory view for the request hot path, refreshed when another connection commits
+        # (PRAGMA data_version changes), so a revoke from the CLI takes effect without a restart.
+        self._cache: dict[str, tuple[str, Principal]] = {}
+        self._data_version = -1
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def create(self, name: str, models: list[str], groups: list[str] | None = None) -> NewKey:
+        """Create a key for ``name`` that may call ``models`` (``["*"]`` for every model)."""
+        if not name.strip():
+            raise UsageError("a key needs a non-empty name", param="name")
+        if not models:
+            raise UsageError(
+                "a key needs at least one model it may call",
+                hint="Pass --model NAME (or --model '*').",
+                param="models",
+            )
+        key_id = secrets.token_hex(6)
+        secret = secrets.token_urlsafe(32)
+        record = ApiKey(key_id, name, tuple(models), tuple(groups or ()), _now(), None)
+        with self._lock, self._conn:
+            self._conn.execute(
+                "INSERT INTO api_keys (id, name, secret_sha256, models, groups, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    key_id,
+                    name,
+                    _sha256(secret),
+                    json.dumps(models),
+                    json.dumps(groups or []),
+                    record.created_at,
+                ),
+            )
+            self._data_version = -1  # our own commits do not change data_version for this connection
+        return NewKey(record, f"{PREFIX}_{key_id}_{secret}")
+
+    def list(self, include_revoked: bool = False) -> list[ApiKey]:
+        """Every key's public record, oldest first."""
+        sql = "SELECT id, name, models, groups, created_at, revoked_at FROM api_keys"
+        if not include_revoked:
+            sql += " WHERE revoked_at IS NULL"
+        with self._lock:
+            return [_row(r) for r in self._conn.execute(sql + " ORDER BY created_at, id")]
+
+    def revoke(self, key_id: str) -> ApiKey:
+        """Revoke the key ``key_id``; it stops working on the gateway's next request."""
+        with self._lock, self._conn:
+            cur = self._conn.execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (_now(), key_id)
+            )
+            row = self._conn.execute(
+                "SELECT id, name, models, groups, created_at, revoked_at FROM api_keys WHERE id = ?",
+                (key_id,),
+            ).fetchone()
+            self._data_version = -1
+        if row is None:
+            raise NotFound(f"no API key with id {key_id!r}", hint="List keys with 'bastion keys list'.")
+        if cur.rowcount == 0:
+            raise UsageError(f"API key {key_id} was already revoked at {row[5]}")
+        return _row(row)
+
+    def authenticate(self, presented: str | None) -> Principal:
+        """Return the principal for a presented key, or raise :class:`AuthenticationFailed`."""
+        if not presented:
+            raise AuthenticationFailed("no API key was sent")
+        parts = presented.split("_", 2)
+        if len(parts) != 3 or parts[0] != PREFIX:
+            raise AuthenticationFailed("the API key is malformed")
+        self._refresh()
+        entry = self._cache.get(parts[1])
+        digest = _sha256(parts[2])
+        # compare even when the id is unknown, so timing does not tell ids apart
+        expected = entry[0] if entry else "0" * 64
+        if not hmac.compare_digest(expected, digest) or entry is None:
+            raise AuthenticationFailed("the API key is unknown or revoked")
+        return entry[1]
+
+    def _refresh(self) -> None:
+        with self._lock:
+            version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+            if version == self._data_version:
+                return
+            rows = self._conn.execute(
+                "SELECT id, name, secret_sha256, models, groups FROM api_keys WHERE revoked_at IS NULL"
+            ).fetchall()
+            self._cache = {
+                r[0]: (r[2], Principal(r[0], r[1], tuple(json.loads(r[3])), tuple(json.loads(r[4]))))
+                for r in rows
+            }
+            self._data_version = version
