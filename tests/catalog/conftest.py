@@ -35,7 +35,9 @@ def _kv(key: str, value: Any) -> bytes:
     raise TypeError(value)
 
 
-def write_gguf(path: Path, metadata: dict[str, Any], *, kv_count: int | None = None, tail: bytes = b"") -> Path:
+def write_gguf(
+    path: Path, metadata: dict[str, Any], *, kv_count: int | None = None, tail: bytes = b""
+) -> Path:
     """Write a GGUF v3 header with ``metadata`` (and no tensors) to ``path``."""
     header = b"GGUF" + struct.pack("<IQQ", 3, 0, len(metadata) if kv_count is None else kv_count)
     path.write_bytes(header + b"".join(_kv(k, v) for k, v in metadata.items()) + tail)

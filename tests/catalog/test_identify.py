@@ -51,16 +51,25 @@ def test_gguf_header_reader_keeps_general_keys_and_digests_the_vocabulary() -> N
     assert header.tensor_count == 272
 
 
-def test_crafted_gguf_claiming_a_llama_distill_is_matched_with_architecture(tmp_path: Path, gguf_writer: Any) -> None:
-    path = gguf_writer(tmp_path / "m.gguf", {
-        "general.architecture": "llama", "general.name": "DeepSeek-R1-Distill-Llama-8B",
-        "general.size_label": "8B", "tokenizer.chat_template": "{{ x }}",
-    })
+def test_crafted_gguf_claiming_a_llama_distill_is_matched_with_architecture(
+    tmp_path: Path, gguf_writer: Any
+) -> None:
+    path = gguf_writer(
+        tmp_path / "m.gguf",
+        {
+            "general.architecture": "llama",
+            "general.name": "DeepSeek-R1-Distill-Llama-8B",
+            "general.size_label": "8B",
+            "tokenizer.chat_template": "{{ x }}",
+        },
+    )
     best = identify(path).best
     assert best is not None and best.name == "DeepSeek-R1-Distill-Llama-8B"
 
 
-def test_architecture_contradicting_the_claimed_name_lowers_confidence(tmp_path: Path, gguf_writer: Any) -> None:
+def test_architecture_contradicting_the_claimed_name_lowers_confidence(
+    tmp_path: Path, gguf_writer: Any
+) -> None:
     honest = gguf_writer(tmp_path / "a.gguf", {"general.architecture": "qwen2", "general.name": "Qwen2.5-7B"})
     liar = gguf_writer(tmp_path / "b.gguf", {"general.architecture": "llama", "general.name": "Qwen2.5-7B"})
     a, b = identify(honest).best, identify(liar).best
@@ -68,7 +77,9 @@ def test_architecture_contradicting_the_claimed_name_lowers_confidence(tmp_path:
 
 
 def test_unknown_name_gives_no_candidate(tmp_path: Path, gguf_writer: Any) -> None:
-    path = gguf_writer(tmp_path / "m.gguf", {"general.architecture": "llama", "general.name": "Totally Domestic 7B"})
+    path = gguf_writer(
+        tmp_path / "m.gguf", {"general.architecture": "llama", "general.name": "Totally Domestic 7B"}
+    )
     assert identify(path).best is None
 
 
@@ -93,7 +104,13 @@ def test_truncated_gguf_is_unusable_input_naming_the_file(tmp_path: Path, gguf_w
 
 
 def test_absurd_array_length_is_refused_before_allocating(tmp_path: Path, gguf_writer: Any) -> None:
-    bad = b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", 3) + b"key" + struct.pack("<IIQ", 9, 8, 2**40)
+    bad = (
+        b"GGUF"
+        + struct.pack("<IQQ", 3, 0, 1)
+        + struct.pack("<Q", 3)
+        + b"key"
+        + struct.pack("<IIQ", 9, 8, 2**40)
+    )
     (tmp_path / "x.gguf").write_bytes(bad)
     with pytest.raises(UnusableInput, match="exceeds the bound"):
         read_gguf_header(tmp_path / "x.gguf")

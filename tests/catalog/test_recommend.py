@@ -34,7 +34,10 @@ def test_size_limit_excludes_larger_models() -> None:
     rec = recommend("permissive", 10, benchmark="GPQA Diamond", organisation=ORG)
     group = next(g for g in rec.groups if g.setting == "pass@1, DeepSeek evaluation")
     assert {r.name for r in group.admissible} == {
-        "DeepSeek-R1-Distill-Qwen-1.5B", "DeepSeek-R1-Distill-Qwen-7B", "DeepSeek-R1-Distill-Llama-8B"}
+        "DeepSeek-R1-Distill-Qwen-1.5B",
+        "DeepSeek-R1-Distill-Qwen-7B",
+        "DeepSeek-R1-Distill-Llama-8B",
+    }
     assert group.best_refused is None and group.gap is None
 
 

@@ -19,9 +19,15 @@ def test_bundled_catalog_validates_with_at_least_50_releases() -> None:
 def test_required_releases_are_present() -> None:
     cat = load_catalog()
     for name in [
-        "SmolLM2-135M-Instruct", "Gemma 3 270M", "all-MiniLM-L6-v2",
-        "DeepSeek-R1-Distill-Qwen-1.5B", "DeepSeek-R1-Distill-Qwen-7B", "DeepSeek-R1-Distill-Qwen-14B",
-        "DeepSeek-R1-Distill-Qwen-32B", "DeepSeek-R1-Distill-Llama-8B", "DeepSeek-R1-Distill-Llama-70B",
+        "SmolLM2-135M-Instruct",
+        "Gemma 3 270M",
+        "all-MiniLM-L6-v2",
+        "DeepSeek-R1-Distill-Qwen-1.5B",
+        "DeepSeek-R1-Distill-Qwen-7B",
+        "DeepSeek-R1-Distill-Qwen-14B",
+        "DeepSeek-R1-Distill-Qwen-32B",
+        "DeepSeek-R1-Distill-Llama-8B",
+        "DeepSeek-R1-Distill-Llama-70B",
     ]:
         assert cat.get(name).name == name
 

@@ -47,7 +47,9 @@ def test_decisions_are_cached_and_reload_applies_a_changed_policy(tmp_path: Path
     alice = Principal("k1", "alice", ("smollm2",), ())
     first = ap.authorize(alice, "chat", SMOL)
     assert first.allowed and ap.authorize(alice, "chat", SMOL) is first  # served from the cache
-    f.write_text(f.read_text() + '\n@id("no-chat")\nforbid (principal, action == Bastion::Action::"chat", resource);\n')
+    f.write_text(
+        f.read_text() + '\n@id("no-chat")\nforbid (principal, action == Bastion::Action::"chat", resource);\n'
+    )
     assert ap.authorize(alice, "chat", SMOL).allowed  # not yet reloaded
     ap.reload()
     d = ap.authorize(alice, "chat", SMOL)

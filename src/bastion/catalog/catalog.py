@@ -83,7 +83,7 @@ class Catalog:
         for e in self.entries:
             if e.base_model is not None and e.base_model not in names:
                 raise ConfigError(
-                    f"{origin}: entry {e.name!r} has base_model {e.base_model!r}, which is not in the catalog",
+                    f"{origin}: entry {e.name!r} has base_model {e.base_model!r}, not in the catalog",
                     hint="base_model must be the exact name of another entry; add the base entry first.",
                 )
         for e in self.entries:
@@ -101,7 +101,11 @@ class Catalog:
             close = [e.name for e in self.entries if key and key[:5] in _norm(e.name)][:5]
             raise NotFound(
                 f"no catalog entry named {name!r}",
-                hint=(f"Did you mean: {', '.join(close)}?" if close else "List entries with 'bastion catalog list'."),
+                hint=(
+                    f"Did you mean: {', '.join(close)}?"
+                    if close
+                    else "List entries with 'bastion catalog list'."
+                ),
             )
         return entry
 
@@ -160,7 +164,9 @@ def parse_catalog(text: str, origin: str) -> Catalog:
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{origin}: not valid TOML: {exc}", hint="Fix the syntax at the position shown.") from exc
+        raise ConfigError(
+            f"{origin}: not valid TOML: {exc}", hint="Fix the syntax at the position shown."
+        ) from exc
     try:
         parsed = CatalogFile.model_validate(raw)
     except ValidationError as exc:
@@ -170,7 +176,9 @@ def parse_catalog(text: str, origin: str) -> Catalog:
         if len(loc) >= 2 and loc[0] == "model" and isinstance(loc[1], int):
             models = raw.get("model", [])
             if isinstance(models, list) and loc[1] < len(models) and isinstance(models[loc[1]], dict):
-                where = f"entry {models[loc[1]].get('name', loc[1])!r}, field {'/'.join(str(p) for p in loc[2:])}"
+                where = (
+                    f"entry {models[loc[1]].get('name', loc[1])!r}, field {'/'.join(str(p) for p in loc[2:])}"
+                )
         raise ConfigError(
             f"{origin}: {where}: {first['msg']} ({exc.error_count()} problem(s) in total)",
             hint="Correct the entry; the schema is bastion/catalog/schema.py.",

@@ -29,8 +29,19 @@ MAX_ARRAY_ITEMS = 8 * 1024 * 1024  # vocabularies are ~262k; leave ample headroo
 MAX_HEADER_BYTES = 256 * 1024 * 1024  # whole KV section, including the vocabulary
 KEEP_ARRAY_ITEMS = 16  # arrays longer than this are summarised (count + digest), not kept
 
-_SCALARS: dict[int, str] = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?",
-                            10: "<Q", 11: "<q", 12: "<d"}
+_SCALARS: dict[int, str] = {
+    0: "<B",
+    1: "<b",
+    2: "<H",
+    3: "<h",
+    4: "<I",
+    5: "<i",
+    6: "<f",
+    7: "<?",
+    10: "<Q",
+    11: "<q",
+    12: "<d",
+}
 _STRING, _ARRAY = 8, 9
 
 Scalar = int | float | bool | str
@@ -97,7 +108,7 @@ class _Reader:
     def fail(self, problem: str) -> NoReturn:
         raise UnusableInput(
             f"{self.path}: not a readable GGUF header: {problem}",
-            hint="The file is damaged or crafted; obtain it again from its source and run 'bastion vet' on it.",
+            hint="The file is damaged or crafted; obtain it again from its source and run 'bastion vet'.",
         )
 
 

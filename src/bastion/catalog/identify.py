@@ -83,7 +83,11 @@ class Candidate:
 
     def to_json(self) -> dict[str, Any]:
         """The candidate as a plain mapping."""
-        return {"name": self.name, "confidence": self.confidence, "evidence": [e.to_json() for e in self.evidence]}
+        return {
+            "name": self.name,
+            "confidence": self.confidence,
+            "evidence": [e.to_json() for e in self.evidence],
+        }
 
 
 @dataclass(frozen=True)
@@ -136,7 +140,8 @@ def _gguf_claims(path: Path) -> Claims:
     if base:
         names.append(("general.basename+size_label", f"{base} {size or ''}".strip()))
     bases = [
-        v for k, v in h.metadata.items()
+        v
+        for k, v in h.metadata.items()
         if re.fullmatch(r"general\.base_model\.\d+\.(name|repo_url)", k) and isinstance(v, str)
     ]
     tokens = h.metadata.get("tokenizer.ggml.tokens")
@@ -157,7 +162,9 @@ def _read_bounded(path: Path, limit: int) -> bytes:
     with path.open("rb") as fh:
         data = fh.read(limit + 1)
     if len(data) > limit:
-        raise UnusableInput(f"{path} is larger than {limit:,} bytes", hint="This is not a normal model metadata file.")
+        raise UnusableInput(
+            f"{path} is larger than {limit:,} bytes", hint="This is not a normal model metadata file."
+        )
     return data
 
 
@@ -165,7 +172,9 @@ def _json_file(path: Path) -> dict[str, Any]:
     try:
         value = json.loads(_read_bounded(path, MAX_JSON_BYTES))
     except (OSError, ValueError) as exc:
-        raise UnusableInput(f"{path}: not readable JSON: {exc}", hint="Obtain the file again from its source.") from exc
+        raise UnusableInput(
+            f"{path}: not readable JSON: {exc}", hint="Obtain the file again from its source."
+        ) from exc
     if not isinstance(value, dict):
         raise UnusableInput(f"{path}: expected a JSON object", hint="Obtain the file again from its source.")
     return value
@@ -179,11 +188,15 @@ def _safetensors_params(path: Path) -> int | None:
             return None
         (n,) = struct.unpack("<Q", raw)
         if n > MAX_JSON_BYTES:
-            raise UnusableInput(f"{path}: safetensors header claims {n:,} bytes", hint="The file is damaged or crafted.")
+            raise UnusableInput(
+                f"{path}: safetensors header claims {n:,} bytes", hint="The file is damaged or crafted."
+            )
         try:
             header = json.loads(fh.read(n))
         except ValueError as exc:
-            raise UnusableInput(f"{path}: safetensors header is not JSON", hint="The file is damaged.") from exc
+            raise UnusableInput(
+                f"{path}: safetensors header is not JSON", hint="The file is damaged."
+            ) from exc
     total = 0
     for name, info in header.items():
         if name != "__metadata__" and isinstance(info, dict):
@@ -212,10 +225,14 @@ def _card(path: Path) -> tuple[str | None, list[str], str | None]:
 def _folder_claims(path: Path) -> Claims:
     config_path = path / "config.json"
     if not config_path.is_file():
-        raise UnusableInput(f"{path}: no config.json", hint="Point at a Hugging Face model folder or a .gguf file.")
+        raise UnusableInput(
+            f"{path}: no config.json", hint="Point at a Hugging Face model folder or a .gguf file."
+        )
     config = _json_file(config_path)
     names: list[tuple[str, str]] = []
-    title, bases, lic = (None, [], None)
+    title: str | None = None
+    bases: list[str] = []
+    lic: str | None = None
     if (path / "README.md").is_file():
         title, bases, lic = _card(path / "README.md")
         if title:
@@ -236,7 +253,8 @@ def _folder_claims(path: Path) -> Claims:
         license=lic,
         params_b=params / 1e9 if params else None,
         has_chat_template=("chat_template" in _json_file(path / "tokenizer_config.json"))
-        if (path / "tokenizer_config.json").is_file() else None,
+        if (path / "tokenizer_config.json").is_file()
+        else None,
         tokenizer_sha256=tok_digest,
     )
 
@@ -275,7 +293,9 @@ def _score(claims: Claims, entry: CatalogEntry, catalog: Catalog) -> list[Eviden
     ancestors |= {_norm(a.split("/")[-1]) for e in catalog.ancestry(entry.name).chain[1:] for a in e.aliases}
     for where, name in claims.names:
         if where.startswith("config.json") and _norm(name.split("/")[-1]) in ancestors:
-            ev.append(Evidence("lineage", f"{where} {name!r} is an ancestor of this entry in the catalog", 15))
+            ev.append(
+                Evidence("lineage", f"{where} {name!r} is an ancestor of this entry in the catalog", 15)
+            )
     for base in claims.declared_bases:
         if _norm(base.split("/")[-1]) in ancestors:
             ev.append(Evidence("lineage", f"declared base model {base!r} matches the catalog lineage", 10))
@@ -283,14 +303,23 @@ def _score(claims: Claims, entry: CatalogEntry, catalog: Catalog) -> list[Eviden
         if claims.architecture == entry.architecture:
             ev.append(Evidence("architecture", f"architecture {claims.architecture!r} as catalogued", 15))
         else:
-            ev.append(Evidence("architecture", f"architecture {claims.architecture!r}, catalog says "
-                               f"{entry.architecture!r}", -40))
+            ev.append(
+                Evidence(
+                    "architecture",
+                    f"architecture {claims.architecture!r}, catalog says {entry.architecture!r}",
+                    -40,
+                )
+            )
     if claims.params_b:
         ratio = claims.params_b / entry.params_b
         if 0.8 <= ratio <= 1.25:
-            ev.append(Evidence("size", f"{claims.params_b:.3g}B parameters as catalogued ({entry.params_b}B)", 10))
+            ev.append(
+                Evidence("size", f"{claims.params_b:.3g}B parameters as catalogued ({entry.params_b}B)", 10)
+            )
         elif ratio < 0.5 or ratio > 2:
-            ev.append(Evidence("size", f"{claims.params_b:.3g}B parameters, catalog says {entry.params_b}B", -30))
+            ev.append(
+                Evidence("size", f"{claims.params_b:.3g}B parameters, catalog says {entry.params_b}B", -30)
+            )
     if claims.tokenizer_sha256 and entry.tokenizer_sha256:
         if claims.tokenizer_sha256 in entry.tokenizer_sha256:
             ev.append(Evidence("tokenizer", "tokenizer digest matches the catalogued one", 25))
@@ -299,12 +328,16 @@ def _score(claims: Claims, entry: CatalogEntry, catalog: Catalog) -> list[Eviden
     if claims.has_chat_template is not None:
         tuned = entry.relation == "fine-tune" or bool(_TUNED.search(entry.name))
         if claims.has_chat_template and tuned:
-            ev.append(Evidence("chat-template", "has a chat template, as an instruction-tuned release does", 10))
+            ev.append(
+                Evidence("chat-template", "has a chat template, as an instruction-tuned release does", 10)
+            )
         elif claims.has_chat_template and not tuned:
             ev.append(Evidence("chat-template", "has a chat template; this entry is a base model", -15))
         elif not claims.has_chat_template and not tuned:
             ev.append(Evidence("chat-template", "no chat template, as a base model", 10))
-    if claims.organization and any(a.lower().startswith(claims.organization.lower() + "/") for a in entry.aliases):
+    if claims.organization and any(
+        a.lower().startswith(claims.organization.lower() + "/") for a in entry.aliases
+    ):
         ev.append(Evidence("organization", f"organization {claims.organization!r} publishes this entry", 10))
     return ev
 

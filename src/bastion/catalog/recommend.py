@@ -40,8 +40,14 @@ class Ranked:
 
     def to_json(self) -> dict[str, Any]:
         """The row as a plain mapping."""
-        return {"name": self.name, "country": self.country, "params_b": self.params_b, "value": self.value,
-                "admissible": self.admissible, "deciding_statements": list(self.deciding)}
+        return {
+            "name": self.name,
+            "country": self.country,
+            "params_b": self.params_b,
+            "value": self.value,
+            "admissible": self.admissible,
+            "deciding_statements": list(self.deciding),
+        }
 
 
 @dataclass(frozen=True)
@@ -62,9 +68,13 @@ class Group:
 
     def to_json(self) -> dict[str, Any]:
         """The group as a plain mapping."""
-        return {"benchmark": self.benchmark, "setting": self.setting,
-                "admissible": [r.to_json() for r in self.admissible],
-                "best_refused": self.best_refused.to_json() if self.best_refused else None, "gap": self.gap}
+        return {
+            "benchmark": self.benchmark,
+            "setting": self.setting,
+            "admissible": [r.to_json() for r in self.admissible],
+            "best_refused": self.best_refused.to_json() if self.best_refused else None,
+            "gap": self.gap,
+        }
 
 
 @dataclass(frozen=True)
@@ -80,9 +90,14 @@ class Recommendation:
 
     def to_json(self) -> dict[str, Any]:
         """The recommendation as a plain mapping."""
-        return {"policy": self.policy, "max_params_b": self.max_params_b, "benchmarks": list(self.benchmarks),
-                "admissible_count": self.admissible_count, "refused_count": self.refused_count,
-                "groups": [g.to_json() for g in self.groups]}
+        return {
+            "policy": self.policy,
+            "max_params_b": self.max_params_b,
+            "benchmarks": list(self.benchmarks),
+            "admissible_count": self.admissible_count,
+            "refused_count": self.refused_count,
+            "groups": [g.to_json() for g in self.groups],
+        }
 
 
 def recommend(
@@ -94,20 +109,26 @@ def recommend(
     organisation: Organisation | None = None,
     catalog: Catalog | None = None,
 ) -> Recommendation:
-    """Rank catalog models within ``max_params_b`` by ``benchmark`` (or the task's benchmarks) under ``policy``."""
+    """Rank catalog models up to ``max_params_b`` by ``benchmark`` (or the task's) under ``policy``."""
     if benchmark is None and task not in TASKS:
-        raise UsageError(f"unknown task {task!r}", hint=f"Choose one of: {', '.join(TASKS)}; or pass --benchmark.")
+        raise UsageError(
+            f"unknown task {task!r}", hint=f"Choose one of: {', '.join(TASKS)}; or pass --benchmark."
+        )
     if max_params_b <= 0:
-        raise UsageError("--max-params must be positive (billions of parameters)", hint="For example --max-params 32.")
+        raise UsageError(
+            "--max-params must be positive (billions of parameters)", hint="For example --max-params 32."
+        )
     cat = catalog if catalog is not None else load_catalog()
     org = organisation if organisation is not None else Organisation.load()
     source = load_policy(policy)
     signer = org.trusted_signers[0] if org.trusted_signers else ""
     wanted = (benchmark,) if benchmark else TASKS[task]
-    known = {b.name.lower() for e in cat.entries for b in e.benchmarks}
-    if benchmark and benchmark.lower() not in known:
-        raise UsageError(f"no catalog entry has a figure for benchmark {benchmark!r}",
-                         hint=f"Known benchmarks: {', '.join(sorted({b.name for e in cat.entries for b in e.benchmarks}))}.")
+    known = sorted({b.name for e in cat.entries for b in e.benchmarks})
+    if benchmark and benchmark.lower() not in {k.lower() for k in known}:
+        raise UsageError(
+            f"no catalog entry has a figure for benchmark {benchmark!r}",
+            hint="Known benchmarks: " + ", ".join(known),
+        )
     admissible_count = refused_count = 0
     rows: dict[tuple[str, str], list[Ranked]] = {}
     for entry in cat.select(max_params_b=max_params_b):
@@ -118,13 +139,26 @@ def recommend(
         for b in entry.benchmarks:
             if b.name.lower() in (w.lower() for w in wanted):
                 rows.setdefault((b.name, b.setting), []).append(
-                    Ranked(entry.name, entry.country, entry.params_b, b.value, decision.allowed,
-                           tuple(r.id for r in decision.reasons))
+                    Ranked(
+                        entry.name,
+                        entry.country,
+                        entry.params_b,
+                        b.value,
+                        decision.allowed,
+                        tuple(r.id for r in decision.reasons),
+                    )
                 )
     order = {w.lower(): i for i, w in enumerate(wanted)}
     groups = []
-    for (name, setting), ranked in sorted(rows.items(), key=lambda kv: (order[kv[0][0].lower()], -len(kv[1]), kv[0][1])):
+    def _rank(kv: tuple[tuple[str, str], list[Ranked]]) -> tuple[int, int, int, str]:
+        # Groups holding both an admissible and a refused model answer "what does it cost": show them first.
+        both = any(r.admissible for r in kv[1]) and any(not r.admissible for r in kv[1])
+        return (order[kv[0][0].lower()], 0 if both else 1, -len(kv[1]), kv[0][1])
+
+    for (name, setting), ranked in sorted(rows.items(), key=_rank):
         ranked.sort(key=lambda r: -r.value)
         refused = [r for r in ranked if not r.admissible]
-        groups.append(Group(name, setting, tuple(r for r in ranked if r.admissible), refused[0] if refused else None))
+        groups.append(
+            Group(name, setting, tuple(r for r in ranked if r.admissible), refused[0] if refused else None)
+        )
     return Recommendation(source.origin, max_params_b, wanted, tuple(groups), admissible_count, refused_count)

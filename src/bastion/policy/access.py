@@ -100,21 +100,33 @@ class AccessPolicy:
         return decision
 
     def _decide(
-        self, source: PolicySource, policy_set: cedarpy.PolicySet, principal: PrincipalLike, action: str,
+        self,
+        source: PolicySource,
+        policy_set: cedarpy.PolicySet,
+        principal: PrincipalLike,
+        action: str,
         model: ServedModel,
     ) -> Decision:
         key_uid = {"type": f"{NAMESPACE}::ApiKey", "id": principal.key_id}
         entities: list[dict[str, Any]] = [
             {
                 "uid": key_uid,
-                "attrs": {"name": principal.name, "models": list(principal.models),
-                          "clearance": self.clearance(principal)},
+                "attrs": {
+                    "name": principal.name,
+                    "models": list(principal.models),
+                    "clearance": self.clearance(principal),
+                },
                 "parents": [{"type": f"{NAMESPACE}::Group", "id": g} for g in principal.groups],
             },
-            *({"uid": {"type": f"{NAMESPACE}::Group", "id": g}, "attrs": {}, "parents": []}
-              for g in principal.groups),
-            {"uid": {"type": f"{NAMESPACE}::ServedModel", "id": model.name}, "attrs": model.to_json(),
-             "parents": []},
+            *(
+                {"uid": {"type": f"{NAMESPACE}::Group", "id": g}, "attrs": {}, "parents": []}
+                for g in principal.groups
+            ),
+            {
+                "uid": {"type": f"{NAMESPACE}::ServedModel", "id": model.name},
+                "attrs": model.to_json(),
+                "parents": [],
+            },
         ]
         request = {
             "principal": key_uid,
@@ -122,6 +134,10 @@ class AccessPolicy:
             "resource": {"type": f"{NAMESPACE}::ServedModel", "id": model.name},
             "context": {},
         }
-        inputs = {"key_id": principal.key_id, "model": model.to_json(), "clearance": self.clearance(principal),
-                  "groups": list(principal.groups)}
+        inputs = {
+            "key_id": principal.key_id,
+            "model": model.to_json(),
+            "clearance": self.clearance(principal),
+            "groups": list(principal.groups),
+        }
         return evaluate(source, policy_set, request, entities, action, inputs)

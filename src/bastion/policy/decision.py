@@ -35,14 +35,20 @@ class Organisation:
             try:
                 text = path.read_text(encoding="utf-8")
             except OSError as exc:
-                raise ConfigError(f"cannot read {path}: {exc.strerror or exc}", hint="Check the path.") from exc
+                raise ConfigError(
+                    f"cannot read {path}: {exc.strerror or exc}", hint="Check the path."
+                ) from exc
             origin = str(path)
         try:
             raw = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{origin}: not valid TOML: {exc}", hint="Fix the syntax.") from exc
         unknown = set(raw) - {"denied_countries", "trusted_signers"}
-        bad = [c for c in raw.get("denied_countries", []) if not (isinstance(c, str) and len(c) == 2 and c.isupper())]
+        bad = [
+            c
+            for c in raw.get("denied_countries", [])
+            if not (isinstance(c, str) and len(c) == 2 and c.isupper())
+        ]
         if unknown or bad or not all(isinstance(s, str) for s in raw.get("trusted_signers", [])):
             raise ConfigError(
                 f"{origin}: expected only denied_countries (ISO 3166 alpha-2 codes) and trusted_signers "
@@ -55,7 +61,10 @@ class Organisation:
         """The Cedar entity for the organisation."""
         return {
             "uid": {"type": f"{NAMESPACE}::Organisation", "id": self.id},
-            "attrs": {"denied_countries": list(self.denied_countries), "trusted_signers": list(self.trusted_signers)},
+            "attrs": {
+                "denied_countries": list(self.denied_countries),
+                "trusted_signers": list(self.trusted_signers),
+            },
             "parents": [],
         }
 
@@ -122,8 +131,11 @@ class ArtifactAttributes:
     def entity(self) -> dict[str, Any]:
         """The Cedar entity for this artifact."""
         attrs = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.to_json().items()}
-        return {"uid": {"type": f"{NAMESPACE}::Artifact", "id": self.name or "unidentified"}, "attrs": attrs,
-                "parents": []}
+        return {
+            "uid": {"type": f"{NAMESPACE}::Artifact", "id": self.name or "unidentified"},
+            "attrs": attrs,
+            "parents": [],
+        }
 
     def to_json(self) -> dict[str, Any]:
         """The attributes as a plain mapping (the Cedar entity's attributes)."""
@@ -199,7 +211,7 @@ def evaluate(
 def admission_decision(
     artifact: ArtifactAttributes, policy: str | Path | PolicySource, organisation: Organisation | None = None
 ) -> Decision:
-    """Decide whether ``artifact`` may be admitted under ``policy`` (a pack name, a file or a loaded source)."""
+    """Decide whether ``artifact`` may be admitted under ``policy`` (pack name, file or loaded source)."""
     source = policy if isinstance(policy, PolicySource) else load_policy(policy)
     org = organisation if organisation is not None else Organisation.load()
     policy_set = _policy_set(source)
@@ -209,7 +221,9 @@ def admission_decision(
         "resource": {"type": f"{NAMESPACE}::Artifact", "id": artifact.name or "unidentified"},
         "context": {},
     }
-    return evaluate(source, policy_set, request, [org.entity(), artifact.entity()], "admit", artifact.to_json())
+    return evaluate(
+        source, policy_set, request, [org.entity(), artifact.entity()], "admit", artifact.to_json()
+    )
 
 
 def _policy_set(source: PolicySource) -> cedarpy.PolicySet:

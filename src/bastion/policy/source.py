@@ -137,8 +137,11 @@ def parse_source(text: str, origin: str) -> tuple[PolicySource, list[PolicyProbl
             cedarpy.PolicySet.from_str(chunk)
         except Exception as exc:  # noqa: BLE001  cedarpy raises plain exceptions for parse errors
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            problems.append(PolicyProblem(_locate(chunk, body_line, message), ann.group(1) if ann else None,
-                                          f"syntax: {message}"))
+            problems.append(
+                PolicyProblem(
+                    _locate(chunk, body_line, message), ann.group(1) if ann else None, f"syntax: {message}"
+                )
+            )
             continue
         statements.append(
             Statement(
@@ -213,7 +216,9 @@ def _read_text(spec: str | Path) -> tuple[str, str]:
     file = Path(spec)
     try:
         if file.stat().st_size > MAX_POLICY_BYTES:
-            raise UsageError(f"policy {file} is larger than 1 MiB", hint="Split it or check it is a policy file.")
+            raise UsageError(
+                f"policy {file} is larger than 1 MiB", hint="Split it or check it is a policy file."
+            )
         return file.read_text(encoding="utf-8"), str(file)
     except FileNotFoundError as exc:
         raise NotFound(
@@ -221,4 +226,6 @@ def _read_text(spec: str | Path) -> tuple[str, str]:
             hint=f"Give a .cedar file path or a bundled pack: {', '.join(PACKS)}.",
         ) from exc
     except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read policy {file}: {exc}", hint="Check the path and that it is UTF-8 text.") from exc
+        raise UsageError(
+            f"cannot read policy {file}: {exc}", hint="Check the path and that it is UTF-8 text."
+        ) from exc
