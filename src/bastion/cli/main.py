@@ -7,7 +7,7 @@ import sys
 import click
 import typer
 
-from bastion.cli import keys
+from bastion.cli import keys, serve
 from bastion.cli.render import render_error
 from bastion.errors import BastionError, UsageError
 
@@ -18,6 +18,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+serve.register(app)
 app.add_typer(keys.app, name="keys")
 
 
