@@ -7,7 +7,7 @@ import sys
 import click
 import typer
 
-from bastion.cli import keys, serve
+from bastion.cli import doctor, keys, serve
 from bastion.cli.render import render_error
 from bastion.errors import BastionError, UsageError
 
@@ -19,6 +19,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 serve.register(app)
+doctor.register(app)
 app.add_typer(keys.app, name="keys")
 
 

@@ -125,7 +125,7 @@ class Gateway:
                 if cancel.is_set():
                     raise
                 last = exc
-                log.warning("model %s failed, trying its fallback: %s", backend.info.name, exc.message)
+                log.warning("model %s failed: %s", backend.info.name, exc.message)
         assert last is not None
         raise last
 
@@ -253,9 +253,13 @@ class _SSE(Response):
         self.done = done
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        gone = False
+
         async def watch() -> None:
+            nonlocal gone
             while (await receive())["type"] != "http.disconnect":
                 pass
+            gone = True
             self.cancel.set()
 
         watcher = asyncio.create_task(watch())
@@ -282,7 +286,7 @@ class _SSE(Response):
                 )
             try:
                 async for chunk in self.chunks:
-                    if self.cancel.is_set():
+                    if gone:
                         break
                     await send(
                         {"type": "http.response.body", "body": b"data: " + chunk + b"\n\n", "more_body": True}
@@ -290,7 +294,7 @@ class _SSE(Response):
             except BastionError as exc:
                 status = exc.http_status
                 await send({"type": "http.response.body", "body": sse_error(exc), "more_body": True})
-            if self.cancel.is_set():
+            if gone:
                 status = 499  # client closed the connection (nginx's convention)
             else:
                 await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})

@@ -27,13 +27,17 @@ class Router:
             ) from None
 
     def chain(self, name: str) -> list[Backend]:
-        """The backends to try for ``name``, healthy ones first in configured order."""
+        """The backends to try for ``name``: healthy ones in configured order, then the others.
+
+        A backend whose last health check failed is still tried as a last resort: it may have come
+        back since, and a real failure answers 503 at once anyway.
+        """
         names = (name, *self.fallbacks.get(name, ()))
         backends = [self.backends[n] for n in names if n in self.backends]
-        healthy = [b for b in backends if b.healthy()]
-        if not healthy:
+        ordered = [b for b in backends if b.healthy()] + [b for b in backends if not b.healthy()]
+        if not ordered:
             raise BackendUnavailable(
                 f"model {name!r} and its fallbacks are unavailable",
                 hint="Check 'GET /healthz' and the gateway log for the backend's error.",
             )
-        return healthy
+        return ordered

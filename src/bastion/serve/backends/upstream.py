@@ -91,9 +91,10 @@ class UpstreamBackend:
         """Ask the upstream for its model list; remember whether it answered."""
         assert self._session is not None
         try:
-            async with self._session.get(self.base + "/models", timeout=aiohttp.ClientTimeout(total=3)) as r:
+            async with self._session.get(self.base + "/models", timeout=aiohttp.ClientTimeout(total=10)) as r:
                 ok = r.status == 200
-        except (aiohttp.ClientError, TimeoutError, OSError):
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            log.debug("health check of %s failed: %r", self.base, exc)
             ok = False
         if ok != self._healthy:
             log.log(
