@@ -2,6 +2,8 @@
 #   make demo   set everything up, serve the bundled model, send a real chat completion, stop
 #   make test   set everything up, run the whole test suite (ruff, mypy, pytest)
 VENV ?= .venv
+# Debian packages the tests need (installed by scripts/bootstrap.sh when missing)
+APT_PACKAGES ?= iproute2 util-linux
 PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 export PYTHONDONTWRITEBYTECODE := 1
@@ -9,7 +11,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 .PHONY: venv demo test lint typecheck pytest lock clean
 
 venv:
-	VENV=$(VENV) bash scripts/bootstrap.sh
+	VENV=$(VENV) BASTION_APT_PACKAGES="$(APT_PACKAGES)" bash scripts/bootstrap.sh
 
 demo: venv
 	$(PY) scripts/demo.py
