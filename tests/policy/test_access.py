@@ -70,3 +70,21 @@ def test_bad_reload_keeps_the_old_policy(tmp_path: Path) -> None:
 def test_unknown_action_is_a_programming_error() -> None:
     with pytest.raises(ValueError, match="action"):
         AccessPolicy("permissive").authorize(Principal("k", "n", ("*",)), "train", SMOL)
+
+
+def test_cedar_authorizer_fits_the_gateway_seam_and_cites_the_statement() -> None:
+    from bastion.errors import PermissionDenied
+    from bastion.policy import CedarAuthorizer
+    from bastion.serve.auth import Authorizer
+
+    authorizer: Authorizer = CedarAuthorizer(
+        AccessPolicy("sovereign-strict", {"analysts": 2}), ceilings={"analyst-model": 2}
+    )
+    analyst = Principal("k2", "bob", ("*",), ("analysts",))
+    intern = Principal("k4", "dan", ("*",), ())
+    authorizer.authorize(analyst, "chat", "analyst-model")
+    authorizer.authorize(intern, "chat", "smollm2")
+    with pytest.raises(PermissionDenied, match=r"access\.clearance-below-ceiling \(line \d+\)"):
+        authorizer.authorize(intern, "chat", "analyst-model")
+    with pytest.raises(PermissionDenied, match="no permit statement matched"):
+        authorizer.authorize(Principal("k5", "eve", ("smollm2",), ()), "embedding", "gemma3")

@@ -3,7 +3,7 @@
 Public face used by admission and the gateway: ``admission_decision``, ``AccessPolicy``, ``Decision``.
 """
 
-from bastion.policy.access import LEVELS, AccessPolicy, ServedModel
+from bastion.policy.access import LEVELS, AccessPolicy, CedarAuthorizer, ServedModel
 from bastion.policy.decision import ArtifactAttributes, Decision, Organisation, Reason, admission_decision
 from bastion.policy.source import PACKS, PolicyProblem, PolicySource, load_policy, read_policy, schema_text
 
@@ -11,6 +11,7 @@ __all__ = [
     "LEVELS",
     "PACKS",
     "AccessPolicy",
+    "CedarAuthorizer",
     "ArtifactAttributes",
     "Decision",
     "Organisation",

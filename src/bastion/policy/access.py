@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 import cedarpy
 
+from bastion.errors import PermissionDenied
 from bastion.policy.decision import NAMESPACE, Decision, _policy_set, evaluate
 from bastion.policy.source import PolicySource, load_policy
 
@@ -141,3 +142,29 @@ class AccessPolicy:
             "groups": list(principal.groups),
         }
         return evaluate(source, policy_set, request, entities, action, inputs)
+
+
+class CedarAuthorizer:
+    """The gateway's ``Authorizer`` seam (``bastion.serve.auth``) backed by an :class:`AccessPolicy`.
+
+    ``ceilings`` maps a served model name to its classification ceiling (0 when not listed). A denial
+    raises PermissionDenied naming the Cedar statements that decided it.
+    """
+
+    def __init__(self, policy: AccessPolicy, ceilings: Mapping[str, int] | None = None) -> None:
+        self.policy = policy
+        self.ceilings = dict(ceilings or {})
+
+    def authorize(self, principal: PrincipalLike, action: str, model: str) -> None:
+        """Return if Cedar allows ``principal`` to ``action`` on ``model``; raise PermissionDenied if not."""
+        decision = self.policy.authorize(principal, action, ServedModel(model, self.ceilings.get(model, 0)))
+        if decision.allowed:
+            return
+        cited = (
+            ", ".join(f"{r.id} (line {r.line})" for r in decision.reasons) or "no permit statement matched"
+        )
+        raise PermissionDenied(
+            f"API key {principal.key_id} ({principal.name}) may not {action} with model {model!r}: {cited}",
+            hint=f"See policy {self.policy.origin}; 'bastion policy check' lists its statements.",
+            param="model",
+        )
