@@ -14,8 +14,11 @@ from pathlib import Path
 
 #: Extensions under which torch.load / pickle.load are used on raw pickles.
 PICKLE_EXTENSIONS = {".pkl", ".pickle", ".bin", ".pt", ".pth", ".ckpt", ".joblib", ".dat", ".data", ".mar"}
-JSON_NAMES = {"config.json": "hf-config", "tokenizer_config.json": "hf-tokenizer-config",
-              "tokenizer.json": "hf-tokenizer"}
+JSON_NAMES = {
+    "config.json": "hf-config",
+    "tokenizer_config.json": "hf-tokenizer-config",
+    "tokenizer.json": "hf-tokenizer",
+}
 
 
 def sniff(head: bytes, size: int) -> str | None:

@@ -31,31 +31,104 @@ MAX_ARRAY_DEPTH = 2
 # ggml tensor type id -> (name, elements per block, bytes per block). Removed ids (4, 5, 31-33, 36-38)
 # are absent on purpose: llama.cpp rejects them, so do we.
 GGML_TYPES: dict[int, tuple[str, int, int]] = {
-    0: ("F32", 1, 4), 1: ("F16", 1, 2), 2: ("Q4_0", 32, 18), 3: ("Q4_1", 32, 20),
-    6: ("Q5_0", 32, 22), 7: ("Q5_1", 32, 24), 8: ("Q8_0", 32, 34), 9: ("Q8_1", 32, 36),
-    10: ("Q2_K", 256, 84), 11: ("Q3_K", 256, 110), 12: ("Q4_K", 256, 144), 13: ("Q5_K", 256, 176),
-    14: ("Q6_K", 256, 210), 15: ("Q8_K", 256, 292), 16: ("IQ2_XXS", 256, 66), 17: ("IQ2_XS", 256, 74),
-    18: ("IQ3_XXS", 256, 98), 19: ("IQ1_S", 256, 50), 20: ("IQ4_NL", 32, 18), 21: ("IQ3_S", 256, 110),
-    22: ("IQ2_S", 256, 82), 23: ("IQ4_XS", 256, 136), 24: ("I8", 1, 1), 25: ("I16", 1, 2),
-    26: ("I32", 1, 4), 27: ("I64", 1, 8), 28: ("F64", 1, 8), 29: ("IQ1_M", 256, 56), 30: ("BF16", 1, 2),
-    34: ("TQ1_0", 256, 54), 35: ("TQ2_0", 256, 66), 39: ("MXFP4", 32, 17),
+    0: ("F32", 1, 4),
+    1: ("F16", 1, 2),
+    2: ("Q4_0", 32, 18),
+    3: ("Q4_1", 32, 20),
+    6: ("Q5_0", 32, 22),
+    7: ("Q5_1", 32, 24),
+    8: ("Q8_0", 32, 34),
+    9: ("Q8_1", 32, 36),
+    10: ("Q2_K", 256, 84),
+    11: ("Q3_K", 256, 110),
+    12: ("Q4_K", 256, 144),
+    13: ("Q5_K", 256, 176),
+    14: ("Q6_K", 256, 210),
+    15: ("Q8_K", 256, 292),
+    16: ("IQ2_XXS", 256, 66),
+    17: ("IQ2_XS", 256, 74),
+    18: ("IQ3_XXS", 256, 98),
+    19: ("IQ1_S", 256, 50),
+    20: ("IQ4_NL", 32, 18),
+    21: ("IQ3_S", 256, 110),
+    22: ("IQ2_S", 256, 82),
+    23: ("IQ4_XS", 256, 136),
+    24: ("I8", 1, 1),
+    25: ("I16", 1, 2),
+    26: ("I32", 1, 4),
+    27: ("I64", 1, 8),
+    28: ("F64", 1, 8),
+    29: ("IQ1_M", 256, 56),
+    30: ("BF16", 1, 2),
+    34: ("TQ1_0", 256, 54),
+    35: ("TQ2_0", 256, 66),
+    39: ("MXFP4", 32, 17),
 }
 
 # GGUF metadata value type -> (name, struct format or None for string/array, size)
 _SCALARS: dict[int, tuple[str, str, int]] = {
-    0: ("uint8", "<B", 1), 1: ("int8", "<b", 1), 2: ("uint16", "<H", 2), 3: ("int16", "<h", 2),
-    4: ("uint32", "<I", 4), 5: ("int32", "<i", 4), 6: ("float32", "<f", 4), 7: ("bool", "<?", 1),
-    10: ("uint64", "<Q", 8), 11: ("int64", "<q", 8), 12: ("float64", "<d", 8),
+    0: ("uint8", "<B", 1),
+    1: ("int8", "<b", 1),
+    2: ("uint16", "<H", 2),
+    3: ("int16", "<h", 2),
+    4: ("uint32", "<I", 4),
+    5: ("int32", "<i", 4),
+    6: ("float32", "<f", 4),
+    7: ("bool", "<?", 1),
+    10: ("uint64", "<Q", 8),
+    11: ("int64", "<q", 8),
+    12: ("float64", "<d", 8),
 }
-_NUMPY = {0: "<u1", 1: "<i1", 2: "<u2", 3: "<i2", 4: "<u4", 5: "<i4", 6: "<f4", 7: "<u1",
-          10: "<u8", 11: "<i8", 12: "<f8"}
+_NUMPY = {
+    0: "<u1",
+    1: "<i1",
+    2: "<u2",
+    3: "<i2",
+    4: "<u4",
+    5: "<i4",
+    6: "<f4",
+    7: "<u1",
+    10: "<u8",
+    11: "<i8",
+    12: "<f8",
+}
 T_STRING, T_ARRAY = 8, 9
 #: llama.cpp's file-type codes (general.file_type) for the quantisation label in reports and the AI-BOM.
-FILE_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K",
-              11: "Q3_K_S", 12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S",
-              17: "Q5_K_M", 18: "Q6_K", 19: "IQ2_XXS", 20: "IQ2_XS", 21: "Q2_K_S", 22: "IQ3_XS",
-              23: "IQ3_XXS", 24: "IQ1_S", 25: "IQ4_NL", 26: "IQ3_S", 27: "IQ3_M", 28: "IQ2_S",
-              29: "IQ2_M", 30: "IQ4_XS", 31: "IQ1_M", 32: "BF16", 36: "TQ1_0", 37: "TQ2_0", 38: "MXFP4"}
+FILE_TYPES = {
+    0: "F32",
+    1: "F16",
+    2: "Q4_0",
+    3: "Q4_1",
+    7: "Q8_0",
+    8: "Q5_0",
+    9: "Q5_1",
+    10: "Q2_K",
+    11: "Q3_K_S",
+    12: "Q3_K_M",
+    13: "Q3_K_L",
+    14: "Q4_K_S",
+    15: "Q4_K_M",
+    16: "Q5_K_S",
+    17: "Q5_K_M",
+    18: "Q6_K",
+    19: "IQ2_XXS",
+    20: "IQ2_XS",
+    21: "Q2_K_S",
+    22: "IQ3_XS",
+    23: "IQ3_XXS",
+    24: "IQ1_S",
+    25: "IQ4_NL",
+    26: "IQ3_S",
+    27: "IQ3_M",
+    28: "IQ2_S",
+    29: "IQ2_M",
+    30: "IQ4_XS",
+    31: "IQ1_M",
+    32: "BF16",
+    36: "TQ1_0",
+    37: "TQ2_0",
+    38: "MXFP4",
+}
 
 
 @dataclass(frozen=True)
@@ -115,7 +188,9 @@ class GGUFInfo:
         return {
             "format": "gguf",
             "version": self.version,
-            "metadata": {k: v.to_json() if isinstance(v, ArraySummary) else v for k, v in self.metadata.items()},
+            "metadata": {
+                k: v.to_json() if isinstance(v, ArraySummary) else v for k, v in self.metadata.items()
+            },
             "tensor_count": len(self.tensors),
             "tensor_types": by_type,
             "parameters": self.n_parameters,
@@ -189,8 +264,10 @@ def read_gguf(path: Path) -> GGUFInfo:
 def _parse(c: _Cursor, path: Path) -> GGUFInfo:
     magic = bytes(c.buf[0:4])
     if magic != MAGIC:
-        raise UnusableInput(f"{path}: not a GGUF file (magic {magic!r}, expected b'GGUF')",
-                            hint="Check that this is the model file and not an HTML error page or a pickle.")
+        raise UnusableInput(
+            f"{path}: not a GGUF file (magic {magic!r}, expected b'GGUF')",
+            hint="Check that this is the model file and not an HTML error page or a pickle.",
+        )
     c.pos = 4
     version = c.u32("version")
     if version not in (2, 3):
@@ -223,14 +300,21 @@ def _parse(c: _Cursor, path: Path) -> GGUFInfo:
             value = ArraySummary(str(value.dtype), len(value))
         metadata[key] = value
     alignment = metadata.get("general.alignment", 32)
-    if not isinstance(alignment, int) or isinstance(alignment, bool) or alignment <= 0 or alignment & (alignment - 1):
+    if (
+        not isinstance(alignment, int)
+        or isinstance(alignment, bool)
+        or alignment <= 0
+        or alignment & (alignment - 1)
+    ):
         raise c.fail(f"general.alignment {alignment!r} is not a positive power of two")
     infos = []
     names: set[str] = set()
     for i in range(n_tensors):
         name = c.string(f"name of tensor {i}", 1 << 16)
         if len(name.encode()) >= MAX_NAME:
-            raise c.fail(f"tensor name {name[:80]!r} is {len(name.encode())} bytes (llama.cpp allows < {MAX_NAME})")
+            raise c.fail(
+                f"tensor name {name[:80]!r} is {len(name.encode())} bytes (llama.cpp allows < {MAX_NAME})"
+            )
         if name in names:
             raise c.fail(f"duplicate tensor name {name!r}")
         names.add(name)
@@ -251,7 +335,9 @@ def _parse(c: _Cursor, path: Path) -> GGUFInfo:
             if n >= 1 << 62:  # the element count overflows int64 in llama.cpp
                 raise c.fail(f"tensor {name!r} has more than 2**62 elements")
         if shape[0] % block:
-            raise c.fail(f"tensor {name!r}: first dimension {shape[0]} is not a multiple of {tname}'s block {block}")
+            raise c.fail(
+                f"tensor {name!r}: first dimension {shape[0]} is not a multiple of {tname}'s block {block}"
+            )
         if offset % alignment:
             raise c.fail(f"tensor {name!r} offset {offset} is not aligned to {alignment}")
         infos.append(TensorInfo(name, tname, shape, offset, n // block * bsize))
@@ -262,14 +348,17 @@ def _parse(c: _Cursor, path: Path) -> GGUFInfo:
         # Tensors must lie inside the file and not overlap: a misstated size is how out-of-bounds reads
         # in loaders (Ollama CVE-2026-7482) are triggered.
         if t.offset < end:
-            raise UnusableInput(f"{path}: malformed GGUF: tensor {t.name!r} overlaps the previous tensor",
-                                hint="The file is truncated or crafted; obtain the model again.")
+            raise UnusableInput(
+                f"{path}: malformed GGUF: tensor {t.name!r} overlaps the previous tensor",
+                hint="The file is truncated or crafted; obtain the model again.",
+            )
         end = t.offset + t.nbytes
         if end > data_size:
             raise UnusableInput(
                 f"{path}: malformed GGUF: tensor {t.name!r} ends at data byte {end}, past the end of the "
                 f"file ({data_size} data bytes)",
-                hint="The file is truncated; obtain the model again from its publisher.")
+                hint="The file is truncated; obtain the model again from its publisher.",
+            )
     special: tuple[str, ...] = ()
     if tokens is not None and token_types is not None and len(token_types) == len(tokens):
         idx = np.nonzero((token_types == 3) | (token_types == 4))[0]

@@ -31,8 +31,10 @@ def read_json(path: Path, limit: int = MAX_JSON) -> dict[str, Any]:
     try:
         size = path.stat().st_size
         if size > limit:
-            raise UnusableInput(f"{path}: {size} bytes exceeds the {limit}-byte limit for a JSON file",
-                                hint="A real configuration file is far smaller; check where it came from.")
+            raise UnusableInput(
+                f"{path}: {size} bytes exceeds the {limit}-byte limit for a JSON file",
+                hint="A real configuration file is far smaller; check where it came from.",
+            )
         raw = path.read_bytes()
     except OSError as exc:
         raise UnusableInput(f"cannot read {path}: {exc.strerror or exc}", hint="Check the path.") from exc
@@ -72,9 +74,15 @@ class HFConfig:
 
     def to_json(self) -> dict[str, Any]:
         """The facts as a plain mapping."""
-        return {"format": "hf-config", "model_type": self.model_type, "architectures": list(self.architectures),
-                "context_length": self.context_length, "dtype": self.dtype, "auto_map": self.auto_map,
-                **self.raw_fields}
+        return {
+            "format": "hf-config",
+            "model_type": self.model_type,
+            "architectures": list(self.architectures),
+            "context_length": self.context_length,
+            "dtype": self.dtype,
+            "auto_map": self.auto_map,
+            **self.raw_fields,
+        }
 
 
 def read_hf_config(path: Path) -> HFConfig:
@@ -82,8 +90,11 @@ def read_hf_config(path: Path) -> HFConfig:
     data = read_json(path)
     archs = data.get("architectures") or []
     ctx = data.get("max_position_embeddings", data.get("n_positions"))
-    keep = {k: data[k] for k in ("hidden_size", "num_hidden_layers", "vocab_size", "license") if
-            isinstance(data.get(k), int | str)}
+    keep = {
+        k: data[k]
+        for k in ("hidden_size", "num_hidden_layers", "vocab_size", "license")
+        if isinstance(data.get(k), int | str)
+    }
     return HFConfig(
         path,
         data.get("model_type") if isinstance(data.get("model_type"), str) else None,
@@ -106,8 +117,12 @@ class TokenizerConfig:
 
     def to_json(self) -> dict[str, Any]:
         """The facts as a plain mapping."""
-        return {"format": "hf-tokenizer-config", "chat_templates": sorted(self.chat_templates),
-                "special_tokens": len(self.special_tokens), "auto_map": self.auto_map}
+        return {
+            "format": "hf-tokenizer-config",
+            "chat_templates": sorted(self.chat_templates),
+            "special_tokens": len(self.special_tokens),
+            "auto_map": self.auto_map,
+        }
 
 
 def read_tokenizer_config(path: Path) -> TokenizerConfig:
@@ -129,7 +144,11 @@ def read_tokenizer_config(path: Path) -> TokenizerConfig:
                 special.append(tok)
     decoder = data.get("added_tokens_decoder")
     if isinstance(decoder, dict):
-        special += [v["content"] for v in decoder.values() if isinstance(v, dict) and isinstance(v.get("content"), str)]
+        special += [
+            v["content"]
+            for v in decoder.values()
+            if isinstance(v, dict) and isinstance(v.get("content"), str)
+        ]
     extra = data.get("additional_special_tokens")
     if isinstance(extra, list):
         special += [t for t in extra if isinstance(t, str)]

@@ -19,7 +19,7 @@ import _compat_pickle
 import io
 import pickletools
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO, cast
 
 #: A protocol-0 text line longer than this is refused (readline on a crafted file would otherwise
 #: pull the whole file into memory looking for a newline).
@@ -68,8 +68,13 @@ class PickleAnalysis:
 
     def to_json(self) -> dict[str, Any]:
         """Summary as a plain mapping."""
-        return {"format": "pickle", "pickles": self.pickles, "protocols": sorted(self.protocols),
-                "opcodes": self.opcodes, "globals": sorted({g.qualname for g in self.globals})}
+        return {
+            "format": "pickle",
+            "pickles": self.pickles,
+            "protocols": sorted(self.protocols),
+            "opcodes": self.opcodes,
+            "globals": sorted({g.qualname for g in self.globals}),
+        }
 
 
 class _Bounded(io.RawIOBase):
@@ -115,8 +120,15 @@ class _Value:
     source: GlobalRef | None = None
 
 
-_TEXT_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING", "BINSTRING",
-             "SHORT_BINSTRING"}
+_TEXT_OPS = {
+    "SHORT_BINUNICODE",
+    "BINUNICODE",
+    "BINUNICODE8",
+    "UNICODE",
+    "STRING",
+    "BINSTRING",
+    "SHORT_BINSTRING",
+}
 
 
 def _normalise(module: str, name: str, proto: int) -> tuple[str, str]:
@@ -160,7 +172,8 @@ def _one(f: _Bounded, out: PickleAnalysis) -> bool:
     proto = 0
     first = out.pickles == 0
     try:
-        for op, arg, pos in pickletools.genops(f):
+        for op, arg_, pos in pickletools.genops(cast(IO[bytes], f)):
+            arg: Any = arg_
             out.opcodes += 1
             if out.opcodes > MAX_OPS:
                 out.anomalies.append(Anomaly("malformed", pos or 0, f"more than {MAX_OPS} opcodes"))
@@ -196,8 +209,13 @@ def _one(f: _Bounded, out: PickleAnalysis) -> bool:
                     out.globals.append(ref)
                     stack.append(_Global(ref))
                 else:
-                    out.anomalies.append(Anomaly(
-                        "unresolved_global", p, "STACK_GLOBAL takes its module or name from a computed value"))
+                    out.anomalies.append(
+                        Anomaly(
+                            "unresolved_global",
+                            p,
+                            "STACK_GLOBAL takes its module or name from a computed value",
+                        )
+                    )
                     stack.append(_Value())
             elif name in ("MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT"):
                 key = len(memo) if name == "MEMOIZE" else int(arg)
@@ -211,7 +229,9 @@ def _one(f: _Bounded, out: PickleAnalysis) -> bool:
             elif name in ("EXT1", "EXT2", "EXT4"):
                 # copyreg's extension registry maps an integer to (module, name) at load time; its
                 # contents are process state we cannot see, so the import cannot be resolved statically.
-                out.anomalies.append(Anomaly("extension_code", p, f"{name} {arg} imports via copyreg's registry"))
+                out.anomalies.append(
+                    Anomaly("extension_code", p, f"{name} {arg} imports via copyreg's registry")
+                )
                 stack.append(_Value())
             elif name == "REDUCE":
                 _pop(stack)
@@ -234,8 +254,9 @@ def _one(f: _Bounded, out: PickleAnalysis) -> bool:
                 if isinstance(target, _Global):
                     # BUILD on an imported class or function sets attributes on it: the way allowlisted
                     # names are overwritten (ShadowPickle) before a later, innocent-looking import.
-                    out.anomalies.append(Anomaly("build_on_global", p,
-                                                 f"BUILD sets attributes on {target.ref.qualname}"))
+                    out.anomalies.append(
+                        Anomaly("build_on_global", p, f"BUILD sets attributes on {target.ref.qualname}")
+                    )
             elif name in ("PERSID", "BINPERSID"):
                 if name == "BINPERSID":
                     _pop(stack)

@@ -20,9 +20,28 @@ from bastion.errors import UnusableInput
 #: safetensors' own MAX_HEADER_SIZE (tensor.rs): a loader refuses more, so a larger header is crafted.
 MAX_HEADER = 100_000_000
 #: bits per element for every dtype safetensors 0.8 knows.
-DTYPE_BITS = {"BOOL": 8, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "F8_E8M0": 8, "I16": 16, "U16": 16,
-              "F16": 16, "BF16": 16, "I32": 32, "U32": 32, "F32": 32, "F64": 64, "I64": 64, "U64": 64,
-              "C64": 64, "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6}
+DTYPE_BITS = {
+    "BOOL": 8,
+    "U8": 8,
+    "I8": 8,
+    "F8_E5M2": 8,
+    "F8_E4M3": 8,
+    "F8_E8M0": 8,
+    "I16": 16,
+    "U16": 16,
+    "F16": 16,
+    "BF16": 16,
+    "I32": 32,
+    "U32": 32,
+    "F32": 32,
+    "F64": 64,
+    "I64": 64,
+    "U64": 64,
+    "C64": 64,
+    "F4": 4,
+    "F6_E2M3": 6,
+    "F6_E3M2": 6,
+}
 
 
 @dataclass(frozen=True)
@@ -55,13 +74,21 @@ class SafetensorsInfo:
         dtypes: dict[str, int] = {}
         for t in self.tensors:
             dtypes[t.dtype] = dtypes.get(t.dtype, 0) + 1
-        return {"format": "safetensors", "header_size": self.header_size, "metadata": self.metadata,
-                "tensor_count": len(self.tensors), "tensor_dtypes": dtypes, "parameters": self.n_parameters}
+        return {
+            "format": "safetensors",
+            "header_size": self.header_size,
+            "metadata": self.metadata,
+            "tensor_count": len(self.tensors),
+            "tensor_dtypes": dtypes,
+            "parameters": self.n_parameters,
+        }
 
 
 def _bad(path: Path, what: str) -> UnusableInput:
-    return UnusableInput(f"{path}: malformed safetensors: {what}",
-                         hint="The file is truncated or crafted; obtain the model again from its publisher.")
+    return UnusableInput(
+        f"{path}: malformed safetensors: {what}",
+        hint="The file is truncated or crafted; obtain the model again from its publisher.",
+    )
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -119,10 +146,17 @@ def _tensor(path: Path, name: str, entry: Any) -> SafetensorsTensor:
     dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
     if dtype not in DTYPE_BITS:
         raise _bad(path, f"tensor {name!r} has unknown dtype {dtype!r}")
-    ints = [x for x in [*shape, *offsets] if isinstance(x, int) and not isinstance(x, bool) and x >= 0] \
-        if isinstance(shape, list) and isinstance(offsets, list) else []
-    if not isinstance(shape, list) or not isinstance(offsets, list) or len(offsets) != 2 \
-            or len(ints) != len(shape) + 2:
+    ints = (
+        [x for x in [*shape, *offsets] if isinstance(x, int) and not isinstance(x, bool) and x >= 0]
+        if isinstance(shape, list) and isinstance(offsets, list)
+        else []
+    )
+    if (
+        not isinstance(shape, list)
+        or not isinstance(offsets, list)
+        or len(offsets) != 2
+        or len(ints) != len(shape) + 2
+    ):
         raise _bad(path, f"tensor {name!r} needs a list of non-negative integer dims and two offsets")
     begin, end = offsets
     bits = math.prod(shape) * DTYPE_BITS[dtype]

