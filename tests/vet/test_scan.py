@@ -18,22 +18,76 @@ from bastion.errors import UnusableInput
 from bastion.vet import Severity, Verdict, vet_path
 
 ATTACKS = [
-    "exec_reduce.pkl", "os_system.pkl", "proto0_eval.pkl", "stack_global_memo.pkl", "stack_global_computed.pkl",
-    "inst.pkl", "obj.pkl", "newobj.pkl", "ext1.pkl", "concatenated.pkl", "broken_stream.pkl", "nested_loads.pkl",
-    "getattr_gadget.pkl", "unknown_call.pkl", "collect_env.pkl", "dotted_name.pkl", "shadow_pickle.pkl",
-    "payload.bin", "weights.dat", "nullifai_7z.bin", "torch_payload.pt", "torch_deflated.pt", "torch_bzip2.pt",
-    "torch_duplicate.pt", "torch_odd_path.pt", "torch_crc.pt", "torch_prepended.pt", "torch_header_mismatch.pt",
-    "st_huge_header.safetensors", "st_header_past_eof.safetensors", "st_bad_json.safetensors",
-    "st_duplicate_key.safetensors", "st_out_of_bounds.safetensors", "st_overlap.safetensors",
-    "st_shape_mismatch.safetensors", "st_trailing.safetensors", "gguf_huge_kv.gguf", "gguf_huge_string.gguf",
-    "gguf_tensor_oob.gguf", "gguf_misaligned.gguf", "gguf_bad_type.gguf", "gguf_bad_version.gguf",
-    "gguf_ssti.gguf", "gguf_subclasses.gguf", "gguf_attr_filter.gguf", "gguf_include.gguf", "gguf_gated.gguf",
-    "gguf_bidi.gguf", "gguf_injection.gguf", "gguf_token_tag.gguf", "random.bin", "html.gguf",
+    "exec_reduce.pkl",
+    "os_system.pkl",
+    "proto0_eval.pkl",
+    "stack_global_memo.pkl",
+    "stack_global_computed.pkl",
+    "inst.pkl",
+    "obj.pkl",
+    "newobj.pkl",
+    "ext1.pkl",
+    "concatenated.pkl",
+    "broken_stream.pkl",
+    "nested_loads.pkl",
+    "getattr_gadget.pkl",
+    "unknown_call.pkl",
+    "collect_env.pkl",
+    "dotted_name.pkl",
+    "shadow_pickle.pkl",
+    "payload.bin",
+    "weights.dat",
+    "nullifai_7z.bin",
+    "torch_payload.pt",
+    "torch_deflated.pt",
+    "torch_bzip2.pt",
+    "torch_duplicate.pt",
+    "torch_odd_path.pt",
+    "torch_crc.pt",
+    "torch_prepended.pt",
+    "torch_header_mismatch.pt",
+    "st_huge_header.safetensors",
+    "st_header_past_eof.safetensors",
+    "st_bad_json.safetensors",
+    "st_duplicate_key.safetensors",
+    "st_out_of_bounds.safetensors",
+    "st_overlap.safetensors",
+    "st_shape_mismatch.safetensors",
+    "st_trailing.safetensors",
+    "gguf_huge_kv.gguf",
+    "gguf_huge_string.gguf",
+    "gguf_tensor_oob.gguf",
+    "gguf_misaligned.gguf",
+    "gguf_bad_type.gguf",
+    "gguf_bad_version.gguf",
+    "gguf_ssti.gguf",
+    "gguf_subclasses.gguf",
+    "gguf_attr_filter.gguf",
+    "gguf_include.gguf",
+    "gguf_gated.gguf",
+    "gguf_bidi.gguf",
+    "gguf_injection.gguf",
+    "gguf_token_tag.gguf",
+    "random.bin",
+    "html.gguf",
 ]
 #: Payloads that really fire under pickle.load (proved below), so the detections above are not of toys.
-LIVE = ["exec_reduce.pkl", "os_system.pkl", "proto0_eval.pkl", "stack_global_memo.pkl", "inst.pkl", "obj.pkl",
-        "concatenated.pkl", "broken_stream.pkl", "nested_loads.pkl", "getattr_gadget.pkl", "unknown_call.pkl",
-        "dotted_name.pkl", "payload.bin", "weights.dat"]
+LIVE = [
+    "exec_reduce.pkl",
+    "os_system.pkl",
+    "proto0_eval.pkl",
+    "stack_global_memo.pkl",
+    "inst.pkl",
+    "obj.pkl",
+    "concatenated.pkl",
+    "broken_stream.pkl",
+    "nested_loads.pkl",
+    "getattr_gadget.pkl",
+    "unknown_call.pkl",
+    "dotted_name.pkl",
+    "payload.bin",
+    "weights.dat",
+]
 
 
 @pytest.mark.parametrize("name", ATTACKS)
@@ -69,8 +123,9 @@ def test_crafted_payloads_are_live_when_really_unpickled(corpus: dict[str, Case]
         "print('\\n'.join(fired))\n"
     )
     paths = [str(corpus[n].path) for n in LIVE]
-    res = subprocess.run([sys.executable, "-c", script, *paths], cwd=tmp_path, capture_output=True, text=True,
-                         timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-c", script, *paths], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
     assert sorted(res.stdout.split()) == sorted(LIVE), res.stderr[-2000:]
 
 
@@ -84,7 +139,8 @@ def test_bundled_smollm2_gguf_passes_with_model_card() -> None:
     assert meta["card"]["context_length"] == 8192
     assert meta["card"]["chat_template_sha256"].startswith("sha256:")
     assert report.files[0].digest == (
-        "sha256:b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53")
+        "sha256:b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+    )
 
 
 def test_bundled_gemma3_gguf_passes() -> None:
@@ -108,8 +164,15 @@ def test_numpy_safetensors_file_passes(tmp_path: Path) -> None:
     from safetensors.numpy import save_file
 
     p = tmp_path / "model.safetensors"
-    save_file({"a": np.ones((3, 5), np.float32), "b": np.arange(7, dtype=np.int64),
-               "c": np.zeros((2, 2), np.float16)}, str(p), metadata={"format": "np"})
+    save_file(
+        {
+            "a": np.ones((3, 5), np.float32),
+            "b": np.arange(7, dtype=np.int64),
+            "c": np.zeros((2, 2), np.float16),
+        },
+        str(p),
+        metadata={"format": "np"},
+    )
     report = vet_path(p)
     assert report.verdict == Verdict.PASS
     assert report.files[0].metadata["parameters"] == 15 + 7 + 4
@@ -154,8 +217,11 @@ def _hf_folder(root: Path, config: dict[str, object], files: dict[str, str] | No
 
 
 def test_auto_map_and_python_files_warn_and_fail_in_strict(tmp_path: Path) -> None:
-    folder = _hf_folder(tmp_path / "m", {"model_type": "x", "auto_map": {"AutoModel": "modeling_x.XModel"}},
-                        {"modeling_x.py": f"open({MARKER!r}, 'w')\n"})
+    folder = _hf_folder(
+        tmp_path / "m",
+        {"model_type": "x", "auto_map": {"AutoModel": "modeling_x.XModel"}},
+        {"modeling_x.py": f"open({MARKER!r}, 'w')\n"},
+    )
     report = vet_path(folder)
     assert report.verdict == Verdict.WARN
     codes = {f.code: f for f in report.findings}
@@ -166,9 +232,15 @@ def test_auto_map_and_python_files_warn_and_fail_in_strict(tmp_path: Path) -> No
 
 
 def test_tokenizer_config_chat_template_is_scanned(tmp_path: Path) -> None:
-    folder = _hf_folder(tmp_path / "m", {"model_type": "x"}, {
-        "tokenizer_config.json": json.dumps({"chat_template": "{{ joiner.__init__.__globals__ }}",
-                                             "eos_token": "</s>\u200b"})})
+    folder = _hf_folder(
+        tmp_path / "m",
+        {"model_type": "x"},
+        {
+            "tokenizer_config.json": json.dumps(
+                {"chat_template": "{{ joiner.__init__.__globals__ }}", "eos_token": "</s>\u200b"}
+            )
+        },
+    )
     report = vet_path(folder)
     codes = {f.code for f in report.findings}
     assert report.verdict == Verdict.FAIL
