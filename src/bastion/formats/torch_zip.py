@@ -12,6 +12,7 @@ member not at offset 0. Pickle members are decompressed (bounded) and handed to 
 from __future__ import annotations
 
 import io
+import struct
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -25,6 +26,19 @@ ZIP_MAGIC = b"PK\x03\x04"
 #: A real data.pkl is kilobytes to a few megabytes; this bounds a decompression bomb.
 MAX_PICKLE_MEMBER = 256 << 20
 MAX_MEMBERS = 1_000_000
+#: What zipfile raises on a malformed archive (NotImplementedError: unknown versions and methods).
+_ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    zlib.error,
+    EOFError,
+    ValueError,
+    OSError,
+    NotImplementedError,
+    struct.error,
+    UnicodeDecodeError,
+    OverflowError,
+)
 
 
 @dataclass(frozen=True)
@@ -62,7 +76,7 @@ def read_torch_zip(path: Path) -> TorchArchive:
             fh.seek(0)
             try:
                 zf = zipfile.ZipFile(fh)
-            except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError) as exc:
+            except _ZIP_ERRORS as exc:
                 raise _bad(path, f"invalid zip structure ({exc})") from exc
             with zf:
                 return _read(path, zf)
@@ -104,7 +118,7 @@ def _read(path: Path, zf: zipfile.ZipFile) -> TorchArchive:
                 pickles[info.filename] = _analyse_member(path, zf, info)
             else:
                 _check_crc(zf, info)
-        except (zipfile.BadZipFile, zlib.error, EOFError, ValueError) as exc:
+        except _ZIP_ERRORS as exc:
             raise _bad(path, f"member {info.filename!r}: {exc}") from exc
     return TorchArchive(path, archive, tuple(names), pickles)
 
