@@ -7,18 +7,19 @@ from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
+from bastion.bundled import resolve
 from bastion.cli.options import JsonOpt
 from bastion.cli.render import emit, err, out
 from bastion.errors import VerdictFail
 from bastion.vet import VetReport, vet_path, write_bom
 
 PathArg = Annotated[
-    Path,
+    str,
     typer.Argument(
         help="A model file (GGUF, safetensors, .bin/.pt/.pth/.ckpt, pickle) "
-        "or a Hugging Face-style model folder."
+        "or a Hugging Face-style model folder; bundled:smollm2, bundled:gemma3 and bundled:minilm "
+        "name the bundled models."
     ),
 ]
 StrictOpt = Annotated[
@@ -52,15 +53,14 @@ def vet(path: PathArg, strict: StrictOpt = False, as_json: JsonOpt = False) -> N
 
     Exit status: 0 for pass or warn, 12 for fail, 3 for input that is not a readable model.
     """
-    report = _vet(path, strict, show_progress=not as_json)
+    report = _vet(resolve(path), strict, show_progress=not as_json)
 
     def human() -> None:
-        if report.findings:
-            table = Table("severity", "code", "file", "location", "message")
-            for f in report.findings:
-                c = _COLOURS[f.severity.value]
-                table.add_row(f"[{c}]{f.severity.value}[/]", f.code, f.file, f.location, f.message)
-            out.print(table)
+        for f in report.findings:
+            c = _COLOURS[f.severity.value]
+            where = f" @ {f.location}" if f.location else ""
+            out.print(f"[{c}]{f.severity.value.upper():4}[/]  [bold]{f.code}[/]  {f.file}{where}")
+            out.print(f"      {f.message}")
         for fr in report.files:
             if fr.format not in ("other", "empty"):
                 out.print(f"  {fr.path}  [dim]{fr.format}, {fr.size:,} bytes, {fr.digest or ''}[/]")
@@ -85,7 +85,7 @@ def bom(
 
     The BOM is written whatever the verdict (it records it); the exit status is still 12 for fail.
     """
-    report = _vet(path, strict, show_progress=not as_json)
+    report = _vet(resolve(path), strict, show_progress=not as_json)
     write_bom(report, output)
     summary = {
         "output": str(output),

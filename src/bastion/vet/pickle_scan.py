@@ -11,7 +11,7 @@ unknown callables fail rather than pass.
 
 from __future__ import annotations
 
-from bastion.formats.pickle_ops import PickleAnalysis
+from bastion.formats.pickle_ops import GlobalRef, PickleAnalysis
 from bastion.vet.findings import Finding, Severity
 
 _TORCH_REBUILD = {
@@ -255,7 +255,13 @@ def scan_pickle(analysis: PickleAnalysis, file: str, strict: bool, where: str = 
     """Findings for one analysed pickle stream (``where`` names an archive member, if any)."""
     out: list[Finding] = []
     prefix = f"{where}:" if where else ""
+    # One finding per imported name: the call site if the name is called, else where it is imported.
+    chosen: dict[str, GlobalRef] = {}
     for g in analysis.globals:
+        prev = chosen.get(g.qualname)
+        if prev is None or (g.called and not prev.called):
+            chosen[g.qualname] = g
+    for g in chosen.values():
         kind, reason = classify(g.module, g.name)
         loc = f"{prefix}byte {g.offset} ({g.opcode})"
         if kind == "dangerous":
