@@ -108,19 +108,24 @@ def test_every_case_in_the_corpus_is_covered(corpus: dict[str, Case]) -> None:
 def test_crafted_payloads_are_live_when_really_unpickled(corpus: dict[str, Case], tmp_path: Path) -> None:
     # Proof that the corpus is real: in a throwaway subprocess and folder, pickle.load fires each payload
     # (which only writes a marker file). vet itself never gets here.
+    # Shell payloads (os.system, Popen, pipepager) finish asynchronously: poll for the markers, bounded.
     script = (
-        "import io, os, pickle, sys\n"
-        "fired = []\n"
+        "import io, os, pickle, sys, time\n"
+        "dirs = {}\n"
         "for p in sys.argv[1:]:\n"
         "    d = os.path.join(os.getcwd(), os.path.basename(p) + '.d'); os.mkdir(d); os.chdir(d)\n"
+        "    dirs[os.path.basename(p)] = d\n"
         "    f = io.BytesIO(open(p, 'rb').read())\n"
         "    try:\n"
         "        pickle.load(f); pickle.load(f)\n"
         "    except Exception:\n"
         "        pass\n"
-        "    if os.path.exists('MARKER'): fired.append(os.path.basename(p))\n"
         "    os.chdir('..')\n"
-        "print('\\n'.join(fired))\n"
+        "fired = lambda: [n for n, d in dirs.items() if os.path.exists(os.path.join(d, 'MARKER'))]\n"
+        "for _ in range(100):\n"
+        "    if len(fired()) == len(dirs): break\n"
+        "    time.sleep(0.1)\n"
+        "print('\\n'.join(fired()))\n"
     )
     paths = [str(corpus[n].path) for n in LIVE]
     res = subprocess.run(
