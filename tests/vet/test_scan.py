@@ -299,3 +299,12 @@ def test_every_prefix_of_a_gguf_fails_or_passes_without_crashing(tmp_path: Path)
         except UnusableInput:
             continue
         assert report.verdict == Verdict.FAIL
+
+
+def test_symlink_in_a_model_folder_is_not_followed(tmp_path: Path) -> None:
+    folder = _hf_folder(tmp_path / "m", {"model_type": "x"})
+    (folder / "extra.bin").symlink_to("/etc/passwd")
+    report = vet_path(folder)
+    assert report.verdict == Verdict.WARN
+    assert [f.code for f in report.findings] == ["FILE_SYMLINK"]
+    assert vet_path(folder, strict=True).verdict == Verdict.FAIL
