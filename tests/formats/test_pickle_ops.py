@@ -55,3 +55,10 @@ def test_huge_declared_length_does_not_allocate() -> None:
     # BINUNICODE8 declaring 2**60 bytes: the bounded reader returns what exists and genops reports it.
     a = _analyse(b"\x80\x04\x8d" + (2**60).to_bytes(8, "little") + b"abc.")
     assert a.anomalies[0].kind == "malformed"
+
+
+def test_calling_the_result_of_a_call_is_an_unresolved_call() -> None:
+    # collections.OrderedDict() then call the result: the callee is only known at load time.
+    a = _analyse(b"\x80\x02ccollections\nOrderedDict\n)R)R.")
+    assert [x.kind for x in a.anomalies] == ["unresolved_call"]
+    assert "collections.OrderedDict" in a.anomalies[0].detail

@@ -295,10 +295,14 @@ def _call(target: Any, out: PickleAnalysis, pos: int, opcode: str) -> _Value:
         ref = GlobalRef(target.ref.module, target.ref.name, pos, opcode, called=True)
         out.globals.append(ref)
         return _Value(ref)
-    if isinstance(target, _Value) and target.source is None:
-        # Calling something that is not a directly imported name (e.g. the result of another call):
-        # the callee is only known at run time.
-        out.anomalies.append(Anomaly("unresolved_call", pos, f"{opcode} calls a value computed at load time"))
+    # Calling anything but a directly imported name (a call's result, a memo entry holding one, a
+    # constant) means the callee is only known at load time; tensor checkpoints never do this.
+    what = (
+        f"the result of {target.source.qualname}"
+        if isinstance(target, _Value) and target.source
+        else "a value"
+    )
+    out.anomalies.append(Anomaly("unresolved_call", pos, f"{opcode} calls {what} computed at load time"))
     return _Value()
 
 
