@@ -301,10 +301,17 @@ def test_every_prefix_of_a_gguf_fails_or_passes_without_crashing(tmp_path: Path)
         assert report.verdict == Verdict.FAIL
 
 
-def test_symlink_in_a_model_folder_is_not_followed(tmp_path: Path) -> None:
+def test_symlinks_are_reported_file_links_followed_folder_links_not(tmp_path: Path) -> None:
+    from corpus import exec_pickle
+
     folder = _hf_folder(tmp_path / "m", {"model_type": "x"})
-    (folder / "extra.bin").symlink_to("/etc/passwd")
+    (tmp_path / "blob").write_bytes(exec_pickle())
+    (tmp_path / "elsewhere").mkdir()
+    (folder / "pytorch_model.bin").symlink_to(tmp_path / "blob")  # like a Hugging Face cache snapshot
+    (folder / "sub").symlink_to(tmp_path / "elsewhere")
     report = vet_path(folder)
-    assert report.verdict == Verdict.WARN
-    assert [f.code for f in report.findings] == ["FILE_SYMLINK"]
+    found = {(f.code, f.file, f.severity) for f in report.findings}
+    assert ("PICKLE_DANGEROUS_GLOBAL", "pytorch_model.bin", Severity.FAIL) in found
+    assert ("FILE_SYMLINK", "pytorch_model.bin", Severity.INFO) in found
+    assert ("FILE_SYMLINK", "sub", Severity.WARN) in found
     assert vet_path(folder, strict=True).verdict == Verdict.FAIL

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from bastion.errors import UnusableInput
+from bastion.formats.gguf_types import GGML_TYPES, NUMPY_DTYPES, SCALARS, T_ARRAY, T_STRING
 
 MAGIC = b"GGUF"
 #: llama.cpp refuses tensor names of 64 bytes or more (GGML_MAX_NAME) and more than 4 dimensions.
@@ -27,108 +28,6 @@ MAX_DIMS = 4
 #: Bounds we impose ourselves: a real key is a short dotted name; arrays nest at most once in practice.
 MAX_KEY = 65_535
 MAX_ARRAY_DEPTH = 2
-
-# ggml tensor type id -> (name, elements per block, bytes per block). Removed ids (4, 5, 31-33, 36-38)
-# are absent on purpose: llama.cpp rejects them, so do we.
-GGML_TYPES: dict[int, tuple[str, int, int]] = {
-    0: ("F32", 1, 4),
-    1: ("F16", 1, 2),
-    2: ("Q4_0", 32, 18),
-    3: ("Q4_1", 32, 20),
-    6: ("Q5_0", 32, 22),
-    7: ("Q5_1", 32, 24),
-    8: ("Q8_0", 32, 34),
-    9: ("Q8_1", 32, 36),
-    10: ("Q2_K", 256, 84),
-    11: ("Q3_K", 256, 110),
-    12: ("Q4_K", 256, 144),
-    13: ("Q5_K", 256, 176),
-    14: ("Q6_K", 256, 210),
-    15: ("Q8_K", 256, 292),
-    16: ("IQ2_XXS", 256, 66),
-    17: ("IQ2_XS", 256, 74),
-    18: ("IQ3_XXS", 256, 98),
-    19: ("IQ1_S", 256, 50),
-    20: ("IQ4_NL", 32, 18),
-    21: ("IQ3_S", 256, 110),
-    22: ("IQ2_S", 256, 82),
-    23: ("IQ4_XS", 256, 136),
-    24: ("I8", 1, 1),
-    25: ("I16", 1, 2),
-    26: ("I32", 1, 4),
-    27: ("I64", 1, 8),
-    28: ("F64", 1, 8),
-    29: ("IQ1_M", 256, 56),
-    30: ("BF16", 1, 2),
-    34: ("TQ1_0", 256, 54),
-    35: ("TQ2_0", 256, 66),
-    39: ("MXFP4", 32, 17),
-}
-
-# GGUF metadata value type -> (name, struct format or None for string/array, size)
-_SCALARS: dict[int, tuple[str, str, int]] = {
-    0: ("uint8", "<B", 1),
-    1: ("int8", "<b", 1),
-    2: ("uint16", "<H", 2),
-    3: ("int16", "<h", 2),
-    4: ("uint32", "<I", 4),
-    5: ("int32", "<i", 4),
-    6: ("float32", "<f", 4),
-    7: ("bool", "<?", 1),
-    10: ("uint64", "<Q", 8),
-    11: ("int64", "<q", 8),
-    12: ("float64", "<d", 8),
-}
-_NUMPY = {
-    0: "<u1",
-    1: "<i1",
-    2: "<u2",
-    3: "<i2",
-    4: "<u4",
-    5: "<i4",
-    6: "<f4",
-    7: "<u1",
-    10: "<u8",
-    11: "<i8",
-    12: "<f8",
-}
-T_STRING, T_ARRAY = 8, 9
-#: llama.cpp's file-type codes (general.file_type) for the quantisation label in reports and the AI-BOM.
-FILE_TYPES = {
-    0: "F32",
-    1: "F16",
-    2: "Q4_0",
-    3: "Q4_1",
-    7: "Q8_0",
-    8: "Q5_0",
-    9: "Q5_1",
-    10: "Q2_K",
-    11: "Q3_K_S",
-    12: "Q3_K_M",
-    13: "Q3_K_L",
-    14: "Q4_K_S",
-    15: "Q4_K_M",
-    16: "Q5_K_S",
-    17: "Q5_K_M",
-    18: "Q6_K",
-    19: "IQ2_XXS",
-    20: "IQ2_XS",
-    21: "Q2_K_S",
-    22: "IQ3_XS",
-    23: "IQ3_XXS",
-    24: "IQ1_S",
-    25: "IQ4_NL",
-    26: "IQ3_S",
-    27: "IQ3_M",
-    28: "IQ2_S",
-    29: "IQ2_M",
-    30: "IQ4_XS",
-    31: "IQ1_M",
-    32: "BF16",
-    36: "TQ1_0",
-    37: "TQ2_0",
-    38: "MXFP4",
-}
 
 
 @dataclass(frozen=True)
@@ -367,8 +266,8 @@ def _parse(c: _Cursor, path: Path) -> GGUFInfo:
 
 
 def _value(c: _Cursor, vtype: int, key: str, depth: int) -> Any:
-    if vtype in _SCALARS:
-        _, fmt, size = _SCALARS[vtype]
+    if vtype in SCALARS:
+        _, fmt, size = SCALARS[vtype]
         v = c.unpack(fmt, size, f"value of {key!r}")
         return v
     if vtype == T_STRING:
@@ -378,10 +277,10 @@ def _value(c: _Cursor, vtype: int, key: str, depth: int) -> Any:
             raise c.fail(f"{key!r} nests arrays deeper than {MAX_ARRAY_DEPTH}")
         itype = c.u32(f"item type of {key!r}")
         count = c.u64(f"length of {key!r}")
-        if itype in _SCALARS:
-            size = _SCALARS[itype][2]
+        if itype in SCALARS:
+            size = SCALARS[itype][2]
             c.need(count * size, f"array {key!r} of {count} items")
-            arr = np.frombuffer(c.buf, dtype=_NUMPY[itype], count=count, offset=c.pos).copy()
+            arr = np.frombuffer(c.buf, dtype=NUMPY_DTYPES[itype], count=count, offset=c.pos).copy()
             c.pos += count * size
             return arr
         if itype == T_STRING:

@@ -27,7 +27,8 @@ from bastion.formats import (
     read_tokenizer_config,
     read_torch_zip,
 )
-from bastion.formats.gguf import FILE_TYPES, ArraySummary
+from bastion.formats.gguf import ArraySummary
+from bastion.formats.gguf_types import FILE_TYPES
 from bastion.hashing import file_digest
 from bastion.vet.findings import FileReport, Finding, Severity, VetReport, verdict_of
 from bastion.vet.pickle_scan import scan_pickle
@@ -79,6 +80,8 @@ def _list_files(path: Path) -> list[Path]:
         return [path]
     out: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(path, followlinks=False):
+        # symlinked folders are listed (and reported by _vet_file) but not descended into
+        out += [Path(dirpath) / d for d in sorted(dirnames) if (Path(dirpath) / d).is_symlink()]
         dirnames[:] = sorted(d for d in dirnames if d not in (".git", "__pycache__"))
         for name in sorted(filenames):
             out.append(Path(dirpath) / name)
@@ -92,17 +95,20 @@ def _list_files(path: Path) -> list[Path]:
 def _vet_file(
     f: Path, rel: str, strict: bool, single: bool, digests: bool
 ) -> tuple[FileReport | None, list[Finding]]:
+    link: list[Finding] = []
     if f.is_symlink():
-        # A symlink can point outside the model folder, and what it points to can change after vetting.
-        return None, [
-            Finding(
-                "FILE_SYMLINK",
-                Severity.FAIL if strict else Severity.WARN,
-                rel,
-                "",
-                f"symbolic link to {os.readlink(f)}: not followed",
-            )
-        ]
+        # Hugging Face caches are folders of symlinks into a blob store, so file links are followed and
+        # the target's bytes are what gets scanned and hashed; the link is still reported because what
+        # it points to can be swapped after vetting. Links to folders and dangling links are not followed.
+        target = os.readlink(f)
+        if not f.is_file():
+            sev = Severity.FAIL if strict else Severity.WARN
+            what = "a folder" if f.is_dir() else "nothing (dangling)"
+            return None, [
+                Finding("FILE_SYMLINK", sev, rel, "", f"symbolic link to {target}, {what}: not followed")
+            ]
+        sev = Severity.WARN if strict else Severity.INFO
+        link = [Finding("FILE_SYMLINK", sev, rel, "", f"symbolic link to {target}: the target was scanned")]
     try:
         size = f.stat().st_size
         with f.open("rb") as fh:
@@ -114,7 +120,7 @@ def _vet_file(
             raise UnusableInput(
                 f"{f} is empty", hint="The download or copy did not complete; fetch it again."
             )
-        return FileReport(rel, "empty", 0, file_digest(f) if digests else None), []
+        return FileReport(rel, "empty", 0, file_digest(f) if digests else None), link
     fmt = detect_format(f, head, size)
     if fmt is None:
         if single:
@@ -124,7 +130,7 @@ def _vet_file(
                 "JSON files.",
             )
         card = _readme(f) if f.name.lower() == "readme.md" else {}
-        return FileReport(rel, "other", size, file_digest(f) if digests else None, card), []
+        return FileReport(rel, "other", size, file_digest(f) if digests else None, card), link
     findings: list[Finding] = []
     meta: dict[str, Any] = {}
     try:
@@ -133,7 +139,7 @@ def _vet_file(
         findings = [Finding("STRUCTURE_INVALID", Severity.FAIL, rel, "", exc.message)]
         meta = {"format": fmt}
     digest = file_digest(f) if digests else None
-    return FileReport(rel, str(meta.get("format", fmt)), size, digest, meta), findings
+    return FileReport(rel, str(meta.get("format", fmt)), size, digest, meta), link + findings
 
 
 def _readme(f: Path) -> dict[str, Any]:
