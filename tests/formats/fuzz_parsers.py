@@ -17,7 +17,14 @@ import atheris
 # Instrument only our own parsers: instrumenting numpy and jinja2 too costs ~10 s of start-up per target.
 with atheris.instrument_imports(include=["bastion"]):
     from bastion.errors import UnusableInput
-    from bastion.formats import analyse_pickle, read_gguf, read_json, read_safetensors, read_torch_zip
+    from bastion.formats import (
+        analyse_pickle,
+        read_gguf,
+        read_json,
+        read_npy_header,
+        read_safetensors,
+        read_torch_zip,
+    )
     from bastion.vet.template_scan import scan_template
 
 _TMP = Path(tempfile.mkdtemp(prefix="bastion-fuzz-"))
@@ -52,11 +59,18 @@ def pickle_ops(data: bytes) -> None:
     analyse_pickle(io.BytesIO(data), len(data))
 
 
+def npy(data: bytes) -> None:
+    try:
+        read_npy_header(io.BytesIO(data), "f.npy")
+    except UnusableInput:
+        pass
+
+
 def template(data: bytes) -> None:
     scan_template(data.decode("utf-8", "replace"), "f", "t")
 
 
-TARGETS = {f.__name__: f for f in (gguf, safetensors, torch_zip, hf_json, pickle_ops, template)}
+TARGETS = {f.__name__: f for f in (gguf, safetensors, torch_zip, hf_json, pickle_ops, npy, template)}
 
 if __name__ == "__main__":
     target = TARGETS[sys.argv.pop(1)]

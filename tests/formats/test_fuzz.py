@@ -38,6 +38,11 @@ def _seeds(target: str, d: Path) -> None:
     elif target == "pickle_ops":
         (d / "a").write_bytes(pickle.dumps({"a": [1, 2.0, "x", OrderedDict()]}, protocol=4))
         (d / "b").write_bytes(b"cos\nsystem\n(S'x'\ntR.")
+    elif target == "npy":
+        import numpy as np
+
+        np.save(d / "a.npy", np.zeros((2, 3), np.float32))
+        np.save(d / "b.npy", np.array([1, "x"], dtype=object), allow_pickle=True)
     elif target == "template":
         (d / "a").write_bytes(
             b"{% for m in messages %}{% if 'x' in m.content %}{{ m.__class__ }}{% endif %}{% endfor %}"
@@ -46,7 +51,9 @@ def _seeds(target: str, d: Path) -> None:
         (d / "a").write_bytes(b'{"model_type": "llama", "auto_map": {"AutoModel": "m.X"}}')
 
 
-@pytest.mark.parametrize("target", ["gguf", "safetensors", "torch_zip", "hf_json", "pickle_ops", "template"])
+@pytest.mark.parametrize(
+    "target", ["gguf", "safetensors", "torch_zip", "hf_json", "pickle_ops", "npy", "template"]
+)
 def test_parser_survives_fuzzing(tmp_path: Path, target: str) -> None:
     seeds = tmp_path / "seeds"
     _seeds(target, seeds)

@@ -210,6 +210,27 @@ def shadow_pickle() -> bytes:
     )
 
 
+class _ExecPayload:
+    def __reduce__(self) -> tuple[object, ...]:
+        return (exec, (CODE,))
+
+
+def npy_object(path: Path) -> Path:
+    """A real numpy.save of an object array whose element unpickles to exec(CODE)."""
+    import numpy as np
+
+    np.save(path, np.array([_ExecPayload(), 1], dtype=object), allow_pickle=True)
+    return path
+
+
+def npz_object(path: Path) -> Path:
+    import numpy as np
+
+    with path.open("wb") as fh:
+        np.savez(fh, weights=np.ones(4, np.float32), evil=np.array([_ExecPayload()], dtype=object))
+    return path
+
+
 def seven_zip() -> bytes:
     return b"7z\xbc\xaf\x27\x1c\x00\x04" + bytes(range(256)) * 4
 
@@ -372,6 +393,12 @@ def build_corpus(root: Path, with_torch: bool = True) -> list[Case]:
     add("payload.bin", exec_pickle(), "fail", dangerous, "raw pickle named .bin (CVE-2025-10155)")
     add("weights.dat", exec_pickle(PROTO4), "fail", dangerous, "raw pickle, other extension")
     add("nullifai_7z.bin", seven_zip(), "fail", {"PICKLE_MALFORMED"}, "7z container named .bin")
+    for name, maker, attack in [
+        ("object_array.npy", npy_object, "numpy object array (pickle inside .npy)"),
+        ("object_array.npz", npz_object, "numpy .npz with an object array"),
+    ]:
+        maker(root / name)
+        cases.append(Case(name, root / name, "fail", frozenset(dangerous), attack))
 
     if with_torch:
         clean = torch_state_dict(root / "_clean_source.pt")

@@ -38,6 +38,8 @@ ATTACKS = [
     "payload.bin",
     "weights.dat",
     "nullifai_7z.bin",
+    "object_array.npy",
+    "object_array.npz",
     "torch_payload.pt",
     "torch_deflated.pt",
     "torch_bzip2.pt",
@@ -134,6 +136,16 @@ def test_crafted_payloads_are_live_when_really_unpickled(corpus: dict[str, Case]
     assert sorted(res.stdout.split()) == sorted(LIVE), res.stderr[-2000:]
 
 
+def test_npy_payload_is_live_when_really_loaded_with_numpy(corpus: dict[str, Case], tmp_path: Path) -> None:
+    script = (
+        "import numpy, sys\ntry:\n    numpy.load(sys.argv[1], allow_pickle=True)\nexcept Exception:\n    pass\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", script, str(corpus["object_array.npy"].path)], cwd=tmp_path, timeout=60
+    )
+    assert (tmp_path / MARKER).exists()
+
+
 def test_bundled_smollm2_gguf_passes_with_model_card() -> None:
     report = vet_path(bundled.smollm2())
     assert report.verdict == Verdict.PASS, report.findings
@@ -193,6 +205,14 @@ def test_real_torch_save_state_dict_passes(tmp_path: Path, legacy: bool) -> None
     report = vet_path(p)
     assert report.verdict == Verdict.PASS, report.to_json()
     assert {f.code for f in report.findings} == {"PICKLE_FORMAT"}
+
+
+def test_numeric_npy_and_npz_pass(tmp_path: Path) -> None:
+    np.save(tmp_path / "a.npy", np.arange(12, dtype=np.float32).reshape(3, 4))
+    np.savez(tmp_path / "b.npz", x=np.zeros(3), y=np.ones((2, 2), np.int8))
+    assert vet_path(tmp_path / "a.npy").verdict == Verdict.PASS
+    report = vet_path(tmp_path / "b.npz")
+    assert report.verdict == Verdict.PASS and report.files[0].format == "npz"
 
 
 def test_plain_pickle_of_an_ordered_dict_passes(tmp_path: Path) -> None:

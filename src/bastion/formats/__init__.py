@@ -13,6 +13,7 @@ from bastion.formats.hf_config import (
     read_tokenizer_added_tokens,
     read_tokenizer_config,
 )
+from bastion.formats.numpy_npy import NpyHeader, read_npy_header
 from bastion.formats.pickle_ops import Anomaly, GlobalRef, PickleAnalysis, analyse_pickle
 from bastion.formats.safetensors import SafetensorsInfo, read_safetensors
 from bastion.formats.torch_zip import TorchArchive, read_torch_zip
@@ -22,6 +23,7 @@ __all__ = [
     "GGUFInfo",
     "GlobalRef",
     "HFConfig",
+    "NpyHeader",
     "PickleAnalysis",
     "SafetensorsInfo",
     "TensorInfo",
@@ -32,6 +34,7 @@ __all__ = [
     "read_gguf",
     "read_hf_config",
     "read_json",
+    "read_npy_header",
     "read_safetensors",
     "read_tokenizer_added_tokens",
     "read_tokenizer_config",

@@ -27,6 +27,8 @@ def sniff(head: bytes, size: int) -> str | None:
         return "gguf"
     if head.startswith(b"PK\x03\x04"):
         return "zip"
+    if head.startswith(b"\x93NUMPY"):
+        return "npy"
     if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
         return "pickle"
     if len(head) >= 9:
@@ -46,6 +48,8 @@ def detect_format(path: Path, head: bytes, size: int) -> str | None:
         return "gguf"
     if suffix == ".safetensors":
         return "safetensors"
+    if suffix == ".npy":
+        return "npy"
     if suffix in PICKLE_EXTENSIONS:
         return "pickle"
     if name in JSON_NAMES:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bastion.errors import UnusableInput
+from bastion.formats.numpy_npy import NpyHeader, read_npy_header
 from bastion.formats.pickle_ops import PickleAnalysis, analyse_pickle
 
 ZIP_MAGIC = b"PK\x03\x04"
@@ -49,11 +50,14 @@ class TorchArchive:
     archive_name: str
     members: tuple[str, ...]
     pickles: dict[str, PickleAnalysis] = field(default_factory=dict)
+    #: "torch" for torch.save archives, "npz" for numpy.savez archives (members are .npy arrays)
+    kind: str = "torch"
+    arrays: dict[str, NpyHeader] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """Summary as a plain mapping."""
         return {
-            "format": "torch-zip",
+            "format": "torch-zip" if self.kind == "torch" else "npz",
             "archive": self.archive_name,
             "members": len(self.members),
             "pickles": {k: v.to_json() for k, v in self.pickles.items()},
@@ -62,7 +66,7 @@ class TorchArchive:
 
 def _bad(path: Path, what: str) -> UnusableInput:
     return UnusableInput(
-        f"{path}: zip archive cannot be read the way torch.load reads it: {what}",
+        f"{path}: zip archive cannot be read unambiguously (as torch.load or numpy.load would): {what}",
         hint="Re-export the checkpoint with torch.save, or better, convert it to safetensors.",
     )
 
@@ -110,6 +114,8 @@ def _read(path: Path, zf: zipfile.ZipFile) -> TorchArchive:
     archive = names[0].split("/", 1)[0] if "/" in names[0] else ""
     data_pkl = f"{archive}/data.pkl" if archive else "data.pkl"
     if data_pkl not in seen:
+        if all(n.endswith(".npy") for n in names):
+            return _read_npz(path, zf, infos)
         raise _bad(path, f"no {data_pkl!r} (the record torch.load reads); this is not a torch.save archive")
     pickles: dict[str, PickleAnalysis] = {}
     for info in infos:
@@ -142,3 +148,24 @@ def _check_crc(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
     with zf.open(info) as member:
         while member.read(8 << 20):
             pass
+
+
+def _read_npz(path: Path, zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo]) -> TorchArchive:
+    """numpy.savez archive: every member is an .npy; object arrays carry pickles and are analysed."""
+    pickles: dict[str, PickleAnalysis] = {}
+    arrays: dict[str, NpyHeader] = {}
+    for info in infos:
+        try:
+            with zf.open(info) as member:
+                header = read_npy_header(member, f"{path}:{info.filename}")  # type: ignore[arg-type]
+                arrays[info.filename] = header
+                if header.is_object:
+                    data = member.read(MAX_PICKLE_MEMBER + 1)
+                    if len(data) > MAX_PICKLE_MEMBER:
+                        raise _bad(path, f"object array {info.filename!r} exceeds {MAX_PICKLE_MEMBER} bytes")
+                    pickles[info.filename] = analyse_pickle(io.BytesIO(data), len(data))
+                while member.read(8 << 20):  # drain so the CRC is verified
+                    pass
+        except _ZIP_ERRORS as exc:
+            raise _bad(path, f"member {info.filename!r}: {exc}") from exc
+    return TorchArchive(path, "", tuple(i.filename for i in infos), pickles, "npz", arrays)

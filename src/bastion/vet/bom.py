@@ -27,7 +27,7 @@ from bastion import __version__
 from bastion.errors import UnusableInput
 from bastion.vet.findings import VetReport
 
-_WEIGHTS = {"gguf", "safetensors", "torch-zip", "pickle"}
+_WEIGHTS = {"gguf", "safetensors", "torch-zip", "pickle", "npy", "npz"}
 
 
 @dataclass(frozen=True)

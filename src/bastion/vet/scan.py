@@ -29,6 +29,7 @@ from bastion.formats import (
 )
 from bastion.formats.gguf import ArraySummary
 from bastion.formats.gguf_types import FILE_TYPES
+from bastion.formats.numpy_npy import read_npy_header
 from bastion.hashing import file_digest
 from bastion.vet.findings import FileReport, Finding, Severity, VetReport, verdict_of
 from bastion.vet.pickle_scan import scan_pickle
@@ -72,7 +73,7 @@ def vet_path(
     return VetReport(str(path), verdict_of(findings), tuple(findings), tuple(reports), strict)
 
 
-_MODEL_FORMATS = {"gguf", "safetensors", "torch-zip", "pickle"}
+_MODEL_FORMATS = {"gguf", "safetensors", "torch-zip", "pickle", "npy", "npz"}
 
 
 def _list_files(path: Path) -> list[Path]:
@@ -234,8 +235,24 @@ def _zip(f: Path, rel: str, strict: bool) -> tuple[dict[str, Any], list[Finding]
     findings: list[Finding] = []
     for member, analysis in archive.pickles.items():
         findings += scan_pickle(analysis, rel, strict, where=member)
-    findings.append(_pickle_note(rel))
+    if archive.pickles:
+        findings.append(_pickle_note(rel))
     return archive.to_json(), findings
+
+
+def _npy(f: Path, rel: str, strict: bool) -> tuple[dict[str, Any], list[Finding]]:
+    try:
+        size = f.stat().st_size
+        with f.open("rb") as fh:
+            header = read_npy_header(fh, str(f))
+            meta = header.to_json()
+            if not header.is_object:
+                return meta, []
+            # numpy.load(allow_pickle=True) unpickles everything after the header
+            analysis = analyse_pickle(fh, size - header.data_offset)
+    except OSError as exc:
+        raise UnusableInput(f"cannot read {f}: {exc.strerror or exc}", hint="Check permissions.") from exc
+    return {**meta, "pickle": analysis.to_json()}, [*scan_pickle(analysis, rel, strict), _pickle_note(rel)]
 
 
 def _config(f: Path, rel: str, strict: bool) -> tuple[dict[str, Any], list[Finding]]:
@@ -272,6 +289,7 @@ def _python(f: Path, rel: str, strict: bool) -> tuple[dict[str, Any], list[Findi
 
 
 _PARSERS: dict[str, Callable[[Path, str, bool], tuple[dict[str, Any], list[Finding]]]] = {
+    "npy": _npy,
     "gguf": _gguf,
     "safetensors": _safetensors,
     "pickle": _pickle,
