@@ -138,7 +138,8 @@ def test_crafted_payloads_are_live_when_really_unpickled(corpus: dict[str, Case]
 
 def test_npy_payload_is_live_when_really_loaded_with_numpy(corpus: dict[str, Case], tmp_path: Path) -> None:
     script = (
-        "import numpy, sys\ntry:\n    numpy.load(sys.argv[1], allow_pickle=True)\nexcept Exception:\n    pass\n"
+        "import numpy, sys\n"
+        "try:\n    numpy.load(sys.argv[1], allow_pickle=True)\nexcept Exception:\n    pass\n"
     )
     subprocess.run(
         [sys.executable, "-c", script, str(corpus["object_array.npy"].path)], cwd=tmp_path, timeout=60
