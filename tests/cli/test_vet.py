@@ -54,3 +54,11 @@ def test_bom_writes_a_cyclonedx_file(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["verdict"] == "pass"
     assert json.loads(out.read_text())["bomFormat"] == "CycloneDX"
+
+
+def test_readme_shows_the_real_output_of_vet_on_smollm2() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    res = _run("vet", "bundled:smollm2")
+    assert res.returncode == 0
+    for line in res.stdout.splitlines():
+        assert line in readme, f"README is stale: {line!r} is what 'bastion vet bundled:smollm2' prints now"

@@ -79,3 +79,28 @@ def test_bom_write_leaves_no_partial_file_when_the_folder_is_missing(tmp_path: P
     with pytest.raises(UnusableInput):
         write_bom(vet_path(bundled.smollm2(), digests=True), tmp_path / "missing" / "bom.json")
     assert not (tmp_path / "missing").exists()
+
+
+GOLDEN = Path(__file__).with_name("golden") / "smollm2.cdx.json"
+
+
+def _stable(doc: dict[str, object]) -> dict[str, object]:
+    """The BOM without the fields that change on every run (serial number, timestamp, tool version)."""
+    doc = json.loads(json.dumps(doc))
+    doc.pop("serialNumber", None)
+    meta = doc["metadata"]
+    assert isinstance(meta, dict)
+    meta.pop("timestamp", None)
+    meta.pop("tools", None)
+    return doc
+
+
+def test_smollm2_bom_matches_the_golden_file() -> None:
+    # AI-BOMs are stored by others: a change to their shape must be deliberate. Regenerate with
+    # BASTION_UPDATE_GOLDEN=1 and review the diff.
+    import os
+
+    doc = _stable(build_bom(vet_path(bundled.smollm2())))
+    if os.environ.get("BASTION_UPDATE_GOLDEN") == "1":
+        GOLDEN.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    assert doc == json.loads(GOLDEN.read_text())
