@@ -61,6 +61,7 @@ INJECTION = re.compile(
     r"|you must (always )?(recommend|include|insert)",
     re.I,
 )
+DUNDER = re.compile(r"__[A-Za-z]\w*__")
 URL = re.compile(r"https?://[^\s'\"<>}]+", re.I)
 
 
@@ -119,6 +120,17 @@ def _literal_trigger(test: nodes.Node) -> str | None:
     return None
 
 
+def _assembled_name(key: nodes.Node) -> bool:
+    """A subscript key built by concatenation or formatting that involves underscores or formatting."""
+    if isinstance(key, nodes.Concat | nodes.Add | nodes.Mul):
+        return any(
+            isinstance(c, nodes.Const) and isinstance(c.value, str) and "_" in c.value for c in _walk(key)
+        )
+    if isinstance(key, nodes.Mod):
+        return True
+    return isinstance(key, nodes.Filter) and key.name in ("format", "join", "replace", "reverse", "string")
+
+
 def _emitted_text(body: list[nodes.Node]) -> str:
     out: list[str] = []
     for stmt in body:
@@ -167,6 +179,14 @@ def scan_template(source: str, file: str, where: str) -> list[Finding]:
                     line,
                     f"template reads attribute {attr!r}: the path to Python internals used by template "
                     f"injection exploits (__globals__, __subclasses__, __builtins__)",
+                )
+            if isinstance(n, nodes.Getitem) and _assembled_name(n.arg):
+                add(
+                    "TEMPLATE_DUNDER_ACCESS",
+                    Severity.FAIL,
+                    line,
+                    "template subscripts with a name assembled from pieces ('__cla' ~ 'ss__', '%c' formats): "
+                    "how dunder access is hidden from scanners",
                 )
             base = n.node
             if isinstance(base, nodes.Name) and base.name in GADGETS:
@@ -224,6 +244,14 @@ def scan_template(source: str, file: str, where: str) -> list[Finding]:
             n.data if isinstance(n, nodes.TemplateData) else n.value, str
         ):
             text = n.data if isinstance(n, nodes.TemplateData) else str(n.value)
+            dunder = DUNDER.search(text) if isinstance(n, nodes.Const) else None
+            if dunder:
+                add(
+                    "TEMPLATE_DUNDER_ACCESS",
+                    Severity.FAIL,
+                    line,
+                    f"template holds the dunder name {dunder.group(0)!r} in a string (for a later lookup)",
+                )
             hit = INJECTION.search(text)
             if hit:
                 add(
