@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from bastion.cli import catalog, doctor, keys, policy, serve
+from bastion.cli import catalog, doctor, keys, policy, serve, vet
 from bastion.cli.render import render_error
 from bastion.errors import BastionError
 
@@ -22,6 +22,7 @@ doctor.register(app)
 app.add_typer(keys.app, name="keys")
 app.add_typer(catalog.app, name="catalog")
 app.add_typer(policy.app, name="policy")
+vet.register(app)
 
 
 def main() -> None:
