@@ -176,3 +176,16 @@ def _digest(part: str, body: bytes | None, given: str | None) -> str | None:
     if given is not None and given != actual:
         raise UsageError(f"{part}_sha256 does not match the {part} body given with the record")
     return actual
+
+
+def parse_time(text: str, what: str = "time") -> str:
+    """Normalise a user-given date or date-time to the audit timestamp format (UTC assumed if naive)."""
+    try:
+        dt = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise UsageError(
+            f"{what} {text!r} is not a date", hint="Use YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS (UTC)."
+        ) from exc
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
