@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bastion.audit.heads import SignedTreeHead
-from bastion.audit.store import EntryRow, Filters
+from bastion.audit.store import EntryRow, Filters, ScanRow
 from bastion.errors import ConfigError, IntegrityError
 from bastion.store.sqlite import Migrations, open_database
 
@@ -143,14 +143,15 @@ class SqliteStore:
         with self._lock:
             return int(self._conn.execute("SELECT COUNT(*) FROM audit_entries").fetchone()[0])
 
-    def scan(self, start: int = 0, batch: int = 65536) -> Iterator[list[tuple[int, bytes, bytes]]]:
+    def scan(self, start: int = 0, batch: int = 65536) -> Iterator[list[ScanRow]]:
         # Keyset pagination (seq > last) so each batch is an index range read, and the lock is not held
         # between batches.
         last = start - 1
         while True:
             with self._lock:
                 rows = self._conn.execute(
-                    "SELECT seq, leaf, leaf_hash FROM audit_entries WHERE seq > ? ORDER BY seq LIMIT ?",
+                    "SELECT seq, leaf, leaf_hash, kind, time, request_id, principal, model"
+                    " FROM audit_entries WHERE seq > ? ORDER BY seq LIMIT ?",
                     (last, batch),
                 ).fetchall()
             if not rows:

@@ -41,6 +41,10 @@ class Filters:
     until: str | None = None
 
 
+#: ``(seq, leaf, leaf_hash, kind, time, request_id, principal, model)`` as read by :meth:`Store.scan`
+ScanRow = tuple[int, bytes, bytes, str, str, "str | None", "str | None", "str | None"]
+
+
 class AppendTxn(Protocol):
     """Operations inside one write transaction; the store commits it durably on leaving the context."""
 
@@ -92,8 +96,8 @@ class Store(Protocol):
         """How many entry rows are stored."""
         ...
 
-    def scan(self, start: int = 0, batch: int = 65536) -> Iterator[list[tuple[int, bytes, bytes]]]:
-        """``(seq, leaf, leaf_hash)`` rows in ``seq`` order from ``start``, in batches."""
+    def scan(self, start: int = 0, batch: int = 65536) -> Iterator[list[ScanRow]]:
+        """Every row in ``seq`` order from ``start``, in batches (leaf, hash and the indexed columns)."""
         ...
 
     def leaf_hashes(self, stop: int) -> list[bytes]:

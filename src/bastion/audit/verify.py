@@ -2,8 +2,9 @@
 
 What is checked, in order, and how a failure is named:
 
-1. Rows: entry ``i`` exists, its leaf starts with ``{"v":1,"seq":i,`` and its stored leaf hash is
-   SHA-256(0x00 || leaf). A deleted, moved or edited row is named exactly (``first_bad_entry``).
+1. Rows: entry ``i`` exists, its leaf starts with ``{"v":1,"seq":i,``, its stored leaf hash is
+   SHA-256(0x00 || leaf), and its search columns (kind, time, request id, principal, model) equal the
+   leaf's fields. A deleted, moved or edited row is named exactly (``first_bad_entry``).
 2. The tree state: the stored size equals the number of rows (a truncated log is caught here, or by a
    head whose size exceeds the rows).
 3. Every signed tree head: signature valid for the *given* public key (a re-signed log fails here), root
@@ -24,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from bastion.audit.keys import key_id
@@ -94,6 +96,17 @@ class VerifyReport:
         }
 
 
+def _columns(leaf: bytes) -> tuple[Any, ...]:
+    """The indexed columns a leaf implies (what search relies on), or None if it is not JSON."""
+    try:
+        doc = orjson.loads(leaf)
+        if doc["kind"] == "request":
+            return (doc["kind"], doc["time"], doc["request_id"], doc["principal"], doc["model"])
+        return (doc["kind"], doc["time"], None, doc["actor"], None)
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return (None,)
+
+
 MAX_PROBLEMS = 100  # a wholesale rewrite would otherwise list a million rows
 
 
@@ -107,7 +120,7 @@ def verify_log(
     sha = hashlib.sha256
     expected = 0
     for rows in store.scan():
-        for seq, leaf, stored in rows:
+        for seq, leaf, stored, *columns in rows:
             if seq != expected:
                 # Rows are read in seq order, so a jump means entries expected..seq-1 are gone.
                 problems.append(
@@ -125,6 +138,14 @@ def verify_log(
             if actual != stored:
                 problems.append(
                     Problem("edited", f"entry {seq}: leaf does not match its stored hash (edited)", seq)
+                )
+            elif _columns(leaf) != tuple(columns):
+                problems.append(
+                    Problem(
+                        "index",
+                        f"entry {seq}: its search columns disagree with its leaf (edited to hide or mislead)",
+                        seq,
+                    )
                 )
             hashes.append(actual)
             expected += 1
