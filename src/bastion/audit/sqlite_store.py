@@ -61,8 +61,15 @@ def _head(row: tuple[str, int, bytes, int, str, bytes]) -> SignedTreeHead:
     return SignedTreeHead(row[0], int(row[1]), bytes(row[2]), int(row[3]), row[4], bytes(row[5]))
 
 
+def _blob(value: object) -> bytes:
+    # A row edited by hand may hold TEXT where a BLOB belongs; hand back its bytes and let verify judge.
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    return str(value).encode("utf-8", "surrogatepass")
+
+
 def _entry(row: tuple[int, str, str, str | None, str | None, str | None, bytes, bytes]) -> EntryRow:
-    return EntryRow(row[0], row[1], row[2], row[3], row[4], row[5], bytes(row[6]), bytes(row[7]))
+    return EntryRow(row[0], row[1], row[2], row[3], row[4], row[5], _blob(row[6]), _blob(row[7]))
 
 
 class _Txn:
@@ -169,7 +176,7 @@ class SqliteStore:
                 f"the audit log has {len(rows)} of the first {stop} entries",
                 hint="Run 'bastion audit verify' to find which entries are missing.",
             )
-        return [bytes(r[1]) for r in rows]
+        return [_blob(r[1]) for r in rows]
 
     def entry(self, seq: int) -> EntryRow | None:
         with self._lock:
