@@ -149,8 +149,10 @@ def main() -> None:
         build_s = time.perf_counter() - t
         print(f"built {args.entries} entries in {build_s:.1f} s", file=sys.stderr)
         ver = bench_verify(work, db)
-        print(f"verify: {ver['verify_s']:.2f} s; reference root only: {ver['reference_root_only_s']:.2f} s",
-              file=sys.stderr)
+        print(
+            f"verify: {ver['verify_s']:.2f} s; reference root only: {ver['reference_root_only_s']:.2f} s",
+            file=sys.stderr,
+        )
     result = {
         "machine": {"python": platform.python_version(), "cpu_count": __import__("os").cpu_count()},
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

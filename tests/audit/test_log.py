@@ -189,7 +189,9 @@ def test_a_cancelled_request_task_does_not_lose_or_break_the_log(tmp_path: Path,
 
 
 def test_request_record_to_json_has_no_bodies() -> None:
-    doc = RequestRecord("r", "k", "m", "sha256:x", "llama_cpp", "allow", 200, request_body=b"secret").to_json()
+    doc = RequestRecord(
+        "r", "k", "m", "sha256:x", "llama_cpp", "allow", 200, request_body=b"secret"
+    ).to_json()
     assert "secret" not in str(doc) and doc["request_sha256"] == sha256_hex(b"secret")
 
 
