@@ -50,7 +50,9 @@ class _Pending:
     tail: bytes
     row: tuple[str, str, str | None, str | None, str | None]
     bodies: dict[str, bytes]
-    done: Callable[[EntryRef | None, BaseException | None], None]
+    #: an awaiting coroutine's future (settled on its own loop) or a synchronous caller's callback
+    future: asyncio.Future[EntryRef] | None
+    done: Callable[[EntryRef | None, BaseException | None], None] | None
     ref: EntryRef | None = field(default=None)
 
 
@@ -122,13 +124,8 @@ class AuditLog:
 
     async def append_request(self, record: RequestRecord) -> EntryRef:
         """Append a gateway request; returns once the entry is durable (see the module docstring)."""
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[EntryRef] = loop.create_future()
-
-        def done(ref: EntryRef | None, exc: BaseException | None) -> None:
-            loop.call_soon_threadsafe(_settle, fut, ref, exc)
-
-        self._submit(record, done)
+        fut: asyncio.Future[EntryRef] = asyncio.get_running_loop().create_future()
+        self._submit(record, fut, None)
         return await fut
 
     def append_admin(
@@ -151,20 +148,25 @@ class AuditLog:
             box[0], box[1] = ref, exc
             event.set()
 
-        self._submit(record, done)
+        self._submit(record, None, done)
         event.wait()
         if box[1] is not None:
             raise box[1]
         assert box[0] is not None
         return box[0]  # type: ignore[no-any-return]
 
-    def _submit(self, record: Record, done: Callable[[EntryRef | None, BaseException | None], None]) -> None:
+    def _submit(
+        self,
+        record: Record,
+        future: asyncio.Future[EntryRef] | None,
+        done: Callable[[EntryRef | None, BaseException | None], None] | None,
+    ) -> None:
         tail, row = _encode(record, self._store_bodies)
         bodies = record.bodies() if self._store_bodies == "full" else {}
         with self._cond:
             if self._closing:
                 raise UsageError("the audit log is closed")
-            self._queue.append(_Pending(tail, row, bodies, done))
+            self._queue.append(_Pending(tail, row, bodies, future, done))
             self._submitted += 1
             self._cond.notify()
 
@@ -186,8 +188,7 @@ class AuditLog:
                 self._commit(batch)
             except BaseException as exc:  # noqa: BLE001 - handed to every waiter, never swallowed
                 error = exc if isinstance(exc, BastionError) else _store_failure(exc)
-            for p in batch:
-                p.done(None if error else p.ref, error)
+            _wake(batch, error)
             with self._cond:
                 self._settled += len(batch)
                 self._cond.notify_all()
@@ -275,13 +276,30 @@ class AuditLog:
         self.close()
 
 
-def _settle(fut: asyncio.Future[EntryRef], ref: EntryRef | None, exc: BaseException | None) -> None:
-    if fut.done():  # the awaiting task was cancelled; the entry is still in the log
-        return
-    if exc is not None:
-        fut.set_exception(exc)
-    else:
-        fut.set_result(ref)  # type: ignore[arg-type]
+def _wake(batch: list[_Pending], error: BaseException | None) -> None:
+    """Wake every waiter of a committed (or failed) batch: one loop callback per event loop, not per entry."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Pending]] = {}
+    for p in batch:
+        if p.future is not None:
+            by_loop.setdefault(p.future.get_loop(), []).append(p)
+        elif p.done is not None:
+            p.done(None if error else p.ref, error)
+    for loop, waiters in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle, waiters, error)
+        except RuntimeError:  # that loop was closed meanwhile: nobody is waiting any more
+            pass
+
+
+def _settle(waiters: list[_Pending], error: BaseException | None) -> None:
+    for p in waiters:
+        fut = p.future
+        if fut is None or fut.done():  # the awaiting task was cancelled; the entry is still in the log
+            continue
+        if error is not None:
+            fut.set_exception(error)
+        elif p.ref is not None:
+            fut.set_result(p.ref)
 
 
 def _store_failure(exc: BaseException) -> BastionError:
