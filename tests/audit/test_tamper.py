@@ -191,7 +191,7 @@ def _forge_tail(db: Path, keep: int, count: int) -> None:
     hashes = [bytes(r[0]) for r in conn.execute("SELECT leaf_hash FROM audit_entries ORDER BY seq")]
     for seq in range(keep, keep + count):
         doc = {"v": 1, "seq": seq, "kind": "admin", "time": "2026-01-01T00:00:00.000Z",
-               "action": "noop", "actor": "os:mallory", "before_digest": None, "after_digest": None,
+               "actor": "os:mallory", "action": "noop", "before_digest": None, "after_digest": None,
                "details": {}}  # fmt: skip
         leaf = orjson.dumps(doc)
         digest = leaf_hash(leaf)
@@ -271,3 +271,17 @@ def test_pruning_bodies_keeps_the_log_verifiable(
     store.prune_bodies("2999-01-01T00:00:00.000Z")
     assert verify_log(store, load_public_key(big_log[1].public_key)).ok
     store.close()
+
+
+def test_a_wholesale_rewrite_lists_at_most_100_problems_and_still_checks_every_head(
+    copy_big_log: Callable[[], Path], big_log: tuple[Path, KeyFiles]
+) -> None:
+    db = copy_big_log()
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE audit_entries SET leaf = CAST(replace(CAST(leaf AS TEXT), 'allow', 'ALLOW') AS BLOB)")
+    conn.commit()
+    conn.close()
+    report = verify(db, big_log[1])
+    assert len(report.problems) == 100 and any("more problems not listed" in n for n in report.notes)
+    assert report.first_bad_entry == 1  # entry 0 is the admin init entry, which has no decision
+    assert report.entries == N

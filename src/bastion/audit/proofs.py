@@ -88,20 +88,23 @@ def build_proof(store: Store, seq: int) -> InclusionProof:
     return InclusionProof(seq, entry.leaf, tuple(tree.inclusion_path(seq, head.tree_size)), head)
 
 
-def iter_proofs(store: Store, seqs: list[int]) -> Iterator[InclusionProof]:
-    """Proofs for many entries against the newest head, building the tree once."""
+def iter_proofs(store: Store, since: str | None = None, until: str | None = None) -> Iterator[InclusionProof]:
+    """Proofs for every entry with ``since <= time < until`` against the newest head, streaming.
+
+    The tree is built once; entries are read batch by batch, so memory stays at the tree's size.
+    Entries after the newest head (the unsigned tail) cannot be proven yet and are skipped.
+    """
     heads = store.heads()
     if not heads:
         raise NotFound("the audit log has no signed tree head yet", hint="Run 'bastion audit sign'.")
     head = heads[-1]
     tree = TreeLevels(store.leaf_hashes(head.tree_size))
-    for seq in seqs:
-        if seq >= head.tree_size:
-            continue  # the unsigned tail cannot be proven yet
-        entry = store.entry(seq)
-        if entry is None:
-            raise IntegrityError(f"audit entry {seq} disappeared during export")
-        yield InclusionProof(seq, entry.leaf, tuple(tree.inclusion_path(seq, head.tree_size)), head)
+    for rows in store.scan():
+        for seq, leaf, _, _, when, *_ in rows:
+            if seq >= head.tree_size:
+                return
+            if (since is None or when >= since) and (until is None or when < until):
+                yield InclusionProof(seq, bytes(leaf), tuple(tree.inclusion_path(seq, head.tree_size)), head)
 
 
 def check_proof(doc: Any, public_key: Ed25519PublicKey, source: str = "proof") -> ProofCheck:
@@ -128,7 +131,7 @@ def check_proof(doc: Any, public_key: Ed25519PublicKey, source: str = "proof") -
             f"{source}: entry {seq} is not in the signed tree of size {head.tree_size}",
             hint="The leaf or its path was altered; ask the log operator for a fresh proof.",
         )
-    record = decode_leaf(leaf)
+    record = decode_leaf(leaf, seq)
     if record.get("seq") != seq:
         raise IntegrityError(f"{source}: the leaf says seq {record.get('seq')} but the proof says {seq}")
     return ProofCheck(seq, head.tree_size, head.key_id, head.time, record)

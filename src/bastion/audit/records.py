@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import orjson
 
-from bastion.errors import UsageError
+from bastion.errors import IntegrityError, UsageError
 
 LEAF_VERSION = 1
 StoreBodies = Literal["none", "hashes", "full"]
@@ -180,11 +180,18 @@ def index_prefix(
     return leaf_prefix(seq) + orjson.dumps(fields)[1:-1] + b","
 
 
-def decode_leaf(leaf: bytes) -> dict[str, Any]:
-    """Parse leaf bytes back into a mapping."""
-    value = orjson.loads(leaf)
+def decode_leaf(leaf: bytes, seq: int | None = None) -> dict[str, Any]:
+    """Parse leaf bytes back into a mapping; IntegrityError if they are not a leaf at all."""
+    try:
+        value = orjson.loads(leaf)
+    except orjson.JSONDecodeError:
+        value = None
     if not isinstance(value, dict):
-        raise ValueError("leaf is not a JSON object")
+        where = f"entry {seq}" if seq is not None else "a leaf"
+        raise IntegrityError(
+            f"{where} is not a JSON object: the stored leaf was damaged or edited",
+            hint="Run 'bastion audit verify' to see everything that was changed.",
+        )
     return value
 
 

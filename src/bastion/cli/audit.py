@@ -177,17 +177,19 @@ def export(
     config: ConfigOpt = None,
 ) -> None:
     """Write entries as JSON Lines, one inclusion proof per line (each checkable with check-proof)."""
-    filters = Filters(
-        since=parse_time(since, "--since") if since else None,
-        until=parse_time(until, "--until") if until else None,
-    )
+    start = parse_time(since, "--since") if since else None
+    end = parse_time(until, "--until") if until else None
     store = _store(_settings(config))
-    seqs = sorted(e.seq for e in store.find(filters, limit=2**62))
-    lines = (orjson.dumps(p.to_json()) + b"\n" for p in iter_proofs(store, seqs))
-    written = _write_lines(lines, output)
-    store.close()
-    if written < len(seqs):
-        err.print(f"{len(seqs) - written} newest entries skipped: not yet under a signed tree head")
+    try:
+        lines = (orjson.dumps(p.to_json()) + b"\n" for p in iter_proofs(store, start, end))
+        written = _write_lines(lines, output)
+        unsigned = store.tree_state()[0] - store.heads()[-1].tree_size
+    finally:
+        store.close()
+    if unsigned > 0:
+        err.print(
+            f"note: the {unsigned} newest entries are not yet under a signed tree head and were skipped"
+        )
     err.print(f"exported {written} entries")
 
 
@@ -276,7 +278,7 @@ def search(
         until=parse_time(until, "--until") if until else None,
     )
     store = _store(_settings(config))
-    records = [decode_leaf(e.leaf) for e in store.find(filters, limit)]
+    records = [decode_leaf(e.leaf, e.seq) for e in store.find(filters, limit)]
     store.close()
 
     def human() -> None:
