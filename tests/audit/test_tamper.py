@@ -278,7 +278,9 @@ def test_a_wholesale_rewrite_lists_at_most_100_problems_and_still_checks_every_h
 ) -> None:
     db = copy_big_log()
     conn = sqlite3.connect(db)
-    conn.execute("UPDATE audit_entries SET leaf = CAST(replace(CAST(leaf AS TEXT), 'allow', 'ALLOW') AS BLOB)")
+    conn.execute(
+        "UPDATE audit_entries SET leaf = CAST(replace(CAST(leaf AS TEXT), 'allow', 'ALLOW') AS BLOB)"
+    )
     conn.commit()
     conn.close()
     report = verify(db, big_log[1])
