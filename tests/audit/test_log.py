@@ -201,3 +201,23 @@ def test_many_appends_verify_with_every_head_consistent(tmp_path: Path, keys: Ke
     log.close()
     report = verify_log(open_store(tmp_path / "a.db"), keys.public)
     assert report.ok and report.entries == 3000 and report.signed_size == 3000 and report.heads >= 3
+
+
+def test_create_keys_refuses_to_overwrite_and_writes_private_files_0600(tmp_path: Path, keys: Keys) -> None:
+    from bastion.audit import create_keys
+
+    with pytest.raises(UsageError, match="refusing to replace"):
+        create_keys(keys.files.signing_key, tmp_path / "other-body.key")
+    assert not (tmp_path / "other-body.key").exists()
+    assert keys.files.signing_key.stat().st_mode & 0o777 == 0o600
+    assert keys.files.body_key.stat().st_mode & 0o777 == 0o600
+
+
+def test_create_keys_leaves_nothing_behind_when_a_file_cannot_be_written(tmp_path: Path) -> None:
+    from bastion.audit import create_keys
+
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_text("a file where the body key's directory should be")
+    with pytest.raises(ConfigError, match="cannot write audit key"):
+        create_keys(tmp_path / "k" / "signing.key", blocked / "body.key")
+    assert list((tmp_path / "k").iterdir()) == []

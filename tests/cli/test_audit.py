@@ -162,7 +162,7 @@ def test_errors_are_one_line_with_a_hint_and_distinct_exit_codes(home: Path, tmp
     assert "bastion audit init" in missing.stderr and "Traceback" not in missing.stderr
     assert bastion("audit", "init").returncode == 0
     again = bastion("audit", "init")
-    assert again.returncode == 2 and "refusing to replace" in again.stderr
+    assert again.returncode == 2 and "an audit log already exists" in again.stderr
     nope = bastion("audit", "show", "999")
     assert nope.returncode == 5 and "entry 999 does not exist" in nope.stderr
     junk = tmp_path / "junk.json"
@@ -171,3 +171,8 @@ def test_errors_are_one_line_with_a_hint_and_distinct_exit_codes(home: Path, tmp
     assert bad.returncode == 3 and "cannot read" in bad.stderr
     date = bastion("audit", "prune", "--before", "yesterday")
     assert date.returncode == 2 and "not a date" in date.stderr
+    for name in ("signing.key", "signing.key.pub", "body.key"):
+        (home / "audit" / name).unlink()
+    rekey = bastion("audit", "init")  # new keys over an old log would orphan its signed heads
+    assert rekey.returncode == 2 and "an audit log already exists" in rekey.stderr
+    assert not (home / "audit" / "signing.key").exists()

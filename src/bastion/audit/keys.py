@@ -72,9 +72,22 @@ def create_keys(signing_key: Path, body_key: Path) -> KeyFiles:
     pub_pem = priv.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    _write_secret(signing_key, pem)
-    _write_secret(body_key, os.urandom(32).hex().encode() + b"\n")
-    _write_secret(pub_path, pub_pem, mode=0o644)
+    written: list[Path] = []
+    try:  # all three files or none: a half-made key set would block the next 'init'
+        for path, data, mode in (
+            (signing_key, pem, 0o600),
+            (body_key, os.urandom(32).hex().encode() + b"\n", 0o600),
+            (pub_path, pub_pem, 0o644),
+        ):
+            _write_secret(path, data, mode)
+            written.append(path)
+    except OSError as exc:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise ConfigError(
+            f"cannot write audit key {path}: {exc.strerror or exc}",
+            hint="Check that the directory is writable, or set audit.signing_key / audit.body_key.",
+        ) from exc
     return KeyFiles(signing_key, pub_path, body_key, key_id(priv.public_key()))
 
 

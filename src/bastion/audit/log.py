@@ -150,10 +150,12 @@ class AuditLog:
 
         self._submit(record, None, done)
         event.wait()
-        if box[1] is not None:
-            raise box[1]
-        assert box[0] is not None
-        return box[0]  # type: ignore[no-any-return]
+        ref, error = box
+        if error is not None:
+            raise error
+        if not isinstance(ref, EntryRef):  # unreachable: the writer always settles with one or the other
+            raise BastionError("the audit writer settled an append without a result")
+        return ref
 
     def _submit(
         self,

@@ -59,6 +59,13 @@ def _actor() -> str:
 def init(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Create the signing key (+ .pub), the body key and the log; record and sign the first entry."""
     settings = _settings(config)
+    if settings.path.exists():
+        # A new key over an existing log would leave its signed heads unverifiable by the new key.
+        raise UsageError(
+            f"an audit log already exists at {settings.path}",
+            hint="Keep using it (its keys are audit.signing_key and audit.body_key), or set audit.path to a "
+            "new file to start a new log.",
+        )
     keys = create_keys(settings.signing_key, settings.body_key)
     log = AuditLog.open(settings)
     ref = log.append_admin("audit.init", _actor(), details={"key_id": keys.key_id})
