@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bastion.audit import AuditLog, BodyCipher, RequestRecord, open_store
+from bastion.audit import AuditLog, BodyCipher, Filters, RequestRecord, open_store
 from bastion.audit.records import encode_leaf, sha256_hex
 from bastion.audit.verify import verify_log
 from bastion.config import load_settings
@@ -221,3 +221,18 @@ def test_create_keys_leaves_nothing_behind_when_a_file_cannot_be_written(tmp_pat
     with pytest.raises(ConfigError, match="cannot write audit key"):
         create_keys(tmp_path / "k" / "signing.key", blocked / "body.key")
     assert list((tmp_path / "k").iterdir()) == []
+
+
+def test_search_columns_with_quotes_control_characters_and_unicode_verify_cleanly(
+    tmp_path: Path, keys: Keys
+) -> None:
+    log = AuditLog(open_store(tmp_path / "a.db"), signer=keys.signer)
+    odd = ['req "1"\\', "req\n\t\x01\x1f", "r\u00e9q-\u2028-\U0001f600", "</script>/"]
+    for i, rid in enumerate(odd):
+        log.append(make_record(i, request_id=rid, principal=rid[::-1], model=f"m/{rid}"))
+    log.append_admin("key.created", 'os:"quoted"\n')
+    log.close()
+    store = open_store(tmp_path / "a.db")
+    report = verify_log(store, keys.public)
+    assert report.ok, report.problems
+    assert [e.request_id for e in reversed(store.find(Filters(kind="request"), 10))] == odd

@@ -99,12 +99,11 @@ def iter_proofs(store: Store, since: str | None = None, until: str | None = None
         raise NotFound("the audit log has no signed tree head yet", hint="Run 'bastion audit sign'.")
     head = heads[-1]
     tree = TreeLevels(store.leaf_hashes(head.tree_size))
-    for rows in store.scan():
-        for seq, leaf, _, _, when, *_ in rows:
+    for rows in store.leaves_between(since, until):
+        for seq, leaf in rows:
             if seq >= head.tree_size:
                 return
-            if (since is None or when >= since) and (until is None or when < until):
-                yield InclusionProof(seq, bytes(leaf), tuple(tree.inclusion_path(seq, head.tree_size)), head)
+            yield InclusionProof(seq, leaf, tuple(tree.inclusion_path(seq, head.tree_size)), head)
 
 
 def check_proof(doc: Any, public_key: Ed25519PublicKey, source: str = "proof") -> ProofCheck:

@@ -41,8 +41,10 @@ class Filters:
     until: str | None = None
 
 
-#: ``(seq, leaf, leaf_hash, kind, time, request_id, principal, model)`` as read by :meth:`Store.scan`
-ScanRow = tuple[int, bytes, bytes, str, str, "str | None", "str | None", "str | None"]
+#: ``(seq, leaf, leaf_hash, index_ok)`` as read by :meth:`Store.scan`. ``index_ok`` is a fast filter
+#: computed by the database: true when the leaf starts with ``records.index_prefix()`` of the row's search
+#: columns. The verifier re-checks every row where it is false in Python before reporting anything.
+ScanRow = tuple[int, bytes, bytes, "int | None"]
 
 
 class AppendTxn(Protocol):
@@ -97,7 +99,11 @@ class Store(Protocol):
         ...
 
     def scan(self, start: int = 0, batch: int = 65536) -> Iterator[list[ScanRow]]:
-        """Every row in ``seq`` order from ``start``, in batches (leaf, hash and the indexed columns)."""
+        """Every row in ``seq`` order from ``start``, in batches: leaf, stored hash, index agreement."""
+        ...
+
+    def leaves_between(self, since: str | None, until: str | None) -> Iterator[list[tuple[int, bytes]]]:
+        """``(seq, leaf)`` of entries with ``since <= time < until`` in ``seq`` order, in batches."""
         ...
 
     def leaf_hashes(self, stop: int) -> list[bytes]:
