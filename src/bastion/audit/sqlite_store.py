@@ -1,8 +1,10 @@
 """The SQLite store of the audit log (WAL, ``synchronous=FULL``).
 
-Everything SQLite-specific is in :func:`_connect`; the SQL elsewhere is portable. Durability: a write
-transaction commits with ``synchronous=FULL`` in WAL mode, so SQLite fsyncs the WAL before ``COMMIT``
-returns, and a committed batch survives a process kill and a power cut (given a disk that honours fsync).
+SQLite-specific: the pragmas in :func:`_connect`, ``BEGIN IMMEDIATE`` in :meth:`SqliteStore.transaction`
+and ``json_quote`` in ``_SCAN_SQL`` (PostgreSQL: ``to_json(col)::text`` and ``SELECT ... FOR UPDATE``);
+the rest of the SQL is portable. Durability: a write transaction commits with ``synchronous=FULL`` in WAL
+mode, so SQLite fsyncs the WAL before ``COMMIT`` returns, and a committed batch survives a process kill
+and a power cut (given a disk that honours fsync).
 """
 
 from __future__ import annotations

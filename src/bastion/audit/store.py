@@ -2,7 +2,7 @@
 
 The SQLite implementation lives in :mod:`bastion.audit.sqlite_store`; a PostgreSQL store implements the
 same two protocols (``transaction()`` becomes ``BEGIN`` + ``SELECT ... FROM audit_tree FOR UPDATE``).
-All SQL in the SQLite module is portable except the connection pragmas, kept in one function there.
+The SQLite module names the few SQLite-specific statements it uses and their PostgreSQL counterparts.
 """
 
 from __future__ import annotations
