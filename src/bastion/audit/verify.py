@@ -139,7 +139,7 @@ def _walk_batch(
                 Problem("missing", f"entries {expected}..{seq - 1} are missing (deleted)", entry=expected)
             )
             # Keep positions aligned so later checks name real indexes; the gap poisons the root.
-            hashes.extend([b""] * (seq - expected))
+            hashes.extend([b"\x00" * 32] * (seq - expected))
             expected = seq
         # A forger's UPDATE may turn the BLOB into TEXT (or worse); compare what is stored, as bytes.
         leaf_b, stored_b = _as_bytes(leaf), _as_bytes(stored)
