@@ -75,6 +75,8 @@ def test_init_verify_proof_and_check_proof_without_the_database(
     keys = json.loads(init.stdout)
     assert Path(keys["public_key"]).exists() and (Path(keys["signing_key"]).stat().st_mode & 0o777) == 0o600
     fill(home, 30)
+    signed = bastion("audit", "sign", "--json", config=config)
+    assert signed.returncode == 0 and json.loads(signed.stdout)["head"]["tree_size"] == 31
 
     verify = bastion("audit", "verify", "--json", config=config)
     assert verify.returncode == 0, verify.stdout
