@@ -44,6 +44,23 @@ class EgressSettings(_Strict):
     allow: tuple[str, ...] = ()
 
 
+class AuditSettings(_Strict):
+    #: SQLite database of the tamper-evident audit log (its own file: synchronous=FULL writes)
+    path: Path = Field(default_factory=lambda: data_home() / "audit" / "audit.db")
+    #: Ed25519 key that signs tree heads (made by `bastion audit init`; keep it off the database disk
+    #: in production). Its public half is `<signing_key>.pub`.
+    signing_key: Path = Field(default_factory=lambda: data_home() / "audit" / "signing.key")
+    #: AES-256 key (hex) that encrypts stored bodies when store_bodies = "full"
+    body_key: Path = Field(default_factory=lambda: data_home() / "audit" / "body.key")
+    #: "none": no body data at all; "hashes": SHA-256 of request and response bodies; "full": hashes
+    #: plus the bodies, encrypted with body_key
+    store_bodies: Literal["none", "hashes", "full"] = "hashes"
+    #: sign a tree head when this many seconds have passed since the last one (and on close)
+    sth_interval_s: float = Field(10.0, gt=0)
+    #: ... or when this many entries were appended since the last one, whichever comes first
+    sth_every: int = Field(10_000, ge=1)
+
+
 class ModelSettings(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
     #: "llama_cpp" (embedded GGUF), "openai" (an OpenAI-compatible upstream), "minilm" (embeddings)
@@ -81,6 +98,7 @@ class Settings(_Strict):
     server: ServerSettings = ServerSettings()
     store: StoreSettings = StoreSettings()
     egress: EgressSettings = EgressSettings()
+    audit: AuditSettings = AuditSettings()
     models: tuple[ModelSettings, ...] = ()
     #: where the settings came from (for `bastion doctor` and logs)
     source: str = "defaults"
@@ -114,7 +132,7 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, dict[str, Any]]:
         if not key.startswith(ENV_PREFIX) or "__" not in key:
             continue
         section, _, field = key.removeprefix(ENV_PREFIX).lower().partition("__")
-        if section in ("server", "store", "egress") and field:
+        if section in ("server", "store", "egress", "audit") and field:
             if section == "egress" and field == "allow":
                 out.setdefault(section, {})[field] = [v.strip() for v in value.split(",") if v.strip()]
             else:

@@ -1,0 +1,284 @@
+"""Verify a whole audit log in one pass: every leaf, the tree, every signed head and their consistency.
+
+What is checked, in order, and how a failure is named:
+
+1. Rows: entry ``i`` exists, its leaf starts with ``{"v":1,"seq":i,``, its stored leaf hash is
+   SHA-256(0x00 || leaf), and its search columns (kind, time, request id, principal, model) equal the
+   leaf's fields. A deleted, moved or edited row is named exactly (``first_bad_entry``).
+2. The tree state: the stored size equals the number of rows (a truncated log is caught here, or by a
+   head whose size exceeds the rows).
+3. Every signed tree head: signature valid for the *given* public key (a re-signed log fails here), root
+   equal to the root recomputed from the leaves, sizes never shrinking, and an RFC 6962 consistency proof
+   from each head to the next, built from the leaves and checked with the RFC 9162 algorithm.
+
+If the rows are internally consistent but a head's root differs (someone rewrote leaves *and* their
+hashes, e.g. a fake tail), the change is located to the entries between the last head that still
+matches and the first that does not (``bad_range``); nothing short of an outside copy of the original
+leaves can narrow it further, so keep heads frequent (``audit.sth_every``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from bastion.audit.keys import key_id
+from bastion.audit.merkle import LEAF_PREFIX, TreeLevels, verify_consistency
+from bastion.audit.records import index_prefix, leaf_prefix
+from bastion.audit.store import ScanRow, Store
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing verify found wrong, and the entry (leaf index) or head it concerns."""
+
+    kind: str
+    message: str
+    entry: int | None = None
+    head: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The problem as plain data."""
+        return {"kind": self.kind, "message": self.message, "entry": self.entry, "head": self.head}
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """The outcome of :func:`verify_log`."""
+
+    entries: int
+    heads: int
+    signed_size: int
+    root: str
+    key_id: str
+    problems: tuple[Problem, ...] = ()
+    bad_range: tuple[int, int] | None = None
+    seconds: float = 0.0
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing was found wrong."""
+        return not self.problems
+
+    @property
+    def unsigned_tail(self) -> int:
+        """Entries not yet covered by any signed head (not tamper-evident yet)."""
+        return max(0, self.entries - self.signed_size)
+
+    @property
+    def first_bad_entry(self) -> int | None:
+        """The lowest entry index a problem names exactly, if any."""
+        named = [p.entry for p in self.problems if p.entry is not None]
+        return min(named) if named else None
+
+    def to_json(self) -> dict[str, Any]:
+        """The report as plain data."""
+        return {
+            "ok": self.ok,
+            "entries": self.entries,
+            "heads": self.heads,
+            "signed_size": self.signed_size,
+            "unsigned_tail": self.unsigned_tail,
+            "root": self.root,
+            "key_id": self.key_id,
+            "first_bad_entry": self.first_bad_entry,
+            "bad_range": list(self.bad_range) if self.bad_range else None,
+            "problems": [p.to_json() for p in self.problems],
+            "notes": list(self.notes),
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def _index_matches(store: Store, seq: int, leaf: bytes) -> bool:
+    """The authoritative index check for one row the database flagged (rules out escaping quirks)."""
+    entry = store.entry(seq)
+    if entry is None:
+        return False
+    return leaf.startswith(
+        index_prefix(seq, str(entry.kind), str(entry.time), entry.request_id, entry.principal, entry.model)
+    )
+
+
+def _as_bytes(value: object) -> bytes:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    return str(value).encode("utf-8", "surrogatepass")
+
+
+def _check_batch(rows: list[ScanRow], first: int) -> list[bytes] | None:
+    """The batch's leaf hashes if every row is in place, intact and indexed right; else None."""
+    if rows[0][0] != first or rows[-1][0] != first + len(rows) - 1:
+        return None  # seq is the primary key, so first/last in place means no gap
+    if not all(r[3] for r in rows):
+        return None
+    sha, prefix = hashlib.sha256, LEAF_PREFIX
+    try:
+        digests = [sha(prefix + r[1]).digest() for r in rows]
+    except TypeError:
+        return None  # a non-BLOB leaf: let the slow path name it
+    if digests != [r[2] for r in rows]:
+        return None
+    return digests
+
+
+def _walk_batch(
+    store: Store, rows: list[ScanRow], expected: int, hashes: list[bytes], problems: list[Problem]
+) -> int:
+    """Check a batch row by row, recording each problem with the entry it concerns."""
+    sha = hashlib.sha256
+    for seq, leaf, stored, index_ok in rows:
+        if seq != expected:
+            # Rows are read in seq order, so a jump means entries expected..seq-1 are gone.
+            problems.append(
+                Problem("missing", f"entries {expected}..{seq - 1} are missing (deleted)", entry=expected)
+            )
+            # Keep positions aligned so later checks name real indexes; the gap poisons the root.
+            hashes.extend([b"\x00" * 32] * (seq - expected))
+            expected = seq
+        # A forger's UPDATE may turn the BLOB into TEXT (or worse); compare what is stored, as bytes.
+        leaf_b, stored_b = _as_bytes(leaf), _as_bytes(stored)
+        actual = sha(LEAF_PREFIX + leaf_b).digest()
+        if not leaf_b.startswith(leaf_prefix(seq)):
+            problems.append(
+                Problem("moved", f"entry {seq}: its leaf does not say seq {seq} (moved or edited)", seq)
+            )
+        elif actual != stored_b:
+            problems.append(
+                Problem("edited", f"entry {seq}: leaf does not match its stored hash (edited)", seq)
+            )
+        elif not index_ok and not _index_matches(store, seq, leaf_b):
+            problems.append(
+                Problem(
+                    "index",
+                    f"entry {seq}: its search columns disagree with its leaf (edited to hide or mislead)",
+                    seq,
+                )
+            )
+        hashes.append(actual)
+        expected += 1
+    return expected
+
+
+MAX_PROBLEMS = 100  # listed at most; a wholesale rewrite would otherwise list a million rows
+
+
+def verify_log(
+    store: Store, public_key: Ed25519PublicKey, progress: Callable[[int], None] | None = None
+) -> VerifyReport:
+    """Recompute the tree from the stored leaves and check every signed head against it."""
+    started = time.perf_counter()
+    problems: list[Problem] = []
+    hashes: list[bytes] = []
+    expected = 0
+    for rows in store.scan():
+        # Fast path: one comprehension per check over the whole batch; only a batch that fails any
+        # check is walked row by row to name the problem precisely.
+        fast = _check_batch(rows, expected)
+        if fast is not None:
+            hashes.extend(fast)
+            expected += len(rows)
+        else:
+            expected = _walk_batch(store, rows, expected, hashes, problems)
+        if progress is not None:
+            progress(expected)
+    return _check_tree(store, public_key, hashes, problems, started)
+
+
+def _check_tree(
+    store: Store, public_key: Ed25519PublicKey, hashes: list[bytes], problems: list[Problem], started: float
+) -> VerifyReport:
+    """Steps 2 and 3: the stored tree size, then every signed head against the recomputed tree."""
+    n = len(hashes)
+    state_size, _ = store.tree_state()
+    if state_size > n:
+        problems.append(
+            Problem("truncated", f"the log recorded {state_size} entries but only {n} remain", entry=n)
+        )
+    elif state_size < n:
+        problems.append(
+            Problem(
+                "extra",
+                f"{n - state_size} entries after entry {state_size - 1} were never appended by the log",
+                entry=state_size,
+            )
+        )
+
+    tree = TreeLevels(hashes)
+    heads = store.heads()
+    pub_id = key_id(public_key)
+    bad_range: tuple[int, int] | None = None
+    signed = 0
+    prev_good = 0
+    prev = None
+    for i, head in enumerate(heads):
+        if not head.verify(public_key):
+            problems.append(
+                Problem(
+                    "signature",
+                    f"tree head #{i} (size {head.tree_size}) is not signed by key {pub_id}"
+                    f" (it claims key {head.key_id})",
+                    head=i,
+                )
+            )
+            bad_range = bad_range or (prev_good, head.tree_size)
+            continue
+        if head.tree_size > n:
+            problems.append(
+                Problem(
+                    "truncated",
+                    f"tree head #{i} signed {head.tree_size} entries but the log has {n}",
+                    entry=n,
+                    head=i,
+                )
+            )
+            continue
+        if prev is not None and head.tree_size < prev.tree_size:
+            problems.append(Problem("order", f"tree head #{i} is smaller than the head before it", head=i))
+            continue
+        if tree.root(head.tree_size) != head.root:
+            problems.append(
+                Problem(
+                    "root",
+                    f"tree head #{i} (size {head.tree_size}): the leaves no longer hash to its signed root;"
+                    f" entries {prev_good}..{head.tree_size - 1} were changed",
+                    head=i,
+                )
+            )
+            bad_range = bad_range or (prev_good, head.tree_size - 1)
+            continue
+        if prev is not None and prev.tree_size > 0:
+            proof = tree.consistency_proof(prev.tree_size, head.tree_size)
+            if not verify_consistency(prev.tree_size, head.tree_size, prev.root, head.root, proof):
+                problems.append(
+                    Problem("consistency", f"tree head #{i} is not an extension of head #{i - 1}", head=i)
+                )
+                continue
+        prev = head
+        if bad_range is None:
+            prev_good = head.tree_size
+            signed = head.tree_size
+    notes = []
+    if not heads:
+        notes.append("no signed tree head yet: nothing is tamper-evident (run 'bastion audit sign')")
+    elif n > signed and not problems:
+        notes.append(f"{n - signed} newest entries are not yet covered by a signed tree head")
+    if len(problems) > MAX_PROBLEMS:
+        notes.append(f"{len(problems) - MAX_PROBLEMS} more problems not listed")
+        problems = problems[:MAX_PROBLEMS]
+    return VerifyReport(
+        entries=n,
+        heads=len(heads),
+        signed_size=signed,
+        root=tree.root().hex(),
+        key_id=pub_id,
+        problems=tuple(problems),
+        bad_range=bad_range,
+        seconds=time.perf_counter() - started,
+        notes=tuple(notes),
+    )

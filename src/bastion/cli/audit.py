@@ -1,0 +1,327 @@
+"""``bastion audit``: the tamper-evident log of requests and admin actions (init, verify, proofs, export)."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from bastion.audit import AuditLog, BodyCipher, Filters, create_keys, load_public_key, open_store
+from bastion.audit.keys import public_key_path
+from bastion.audit.proofs import build_proof, check_proof, iter_proofs
+from bastion.audit.records import decode_leaf, parse_time
+from bastion.audit.sqlite_store import SqliteStore
+from bastion.audit.verify import verify_log
+from bastion.cli.options import ConfigOpt, JsonOpt
+from bastion.cli.render import emit, err, out
+from bastion.config import AuditSettings, load_settings
+from bastion.errors import IntegrityError, NotFound, UnusableInput, UsageError
+
+app = typer.Typer(
+    help="Tamper-evident audit log: Merkle tree, signed tree heads, inclusion proofs.", no_args_is_help=True
+)
+
+PubkeyOpt = Annotated[
+    Path | None,
+    typer.Option("--pubkey", help="The log's Ed25519 public key (PEM). Default: <audit.signing_key>.pub."),
+]
+
+
+def _settings(config: Path | None) -> AuditSettings:
+    return load_settings(config).audit
+
+
+def _store(settings: AuditSettings) -> SqliteStore:
+    """Open an existing log read-only in spirit (nothing is appended); refuse to create one."""
+    if not settings.path.exists():
+        raise NotFound(
+            f"no audit log at {settings.path}",
+            hint="Run 'bastion audit init' first, or set audit.path in the configuration.",
+        )
+    return open_store(settings.path)
+
+
+def _actor() -> str:
+    try:
+        return "os:" + getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (e.g. a container's arbitrary uid)
+        return f"uid:{os.getuid()}"
+
+
+@app.command("init")
+def init(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Create the signing key (+ .pub), the body key and the log; record and sign the first entry."""
+    settings = _settings(config)
+    if settings.path.exists():
+        # A new key over an existing log would leave its signed heads unverifiable by the new key.
+        raise UsageError(
+            f"an audit log already exists at {settings.path}",
+            hint="Keep using it (its keys are audit.signing_key and audit.body_key), or set audit.path to a "
+            "new file to start a new log.",
+        )
+    keys = create_keys(settings.signing_key, settings.body_key)
+    log = AuditLog.open(settings)
+    ref = log.append_admin("audit.init", _actor(), details={"key_id": keys.key_id})
+    head = log.close()
+    data = {**keys.to_json(), "database": str(settings.path), "entry": ref.to_json(), "head": head}
+
+    def human() -> None:
+        out.print(f"audit log   {settings.path}")
+        out.print(f"signing key {keys.signing_key}  (key id {keys.key_id}; keep it off this disk if you can)")
+        out.print(f"public key  {keys.public_key}  (give this to auditors)")
+        out.print(f"body key    {keys.body_key}  (needed to read bodies when store_bodies = 'full')")
+
+    emit(data, as_json, human)
+
+
+@app.command("sign")
+def sign(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Sign a tree head now over every entry so far (the gateway also does this on a timer)."""
+    settings = _settings(config)
+    _store(settings).close()
+    log = AuditLog.open(settings)
+    head = log.close()
+    if head is None:
+        heads = open_store(settings.path).heads()
+        head = heads[-1] if heads else None
+    emit(
+        {"head": head},
+        as_json,
+        lambda: out.print(
+            f"tree head: size {head.tree_size}, signed {head.time}" if head else "log is empty"
+        ),
+    )
+
+
+@app.command("verify")
+def verify(pubkey: PubkeyOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Recompute the whole tree, check every signed head and their consistency; exit 8 if tampered."""
+    settings = _settings(config)
+    public_key = load_public_key(pubkey or public_key_path(settings.signing_key))
+    store = _store(settings)
+    total, _ = store.tree_state()
+    columns = (TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
+        task = bar.add_task("verify", total=total)
+        report = verify_log(store, public_key, progress=lambda n: bar.update(task, completed=n))
+    store.close()
+
+    def human() -> None:
+        if report.ok:
+            out.print(
+                f"[green]OK[/] {report.entries} entries, {report.heads} signed tree heads,"
+                f" key {report.key_id}, root {report.root[:16]}... ({report.seconds:.2f} s)"
+            )
+        else:
+            out.print(f"[bold red]TAMPERED[/] {len(report.problems)} problem(s):")
+            for p in report.problems[:20]:
+                out.print(f"  - {p.message}")
+            if report.first_bad_entry is not None:
+                out.print(f"first bad entry: {report.first_bad_entry}")
+            if report.bad_range is not None:
+                out.print(f"changed entries lie in {report.bad_range[0]}..{report.bad_range[1]}")
+        for note in report.notes:
+            out.print(f"[yellow]note:[/] {note}")
+
+    emit(report.to_json(), as_json, human)
+    if not report.ok:
+        raise typer.Exit(IntegrityError.exit_code)
+
+
+@app.command("proof")
+def proof(
+    entry_id: Annotated[int, typer.Argument(help="Entry number (leaf index) from 'search' or 'show'.")],
+    config: ConfigOpt = None,
+) -> None:
+    """Print an inclusion proof (JSON) for one entry against the newest signed tree head."""
+    store = _store(_settings(config))
+    doc = build_proof(store, entry_id).to_json()
+    store.close()
+    sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+@app.command("check-proof")
+def check_proof_cmd(
+    proof_file: Annotated[Path, typer.Argument(help="A proof written by 'bastion audit proof'.")],
+    pubkey: Annotated[Path, typer.Option("--pubkey", help="The log's Ed25519 public key (PEM).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Check a proof file with only the public key: no database, no configuration."""
+    public_key = load_public_key(pubkey)
+    try:
+        doc = orjson.loads(proof_file.read_bytes())
+    except FileNotFoundError as exc:
+        raise NotFound(f"proof file {proof_file} does not exist") from exc
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise UnusableInput(f"cannot read {proof_file} as JSON: {exc}") from exc
+    result = check_proof(doc, public_key, source=str(proof_file))
+    emit(
+        result.to_json(),
+        as_json,
+        lambda: out.print(
+            f"[green]OK[/] entry {result.entry} is in the log of {result.tree_size} entries signed"
+            f" by key {result.key_id} at {result.signed_at}"
+        ),
+    )
+
+
+@app.command("export")
+def export(
+    since: Annotated[
+        str | None, typer.Option(help="First time included (YYYY-MM-DD[THH:MM:SS], UTC).")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="Time excluded from here on.")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Write entries as JSON Lines, one inclusion proof per line (each checkable with check-proof)."""
+    start = parse_time(since, "--since") if since else None
+    end = parse_time(until, "--until") if until else None
+    store = _store(_settings(config))
+    try:
+        lines = (orjson.dumps(p.to_json()) + b"\n" for p in iter_proofs(store, start, end))
+        written = _write_lines(lines, output)
+        unsigned = store.tree_state()[0] - store.heads()[-1].tree_size
+    finally:
+        store.close()
+    if unsigned > 0:
+        err.print(
+            f"note: the {unsigned} newest entries are not yet under a signed tree head and were skipped"
+        )
+    err.print(f"exported {written} entries")
+
+
+def _write_lines(lines: Any, output: Path | None) -> int:
+    count = 0
+    if output is None:
+        for line in lines:
+            sys.stdout.buffer.write(line)
+            count += 1
+        sys.stdout.flush()
+        return count
+    tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("wb") as fh:  # temp file + rename: never a half-written export
+            for line in lines:
+                fh.write(line)
+                count += 1
+        os.replace(tmp, output)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return count
+
+
+@app.command("show")
+def show(
+    entry_id: Annotated[int, typer.Argument(help="Entry number (leaf index).")],
+    bodies: Annotated[bool, typer.Option("--bodies", help="Decrypt and print stored bodies.")] = False,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show one entry: its recorded fields, leaf hash and (with --bodies) decrypted bodies."""
+    settings = _settings(config)
+    store = _store(settings)
+    entry = store.entry(entry_id)
+    stored = store.bodies(entry_id) if entry is not None else {}
+    store.close()
+    if entry is None:
+        raise NotFound(f"audit entry {entry_id} does not exist", hint="'bastion audit search' lists entries.")
+    data: dict[str, Any] = {
+        "entry": entry_id,
+        "leaf_hash": entry.leaf_hash.hex(),
+        "record": decode_leaf(entry.leaf),
+    }
+    data["stored_bodies"] = sorted(stored)
+    if bodies and stored:
+        cipher = BodyCipher.from_file(settings.body_key)
+        data["bodies"] = {
+            part: cipher.decrypt(entry_id, part, blob).decode("utf-8", "replace")
+            for part, blob in stored.items()
+        }
+
+    def human() -> None:
+        table = Table("field", "value", show_header=False)
+        for key, value in data["record"].items():
+            table.add_row(key, str(value))
+        table.add_row("leaf_hash", data["leaf_hash"])
+        table.add_row("stored bodies", ", ".join(data["stored_bodies"]) or "none")
+        for part, text in data.get("bodies", {}).items():
+            table.add_row(f"{part} body", text)
+        out.print(table)
+
+    emit(data, as_json, human)
+
+
+@app.command("search")
+def search(
+    kind: Annotated[str | None, typer.Option(help="'request' or 'admin'.")] = None,
+    principal: Annotated[str | None, typer.Option(help="API key id (requests) or actor (admin).")] = None,
+    model: Annotated[str | None, typer.Option(help="Model name.")] = None,
+    request_id: Annotated[str | None, typer.Option("--request-id", help="Gateway request id.")] = None,
+    since: Annotated[str | None, typer.Option(help="From this time (YYYY-MM-DD[THH:MM:SS], UTC).")] = None,
+    until: Annotated[str | None, typer.Option(help="Before this time.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many entries, newest first.")] = 50,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Find entries by kind, principal, model, request id or time, newest first."""
+    if kind not in (None, "request", "admin"):
+        raise UsageError(f"--kind must be 'request' or 'admin', not {kind!r}")
+    filters = Filters(
+        kind=kind,
+        principal=principal,
+        model=model,
+        request_id=request_id,
+        since=parse_time(since, "--since") if since else None,
+        until=parse_time(until, "--until") if until else None,
+    )
+    store = _store(_settings(config))
+    records = [decode_leaf(e.leaf, e.seq) for e in store.find(filters, limit)]
+    store.close()
+
+    def human() -> None:
+        table = Table("entry", "time", "kind", "who", "what", "status")
+        for r in records:
+            if r["kind"] == "request":
+                table.add_row(
+                    str(r["seq"]), r["time"], "request", r["principal"], r["model"], str(r["status"])
+                )
+            else:
+                table.add_row(str(r["seq"]), r["time"], "admin", r["actor"], r["action"], "")
+        out.print(table)
+
+    emit(records, as_json, human)
+
+
+@app.command("prune")
+def prune(
+    before: Annotated[str, typer.Option("--before", help="Remove bodies of entries older than this date.")],
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Delete stored bodies older than a date; leaves and hashes stay, so the log still verifies."""
+    cutoff = parse_time(before, "--before")
+    settings = _settings(config)
+    _store(settings).close()
+    log = AuditLog.open(settings)
+    try:
+        removed = log.store.prune_bodies(cutoff)
+        ref = log.append_admin("audit.prune", _actor(), details={"before": cutoff, "bodies_removed": removed})
+    finally:
+        log.close()
+    emit(
+        {"before": cutoff, "bodies_removed": removed, "entry": ref.to_json()},
+        as_json,
+        lambda: out.print(
+            f"removed {removed} stored bodies older than {cutoff} (recorded as entry {ref.seq})"
+        ),
+    )
