@@ -45,6 +45,9 @@ class EgressSettings(_Strict):
 
 
 class AuditSettings(_Strict):
+    #: record every gateway request and admin action (the gateway refuses to start unaudited when on
+    #: and the log is not initialised: run `bastion audit init`)
+    enabled: bool = True
     #: SQLite database of the tamper-evident audit log (its own file: synchronous=FULL writes)
     path: Path = Field(default_factory=lambda: data_home() / "audit" / "audit.db")
     #: Ed25519 key that signs tree heads (made by `bastion audit init`; keep it off the database disk

@@ -18,7 +18,8 @@ def bastion(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_keys_lifecycle_with_json_output(tmp_path: Path) -> None:
+def test_keys_lifecycle_with_json_output_is_recorded_in_the_audit_log(tmp_path: Path) -> None:
+    assert bastion("audit", "init", home=tmp_path).returncode == 0
     created = bastion("keys", "create", "alice", "--model", "smollm2", "--group", "ops", "--json", home=tmp_path)
     assert created.returncode == 0, created.stderr
     key = json.loads(created.stdout)
@@ -29,9 +30,21 @@ def test_keys_lifecycle_with_json_output(tmp_path: Path) -> None:
     revoked = bastion("keys", "revoke", key["id"], "--json", home=tmp_path)
     assert json.loads(revoked.stdout)["revoked_at"]
     assert json.loads(bastion("keys", "list", "--json", home=tmp_path).stdout) == []
+    entries = json.loads(bastion("audit", "search", "--json", home=tmp_path).stdout)
+    actions = [e.get("action") for e in (entries["entries"] if isinstance(entries, dict) else entries)]
+    assert actions[-2:] == ["key.create", "key.revoke"]
+    assert bastion("audit", "verify", home=tmp_path).returncode == 0
+
+
+def test_key_creation_is_refused_while_the_audit_log_is_not_initialised(tmp_path: Path) -> None:
+    refused = bastion("keys", "create", "alice", "--model", "smollm2", home=tmp_path)
+    assert refused.returncode == 4
+    assert "bastion audit init" in refused.stderr
+    assert bastion("keys", "list", "--json", home=tmp_path).stdout.strip() == "[]"
 
 
 def test_errors_have_a_message_a_hint_and_a_distinct_exit_code(tmp_path: Path) -> None:
+    bastion("audit", "init", home=tmp_path)
     missing = bastion("keys", "revoke", "feedfeedfeed", home=tmp_path)
     assert missing.returncode == 5
     assert "no API key with id" in missing.stderr and "hint:" in missing.stderr

@@ -154,6 +154,9 @@ fallbacks = ["smollm2"]
 """,
         encoding="utf-8",
     )
+    env = {**os.environ, "BASTION_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    subprocess.run([sys.executable, "-m", "bastion.cli.main", "audit", "init", "--config", str(config)],
+                   env=env, check=True, capture_output=True)
     store = KeyStore(home / "bastion.db")
     admin = store.create("admin", ["*"]).key
     smol_only = store.create("analyst", ["smollm2"]).key
@@ -161,7 +164,6 @@ fallbacks = ["smollm2"]
     store.revoke(revoked.record.id)
     store.close()
     log = home / "serve.log"
-    env = {**os.environ, "BASTION_HOME": str(home), "HF_HUB_OFFLINE": "1"}
     with log.open("wb") as fh:
         proc = subprocess.Popen(
             [sys.executable, "-m", "bastion.cli.main", "serve", "--config", str(config)],

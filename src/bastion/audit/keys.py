@@ -170,12 +170,12 @@ class BodyCipher:
     def encrypt(self, seq: int, part: str, data: bytes) -> bytes:
         """Nonce (12 random bytes) followed by the ciphertext and tag."""
         nonce = os.urandom(12)  # random 96-bit nonces: safe far beyond any audit log's entry count
-        return nonce + self._aead.encrypt(nonce, data, self._aad(seq, part))
+        return nonce + bytes(self._aead.encrypt(nonce, data, self._aad(seq, part)))
 
     def decrypt(self, seq: int, part: str, blob: bytes) -> bytes:
         """Decrypt a body stored for entry ``seq``; IntegrityError if it was altered or moved."""
         try:
-            return self._aead.decrypt(blob[:12], blob[12:], self._aad(seq, part))
+            return bytes(self._aead.decrypt(blob[:12], blob[12:], self._aad(seq, part)))
         except InvalidTag as exc:
             raise IntegrityError(
                 f"stored {part} body of entry {seq} fails authentication (altered, moved or wrong key)",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import os
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from bastion.audit import AuditLog, BodyCipher, Filters, create_keys, load_public_key, open_store
+from bastion.audit.admin import os_actor
 from bastion.audit.keys import public_key_path
 from bastion.audit.proofs import build_proof, check_proof, iter_proofs
 from bastion.audit.records import decode_leaf, parse_time
@@ -48,13 +48,6 @@ def _store(settings: AuditSettings) -> SqliteStore:
     return open_store(settings.path)
 
 
-def _actor() -> str:
-    try:
-        return "os:" + getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry (e.g. a container's arbitrary uid)
-        return f"uid:{os.getuid()}"
-
-
 @app.command("init")
 def init(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Create the signing key (+ .pub), the body key and the log; record and sign the first entry."""
@@ -68,7 +61,7 @@ def init(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
         )
     keys = create_keys(settings.signing_key, settings.body_key)
     log = AuditLog.open(settings)
-    ref = log.append_admin("audit.init", _actor(), details={"key_id": keys.key_id})
+    ref = log.append_admin("audit.init", os_actor(), details={"key_id": keys.key_id})
     head = log.close()
     data = {**keys.to_json(), "database": str(settings.path), "entry": ref.to_json(), "head": head}
 
@@ -315,7 +308,8 @@ def prune(
     log = AuditLog.open(settings)
     try:
         removed = log.store.prune_bodies(cutoff)
-        ref = log.append_admin("audit.prune", _actor(), details={"before": cutoff, "bodies_removed": removed})
+        details = {"before": cutoff, "bodies_removed": removed}
+        ref = log.append_admin("audit.prune", os_actor(), details=details)
     finally:
         log.close()
     emit(

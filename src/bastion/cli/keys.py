@@ -7,16 +7,18 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from bastion.audit import record_admin, require_audit
 from bastion.cli.options import ConfigOpt, JsonOpt
 from bastion.cli.render import emit, out
-from bastion.config import load_settings
+from bastion.config import Settings, load_settings
 from bastion.keys import KeyStore
 
 app = typer.Typer(help="Gateway API keys: shown once, stored only as hashes.", no_args_is_help=True)
 
 
-def _store(config: ConfigOpt) -> KeyStore:
-    return KeyStore(load_settings(config).store.path)
+def _open(config: ConfigOpt) -> tuple[Settings, KeyStore]:
+    settings = load_settings(config)
+    return settings, KeyStore(settings.store.path)
 
 
 @app.command("create")
@@ -30,7 +32,11 @@ def create(
     as_json: JsonOpt = False,
 ) -> None:
     """Create an API key. The key is printed once and never stored."""
-    new = _store(config).create(name, model, group or [])
+    settings, store = _open(config)
+    if settings.audit.enabled:
+        require_audit(settings.audit)  # refuse before creating a key that could not be recorded
+    new = store.create(name, model, group or [])
+    record_admin(settings.audit, "key.create", details=new.record.to_json())
 
     def human() -> None:
         out.print(f"[bold]{new.key}[/]")
@@ -47,7 +53,7 @@ def list_(
     as_json: JsonOpt = False,
 ) -> None:
     """List API keys (ids and names, never the keys)."""
-    keys = _store(config).list(include_revoked=all_)
+    keys = _open(config)[1].list(include_revoked=all_)
 
     def human() -> None:
         table = Table("id", "name", "models", "groups", "created", "revoked")
@@ -67,5 +73,9 @@ def revoke(
     as_json: JsonOpt = False,
 ) -> None:
     """Revoke an API key; a running gateway refuses it from the next request on."""
-    rec = _store(config).revoke(key_id)
+    settings, store = _open(config)
+    if settings.audit.enabled:
+        require_audit(settings.audit)
+    rec = store.revoke(key_id)
+    record_admin(settings.audit, "key.revoke", details=rec.to_json())
     emit(rec.to_json(), as_json, lambda: out.print(f"revoked key {rec.id} ({rec.name}) at {rec.revoked_at}"))

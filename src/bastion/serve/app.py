@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -28,9 +30,10 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from bastion import __version__
+from bastion.audit import AuditLog, RequestRecord
 from bastion.config import Settings
 from bastion.errors import BackendUnavailable, BastionError, NotFound, PayloadTooLarge, UsageError
-from bastion.keys import KeyStore, Principal
+from bastion.keys import KeyStore
 from bastion.serve import openapi
 from bastion.serve.auth import Authorizer, KeyModelListAuthorizer, bearer_token
 from bastion.serve.backends import Backend, Cancel, Endpoint, Usage
@@ -48,8 +51,26 @@ SCHEMAS: dict[Endpoint, type[BaseModel]] = {
 }
 
 
+@dataclass
+class _Trace:
+    """What the audit record of one request needs, filled in as the request moves along the flow."""
+
+    request_id: str
+    started: float
+    endpoint: Endpoint
+    principal: str = "-"
+    model: str = "-"
+    raw: bytes = b""
+    authorised: bool = False
+
+    def decision(self, error: BastionError | None) -> str:
+        if self.authorised:
+            return "allow"
+        return f"deny:{error.code}" if error is not None else "deny"
+
+
 class Gateway:
-    """Holds what requests share: settings, key store, authoriser, router and metrics."""
+    """Holds what requests share: settings, key store, authoriser, router, metrics and audit log."""
 
     def __init__(
         self,
@@ -57,11 +78,13 @@ class Gateway:
         keys: KeyStore,
         router: Router,
         authorizer: Authorizer | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         self.settings = settings
         self.keys = keys
         self.router = router
         self.authorizer: Authorizer = authorizer or KeyModelListAuthorizer()
+        self.audit = audit
         self.metrics = Metrics()
         self.load_errors: dict[str, str] = {}
 
@@ -81,40 +104,96 @@ class Gateway:
         for backend in self.router.backends.values():
             await backend.aclose()
         self.keys.close()
+        if self.audit is not None:
+            self.audit.close()  # flushes and signs a final tree head
 
     # -- the request flow ---------------------------------------------------------------------------
 
     async def infer(self, request: Request, endpoint: Endpoint) -> Response:
-        started = time.perf_counter()
-        request_id = uuid.uuid4().hex
-        model = "-"
+        trace = _Trace(uuid.uuid4().hex, time.perf_counter(), endpoint)
         try:
             principal = self.keys.authenticate(bearer_token(request.headers.get("authorization")))
-            body = await self._read_json(request)
+            trace.principal = principal.key_id
+            trace.raw, body = await self._read_json(request)
             try:
                 SCHEMAS[endpoint].model_validate(body)
             except ValidationError as exc:
                 raise validation_error(exc) from exc
-            model = body["model"]
-            self.router.get(model)
-            self.authorizer.authorize(principal, endpoint, model)
+            trace.model = body["model"]
+            self.router.get(trace.model)
+            self.authorizer.authorize(principal, endpoint, trace.model)
+            trace.authorised = True
             if body.get("stream"):
-                return await self._stream(request, endpoint, body, principal, request_id, started)
+                return await self._stream(request, body, trace)
             cancel = Cancel()
             async with _watch_disconnect(request, cancel):
                 backend, reply = await self._run(endpoint, body, cancel)
         except BastionError as exc:
-            self.metrics.observe(model, endpoint, exc.http_status, time.perf_counter() - started, 0, 0)
-            return error_response(exc, {"x-request-id": request_id})
+            response = error_response(exc, {"x-request-id": trace.request_id})
+            return await self._finish(trace, None, exc.http_status, Usage(), response, error=exc)
+        response = Response(reply.body, media_type=JSON, headers=self._headers(trace.request_id, backend))
+        return await self._finish(trace, backend, 200, reply.usage, response)
+
+    async def _finish(
+        self,
+        trace: _Trace,
+        backend: Backend | None,
+        status: int,
+        usage: Usage,
+        response: Response,
+        error: BastionError | None = None,
+    ) -> Response:
+        """Count the request and make its audit entry durable before the response leaves."""
+        model = backend.info.name if backend else trace.model
         self.metrics.observe(
-            model,
-            endpoint,
-            200,
-            time.perf_counter() - started,
-            reply.usage.prompt_tokens,
-            reply.usage.completion_tokens,
+            model, trace.endpoint, status, time.perf_counter() - trace.started, usage.prompt_tokens,
+            usage.completion_tokens,
         )
-        return Response(reply.body, media_type=JSON, headers=self._headers(request_id, backend))
+        try:
+            await self._record(trace, backend, status, usage, response_body=bytes(response.body), error=error)
+        except BastionError as exc:
+            return error_response(exc, {"x-request-id": trace.request_id})
+        return response
+
+    async def _record(
+        self,
+        trace: _Trace,
+        backend: Backend | None,
+        status: int,
+        usage: Usage,
+        *,
+        response_body: bytes | None = None,
+        response_sha256: str | None = None,
+        partial: bool = False,
+        error: BastionError | None = None,
+    ) -> None:
+        if self.audit is None:
+            return
+        record = RequestRecord(
+            request_id=trace.request_id,
+            principal=trace.principal,
+            model=backend.info.name if backend else trace.model,
+            weights_digest=(backend.info.digest or "") if backend else "",
+            backend=backend.info.kind if backend else "",
+            decision=trace.decision(error),
+            status=status,
+            tokens_in=usage.prompt_tokens,
+            tokens_out=usage.completion_tokens,
+            latency_ms=round((time.perf_counter() - trace.started) * 1000, 3),
+            request_body=trace.raw,
+            response_body=response_body,
+            response_sha256=response_sha256,
+            partial=partial,
+        )
+        try:
+            await self.audit.append_request(record)
+        except BastionError as exc:
+            # Fail closed: an answer that cannot be recorded is not delivered.
+            log.error("audit append failed for request %s: %s", trace.request_id, exc.message)
+            raise BackendUnavailable(
+                "the audit log could not record this request, so it is refused",
+                hint="Check the gateway log and the audit database's disk.",
+            ) from exc
 
     async def _run(self, endpoint: Endpoint, body: dict[str, Any], cancel: Cancel) -> tuple[Backend, Any]:
         last: BastionError | None = None
@@ -129,20 +208,12 @@ class Gateway:
         assert last is not None
         raise last
 
-    async def _stream(
-        self,
-        request: Request,
-        endpoint: Endpoint,
-        body: dict[str, Any],
-        principal: Principal,
-        request_id: str,
-        started: float,
-    ) -> Response:
+    async def _stream(self, request: Request, body: dict[str, Any], trace: _Trace) -> Response:
         cancel = Cancel()
         usage = Usage()
         last: BastionError | None = None
         for backend in self.router.chain(body["model"]):
-            chunks = backend.stream(endpoint, body, cancel, usage).__aiter__()
+            chunks = backend.stream(trace.endpoint, body, cancel, usage).__aiter__()
             try:
                 # Pull the first chunk before answering 200, so that a backend that fails at once
                 # gets a proper status code (and a fallback) instead of a broken stream.
@@ -157,21 +228,18 @@ class Gateway:
                 await chunks.aclose()  # type: ignore[attr-defined]
                 raise
 
-            def done(status: int, b: Backend = backend) -> None:
+            async def finish(status: int, partial: bool, sha256: str, b: Backend = backend) -> None:
                 self.metrics.observe(
-                    b.info.name,
-                    endpoint,
-                    status,
-                    time.perf_counter() - started,
-                    usage.prompt_tokens,
-                    usage.completion_tokens,
+                    b.info.name, trace.endpoint, status, time.perf_counter() - trace.started,
+                    usage.prompt_tokens, usage.completion_tokens,
                 )
+                await self._record(trace, b, status, usage, response_sha256=sha256, partial=partial)
 
-            return _SSE(first, chunks, cancel, self._headers(request_id, backend), done)
+            return _SSE(first, chunks, cancel, self._headers(trace.request_id, backend), finish)
         assert last is not None
         raise last
 
-    async def _read_json(self, request: Request) -> dict[str, Any]:
+    async def _read_json(self, request: Request) -> tuple[bytes, dict[str, Any]]:
         limit = self.settings.server.max_body_bytes
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
@@ -187,7 +255,7 @@ class Gateway:
             raise UsageError(f"request body is not valid JSON: {exc}") from exc
         if not isinstance(body, dict):
             raise UsageError("request body must be a JSON object")
-        return body
+        return bytes(raw), body
 
     @staticmethod
     def _headers(request_id: str, backend: Backend) -> dict[str, str]:
@@ -236,7 +304,11 @@ class Gateway:
 
 
 class _SSE(Response):
-    """A server-sent-events response that stops the backend as soon as the client goes away."""
+    """A server-sent-events response that stops the backend as soon as the client goes away.
+
+    Its audit entry (with the SHA-256 of every byte sent, and ``partial`` when cut off) is made
+    durable before the final event, so a client that saw ``[DONE]`` can count on the record.
+    """
 
     def __init__(
         self,
@@ -244,16 +316,17 @@ class _SSE(Response):
         chunks: AsyncIterator[bytes],
         cancel: Cancel,
         headers: dict[str, str],
-        done: Callable[[int], None],
+        finish: Callable[[int, bool, str], Awaitable[None]],
     ) -> None:
         self.first = first
         self.chunks = chunks
         self.cancel = cancel
         self.extra_headers = [(k.encode(), v.encode()) for k, v in headers.items()]
-        self.done = done
+        self.finish = finish
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         gone = False
+        sent = hashlib.sha256()
 
         async def watch() -> None:
             nonlocal gone
@@ -262,8 +335,13 @@ class _SSE(Response):
             gone = True
             self.cancel.set()
 
+        async def body(data: bytes, more: bool = True) -> None:
+            sent.update(data)
+            await send({"type": "http.response.body", "body": data, "more_body": more})
+
         watcher = asyncio.create_task(watch())
         status = 200
+        finished = False
         try:
             await send(
                 {
@@ -277,34 +355,33 @@ class _SSE(Response):
                 }
             )
             if self.first is not None:
-                await send(
-                    {
-                        "type": "http.response.body",
-                        "body": b"data: " + self.first + b"\n\n",
-                        "more_body": True,
-                    }
-                )
+                await body(b"data: " + self.first + b"\n\n")
             try:
                 async for chunk in self.chunks:
                     if gone:
                         break
-                    await send(
-                        {"type": "http.response.body", "body": b"data: " + chunk + b"\n\n", "more_body": True}
-                    )
+                    await body(b"data: " + chunk + b"\n\n")
             except BastionError as exc:
                 status = exc.http_status
-                await send({"type": "http.response.body", "body": sse_error(exc), "more_body": True})
+                await body(sse_error(exc))
             if gone:
                 status = 499  # client closed the connection (nginx's convention)
             else:
-                await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
+                finished = True
+                try:
+                    await self.finish(status, status != 200, sent.hexdigest())
+                except BastionError as exc:
+                    await body(sse_error(exc), more=False)
+                else:
+                    await body(b"data: [DONE]\n\n", more=False)
         except OSError:
             status = 499
         finally:
             watcher.cancel()
             self.cancel.set()
             await self.chunks.aclose()  # type: ignore[attr-defined]
-            self.done(status)
+            if not finished:
+                await self.finish(status, True, sent.hexdigest())
 
 
 @contextlib.asynccontextmanager

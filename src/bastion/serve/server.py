@@ -6,6 +6,7 @@ import logging
 
 import uvicorn
 
+from bastion.audit import AuditLog, require_audit
 from bastion.config import ModelSettings, Settings
 from bastion.errors import ConfigError
 from bastion.keys import KeyStore
@@ -38,9 +39,13 @@ def build_gateway(settings: Settings) -> Gateway:
         raise ConfigError(
             "no models are configured", hint="Add a [[models]] table; see bastion.example.toml."
         )
+    audit = None
+    if settings.audit.enabled:
+        require_audit(settings.audit)
+        audit = AuditLog.open(settings.audit)
     backends = {m.name: make_backend(m) for m in settings.models}
     router = Router(backends, {m.name: m.fallbacks for m in settings.models})
-    return Gateway(settings, KeyStore(settings.store.path), router)
+    return Gateway(settings, KeyStore(settings.store.path), router, audit=audit)
 
 
 def serve(settings: Settings) -> None:
