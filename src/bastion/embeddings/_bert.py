@@ -29,19 +29,31 @@ _A = tuple(np.float32(a) for a in (0.254829592, -0.284496736, 1.421413741, -1.45
 _SQRT1_2 = np.float32(1.0 / math.sqrt(2.0))
 
 
-def erf(x: F32) -> F32:
-    """Error function, elementwise, float32 (absolute error < 2e-7)."""
-    s = np.sign(x)
-    a = np.abs(x)
-    t = 1.0 / (1.0 + _P * a)
-    poly = t * (_A[0] + t * (_A[1] + t * (_A[2] + t * (_A[3] + t * _A[4]))))
-    out: F32 = (s * (1.0 - poly * np.exp(-a * a))).astype(np.float32, copy=False)
-    return out
-
-
 def gelu(x: F32) -> F32:
-    """GELU in the exact form BERT uses: ``0.5 * x * (1 + erf(x / sqrt(2)))`` (not the tanh shortcut)."""
-    return (0.5 * x * (1.0 + erf(x * _SQRT1_2))).astype(np.float32, copy=False)
+    """GELU in the exact form BERT uses, ``0.5 * x * (1 + erf(x / sqrt(2)))`` (not the tanh shortcut).
+
+    Overwrites and returns ``x``: it is called on a fresh matmul output, and working in place keeps
+    this elementwise step (a quarter of the encoder's time otherwise) to a few passes over memory.
+    """
+    a = np.abs(x)
+    a *= _SQRT1_2
+    t = a * _P
+    t += 1.0
+    np.reciprocal(t, out=t)
+    poly = t * _A[4]
+    for coeff in (_A[3], _A[2], _A[1], _A[0]):
+        poly += coeff
+        poly *= t
+    np.square(a, out=a)
+    np.negative(a, out=a)
+    np.exp(a, out=a)
+    poly *= a  # poly = 1 - erf(|x| / sqrt 2)
+    np.subtract(1.0, poly, out=poly)
+    np.copysign(poly, x, out=poly)  # erf is odd
+    poly += 1.0
+    x *= poly
+    x *= np.float32(0.5)
+    return x
 
 
 def layer_norm(x: F32, weight: F32, bias: F32, eps: float) -> F32:

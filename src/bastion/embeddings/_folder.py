@@ -79,19 +79,26 @@ def read_config(folder: Path) -> BertConfig:
             f"{path}: model_type is {cfg.get('model_type')!r}, this embedder runs only 'bert'", hint=_FIX
         )
     if cfg.get("hidden_act", "gelu") != "gelu":
-        raise UnusableInput(f"{path}: hidden_act {cfg.get('hidden_act')!r} is not supported (only 'gelu')")
+        raise UnusableInput(
+            f"{path}: hidden_act {cfg.get('hidden_act')!r} is not supported (only 'gelu')", hint=_FIX
+        )
     if cfg.get("position_embedding_type", "absolute") != "absolute":
         raise UnusableInput(
             f"{path}: position_embedding_type {cfg.get('position_embedding_type')!r} is not supported"
-            " (only 'absolute')"
+            " (only 'absolute')",
+            hint=_FIX,
         )
     hidden = _int_field(cfg, "hidden_size", path, _MAX_HIDDEN)
     heads = _int_field(cfg, "num_attention_heads", path, hidden)
     if hidden % heads:
-        raise UnusableInput(f"{path}: hidden_size {hidden} is not divisible by num_attention_heads {heads}")
+        raise UnusableInput(
+            f"{path}: hidden_size {hidden} is not divisible by num_attention_heads {heads}", hint=_FIX
+        )
     eps = cfg.get("layer_norm_eps", 1e-12)
     if not isinstance(eps, float) or not 0.0 < eps < 1.0:
-        raise UnusableInput(f"{path}: layer_norm_eps must be a small positive number, found {eps!r}")
+        raise UnusableInput(
+            f"{path}: layer_norm_eps must be a small positive number, found {eps!r}", hint=_FIX
+        )
     return BertConfig(
         hidden=hidden,
         layers=_int_field(cfg, "num_hidden_layers", path, _MAX_LAYERS),

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from threadpoolctl import threadpool_limits
 from tokenizers import Tokenizer
 
 from bastion.embeddings import _bert, _folder
@@ -59,6 +60,22 @@ class EmbeddingResult:
         }
 
 
+def _batches(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Group text indices into forward passes, longest first, so little compute goes to padding.
+
+    Like sentence-transformers we sort by length; unlike it we also start a new batch when a text is
+    under half the batch's width, so one 256-token text does not make 31 short ones pad to 256 (which
+    costs 8x the compute of their own width and more in attention).
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    for i in order:
+        if not batches or len(batches[-1]) == batch_size or 2 * lengths[i] < lengths[batches[-1][0]]:
+            batches.append([])
+        batches[-1].append(i)
+    return batches
+
+
 class MiniLMEmbedder:
     """A loaded sentence-transformers BERT folder (all-MiniLM-L6-v2 by default) that embeds text."""
 
@@ -72,11 +89,14 @@ class MiniLMEmbedder:
         self._path = path
 
     @classmethod
-    def load(cls, path: Path | str, *, expected_digest: str | None = None) -> MiniLMEmbedder:
+    def load(
+        cls, path: Path | str, *, expected_digest: str | None = None, blas_threads: int | None = 1
+    ) -> MiniLMEmbedder:
         """Validate and load the folder at ``path``; raise UnusableInput naming the bad file otherwise.
 
         With ``expected_digest`` (``"sha256:<hex>"``, e.g. from the registry) the weights must hash to
-        it, or IntegrityError is raised before anything is served.
+        it, or IntegrityError is raised before anything is served. ``blas_threads`` sets numpy's BLAS
+        thread pool for the whole process (BLAS has only one); ``None`` leaves it as it is.
         """
         folder = Path(path).expanduser()
         if not folder.is_dir():
@@ -105,6 +125,13 @@ class MiniLMEmbedder:
                 f"{weights_file} changed while it was being loaded",
                 hint="Stop whatever is writing to the model folder, then load it again.",
             )
+        if blas_threads is not None:
+            # Why 1 by default: the encoder multiplies small matrices (tens of rows x 384), and
+            # OpenBLAS's worker threads spin-wait between such calls. On a 2-core machine whose cores
+            # are also busy (llama.cpp generating, other requests) a 128-text batch ran 10-20x slower
+            # with 2 BLAS threads than with 1 (bench/README.md). The gateway gets its parallelism from
+            # running requests in several worker threads instead.
+            threadpool_limits(limits=blas_threads, user_api="blas")
         return cls(weights, tokenizer, limit, before, folder)
 
     @property
@@ -142,11 +169,7 @@ class MiniLMEmbedder:
             return EmbeddingResult(vectors, [], [])
         encodings = self._tokenizer.encode_batch(list(texts))
         lengths = [len(e.ids) for e in encodings]
-        # Longest first, as sentence-transformers does: texts of similar length share a batch, so
-        # little compute goes to padding. Results are written back by original index.
-        order = sorted(range(n), key=lambda i: -lengths[i])
-        for start in range(0, n, batch_size):
-            idx = order[start : start + batch_size]
+        for idx in _batches(lengths, batch_size):
             width = lengths[idx[0]]
             ids = np.zeros((len(idx), width), dtype=np.int64)
             mask = np.zeros((len(idx), width), dtype=np.int64)
