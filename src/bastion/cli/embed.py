@@ -18,6 +18,14 @@ from bastion.errors import UnusableInput, UsageError
 
 #: Texts per progress step: large enough to batch well, small enough to show progress.
 CHUNK = 64
+HELP = (
+    "Embed texts into unit-length vectors and show how similar they are to each other.\n\n"
+    "Runs the bundled all-MiniLM-L6-v2 offline, without torch. With --json, prints one document with"
+    " every vector in full; otherwise a table of token counts and the cosine similarity of each pair"
+    " (up to 8 texts). Texts longer than the model's limit (256 tokens for all-MiniLM-L6-v2) are"
+    " truncated, and marked so.\n\n"
+    "Example: bastion embed 'A cat sits on the mat.' 'A kitten lies on a rug.'"
+)
 #: Pairwise similarities are shown for at most this many texts (the table grows as n^2).
 MAX_MATRIX = 8
 
@@ -68,12 +76,7 @@ def embed(
     ] = "bundled:minilm",
     as_json: JsonOpt = False,
 ) -> None:
-    """Embed texts into unit-length vectors and show how similar they are to each other.
-
-    With --json, prints one document with every vector in full; otherwise a table of token counts and
-    the cosine similarity of each pair (up to 8 texts). Texts longer than the model's limit (256
-    tokens for all-MiniLM-L6-v2) are truncated, and marked so.
-    """
+    """Embed texts into unit-length vectors and show how similar they are to each other (see HELP)."""
     items = list(texts or []) + (_read_lines(file) if file else [])
     if not items:
         raise UsageError(
@@ -121,4 +124,4 @@ def embed(
 
 def register(app: typer.Typer) -> None:
     """Add ``bastion embed`` to the CLI."""
-    app.command("embed")(embed)
+    app.command("embed", help=HELP)(embed)
