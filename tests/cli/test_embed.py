@@ -17,7 +17,11 @@ from bastion.hashing import file_digest
 def bastion(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
     return subprocess.run(
-        [sys.executable, "-m", "bastion.cli.main", *args], capture_output=True, text=True, env=env, timeout=120
+        [sys.executable, "-m", "bastion.cli.main", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
 
 

@@ -29,8 +29,6 @@ def embedder(minilm_path: Path) -> MiniLMEmbedder:
     return MiniLMEmbedder.load(minilm_path)
 
 
-
-
 @pytest.fixture
 def clone(tmp_path: Path, minilm_path: Path) -> Callable[..., Path]:
     """``clone(skip={...}, files={name: text or bytes})``: the MiniLM folder, files left out or replaced."""

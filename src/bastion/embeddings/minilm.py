@@ -98,6 +98,8 @@ class MiniLMEmbedder:
         it, or IntegrityError is raised before anything is served. ``blas_threads`` sets numpy's BLAS
         thread pool for the whole process (BLAS has only one); ``None`` leaves it as it is.
         """
+        if blas_threads is not None and blas_threads < 1:
+            raise UsageError(f"blas_threads must be at least 1 (or None), got {blas_threads}")
         folder = Path(path).expanduser()
         if not folder.is_dir():
             raise UnusableInput(
