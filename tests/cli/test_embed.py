@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -77,3 +78,16 @@ def test_non_utf8_file_exits_3(tmp_path: Path) -> None:
 def test_nothing_to_embed_is_a_usage_error() -> None:
     proc = bastion("embed")
     assert proc.returncode == 2 and "nothing to embed" in proc.stderr
+
+
+def test_readme_example_output_is_what_the_command_prints() -> None:
+    # The README shows real output; this keeps it from drifting (the model path line is machine-specific).
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("## Embeddings") :]
+    block = section[section.index("```console\n$ bastion embed ") + len("```console\n$ ") :]
+    block = block[: block.index("```")]
+    command, *expected = block.splitlines()
+    proc = bastion(*shlex.split(command)[1:])
+    assert proc.returncode == 0, proc.stderr
+    got = [line.rstrip() for line in proc.stdout.splitlines()]
+    assert got[1:] == [line.rstrip() for line in expected[1:]]
