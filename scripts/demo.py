@@ -62,6 +62,9 @@ def main() -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
 
+    if not (demo / "home" / "audit" / "audit.db").exists():
+        bastion("audit", "init", env=env)
+        console.print("[bold]0.[/] initialised the tamper-evident audit log in .demo/home/audit")
     key = json.loads(bastion("keys", "create", "demo", "--model", "smollm2", "--json", env=env))
     console.print(
         f"[bold]1.[/] created API key [cyan]{key['id']}[/] for model smollm2 (only its hash is stored)"
@@ -87,6 +90,7 @@ def main() -> None:
         usage = completion.usage
         tokens = f"{usage.prompt_tokens} prompt + {usage.completion_tokens} completion" if usage else "?"
         digest = raw.headers.get("x-bastion-model-digest")
+        request_id = raw.headers.get("x-request-id")
 
         t0 = time.perf_counter()
         first = None
@@ -126,12 +130,19 @@ def main() -> None:
             proc.kill()
         log.close()
         bastion("keys", "revoke", key["id"], env=env)
+    entry = next(e for e in json.loads(bastion("audit", "search", "--json", env=env)) if e.get("request_id") == request_id)
+    verify = json.loads(bastion("audit", "verify", "--json", env=env))
+    console.print(
+        f"[bold]5.[/] audit entry #{entry['seq']}: key {entry['principal']} -> {entry['model']} "
+        f"on {entry['weights_digest'][:19]}..., status {entry['status']}, {entry['tokens_out']} tokens out; "
+        f"'bastion audit verify': {'ok' if verify.get('ok') else 'FAILED'} over {verify.get('entries')} entries"
+    )
     how = (
         "graceful shutdown on SIGTERM"
         if proc.returncode in (0, -signal.SIGTERM)
         else f"status {proc.returncode}"
     )
-    console.print(f"[bold]5.[/] gateway stopped ({how}); demo key revoked")
+    console.print(f"[bold]6.[/] gateway stopped ({how}); demo key revoked")
 
 
 if __name__ == "__main__":

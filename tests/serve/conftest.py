@@ -128,6 +128,11 @@ chat_format = "gemma"
 n_threads = 1
 
 [[models]]
+name = "minilm"
+backend = "minilm"
+path = "bundled:minilm"
+
+[[models]]
 name = "smollm2-q0"
 path = "bundled:smollm2"
 n_ctx = 512

@@ -186,3 +186,23 @@ def test_health_metrics_and_openapi(gateway: Gateway) -> None:
     assert spec["openapi"].startswith("3.1")
     assert {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models"} <= set(spec["paths"])
     assert "ChatCompletionRequest" in spec["components"]["schemas"]
+
+
+def test_embeddings_from_the_bundled_minilm(gateway: Gateway) -> None:
+    import numpy as np
+
+    texts = ["A cat sits on the mat.", "A kitten is lying on a rug.", "Quarterly revenue rose by four percent."]
+    raw = client(gateway).embeddings.with_raw_response.create(model="minilm", input=texts)
+    result = raw.parse()
+    vectors = np.array([d.embedding for d in result.data])
+    assert vectors.shape == (3, 384)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+    sims = vectors @ vectors.T
+    assert sims[0, 1] > 0.4 > sims[0, 2]
+    assert result.usage.prompt_tokens > 20
+    assert raw.headers["x-bastion-model-digest"].startswith("sha256:")
+    b64 = client(gateway).embeddings.create(model="minilm", input="A cat sits on the mat.", encoding_format="base64")
+    import base64
+
+    decoded = np.frombuffer(base64.b64decode(str(b64.data[0].embedding)), dtype="<f4")
+    assert np.allclose(decoded, vectors[0], atol=1e-6)
