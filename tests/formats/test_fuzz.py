@@ -59,6 +59,12 @@ def test_parser_survives_fuzzing(tmp_path: Path, target: str) -> None:
     _seeds(target, seeds)
     res = subprocess.run(
         [
+            # Through a shell that forks: Linux carries a process's peak RSS across exec, so a fuzzer
+            # exec'd straight from a large pytest process would start "out of memory" at its parent's size.
+            "sh",
+            "-c",
+            '"$@"; exit $?',
+            "sh",
             sys.executable,
             str(SCRIPT),
             target,
