@@ -70,8 +70,17 @@ class DigestCache:
             row = self._conn.execute(
                 "SELECT digest FROM digests WHERE path=? AND start=? AND end=? AND algorithm=?"
                 " AND dev=? AND inode=? AND size=? AND mtime_ns=? AND ctime_ns=?",
-                (str(path), start, end, algorithm, ident.dev, ident.inode, ident.size, ident.mtime_ns,
-                 ident.ctime_ns),
+                (
+                    str(path),
+                    start,
+                    end,
+                    algorithm,
+                    ident.dev,
+                    ident.inode,
+                    ident.size,
+                    ident.mtime_ns,
+                    ident.ctime_ns,
+                ),
             ).fetchone()
         return None if row is None else str(row[0])
 

@@ -108,9 +108,7 @@ def manifest_of(
             f"unknown hash algorithm {hash_type!r}", hint=f"Use one of: {', '.join(HASH_TYPES)}."
         )
     if shard_size is not None and shard_size <= 0:
-        raise UsageError(
-            f"shard size must be positive, got {shard_size}", hint="Use for example 1000000000."
-        )
+        raise UsageError(f"shard size must be positive, got {shard_size}", hint="Use for example 1000000000.")
     path = Path(path)
     ignores = normalise_ignores(ignore_paths)
     files = model_files(path, ignores)
@@ -145,8 +143,14 @@ def manifest_of(
         if db is not None:
             db.put_many(
                 [
-                    (u.file.path.absolute(), u.start, u.end, algorithm, FileIdentity.of(u.file.stat),
-                     digests[u])
+                    (
+                        u.file.path.absolute(),
+                        u.start,
+                        u.end,
+                        algorithm,
+                        FileIdentity.of(u.file.stat),
+                        digests[u],
+                    )
                     for u in todo
                 ]
             )
@@ -189,4 +193,3 @@ def _check_unchanged(files: list[ModelFile], hashed: set[str]) -> None:
                 f"{f.path} changed while being hashed",
                 hint="Wait until nothing writes to the model, then hash it again.",
             )
-
