@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bastion.errors import UnusableInput, UsageError
-from bastion.hashing.cache import DigestCache, FileIdentity
+from bastion.hashing.digest_cache import DigestCache, FileIdentity
 from bastion.hashing.manifest import (
     GIT_PATHS,
     HASH_TYPES,
@@ -90,7 +90,8 @@ def manifest_of(
     *,
     hash_type: str = "sha256",
     shard_size: int | None = None,
-    ignore_paths: Iterable[str] = GIT_PATHS,
+    ignore_paths: Iterable[str] = (),
+    ignore_git: bool = True,
     use_cache: bool = True,
     cache: DigestCache | None = None,
     workers: int | None = None,
@@ -99,6 +100,8 @@ def manifest_of(
 ) -> Manifest:
     """Hash the model file or folder at ``path`` into a :class:`Manifest`.
 
+    Files under ``ignore_paths`` (relative to the folder) are left out, and so is git metadata
+    (``.git``, ``.gitattributes`` ...) unless ``ignore_git=False``, as model_signing does.
     ``shard_size=None`` gives whole-file digests (method ``files``); an integer gives model_signing's
     ``shards`` method. ``on_total`` is called once with the bytes to read, ``on_progress`` with each
     increment (from worker threads). Raises UnusableInput if a file changes while it is hashed.
@@ -110,7 +113,7 @@ def manifest_of(
     if shard_size is not None and shard_size <= 0:
         raise UsageError(f"shard size must be positive, got {shard_size}", hint="Use for example 1000000000.")
     path = Path(path)
-    ignores = normalise_ignores(ignore_paths)
+    ignores = normalise_ignores([*(GIT_PATHS if ignore_git else ()), *ignore_paths])
     files = model_files(path, ignores)
     units = _units(files, shard_size)
     algorithm = hash_type if shard_size is None else f"{hash_type}-sharded-{shard_size}"

@@ -7,7 +7,7 @@ certificate mode (leaf + chain, verified against the operator's trusted roots) a
 
 from bastion.signing.certs import CertificateSigner, load_certificates
 from bastion.signing.keys import KeyPair, generate_key_pair, key_hint, load_private_key, load_public_key
-from bastion.signing.model import (
+from bastion.signing.signature import (
     SignedManifest,
     Verification,
     sign_manifest,

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from bastion.errors import IntegrityError, UnusableInput, UsageError
-from bastion.hashing import GIT_PATHS, Manifest, compare, manifest_of
+from bastion.hashing import Manifest, compare, manifest_of
 from bastion.signing.bundle import MAX_BUNDLE, PAYLOAD_TYPE, Bundle, pae, parse_bundle
 from bastion.signing.certs import CertificateSigner, verify_chain
 from bastion.signing.keys import hash_for, key_hint, read_small
@@ -146,7 +146,7 @@ def sign_model(
         path,
         hash_type=hash_type,
         shard_size=shard_size,
-        ignore_paths=(*GIT_PATHS, *ignore_paths),
+        ignore_paths=ignore_paths,
         use_cache=use_cache,
         on_total=on_total,
         on_progress=on_progress,
@@ -171,7 +171,7 @@ def verify_model(
     data = read_small(signature, "signature", MAX_BUNDLE)
     signed = verify_bundle(data, public_key=public_key, trusted_roots=trusted_roots, source=str(signature))
     expected = signed.manifest
-    ignores = [*GIT_PATHS, *expected.ignore_paths]
+    ignores = list(expected.ignore_paths)
     inside = _relative_inside(signature, path)
     if inside is not None:
         ignores.append(inside)  # the signature file itself is not part of the model

@@ -24,17 +24,29 @@ class Pki:
 
 
 def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Bastion Test"),
-                      x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Bastion Test"),
+            x509.NameAttribute(NameOID.COMMON_NAME, cn),
+        ]
+    )
 
 
 def _pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-def _cert(subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Certificate | None,
-          issuer_key: ec.EllipticCurvePrivateKey, *, ca: bool, eku: bool = True,
-          key_usage: bool = True, days: int = 365) -> x509.Certificate:
+def _cert(
+    subject: str,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: x509.Certificate | None,
+    issuer_key: ec.EllipticCurvePrivateKey,
+    *,
+    ca: bool,
+    eku: bool = True,
+    key_usage: bool = True,
+    days: int = 365,
+) -> x509.Certificate:
     now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
     b = (
         x509.CertificateBuilder()
@@ -52,18 +64,40 @@ def _cert(subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Certificat
     )
     if ca:
         b = b.add_extension(
-            x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
-                          data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
-                          encipher_only=False, decipher_only=False), critical=True)
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
     else:
         if key_usage:
             b = b.add_extension(
-                x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
-                              data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                              crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=False,
+                    crl_sign=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
         if eku:
             b = b.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False)
-    return b.sign(issuer_key, hashes.SHA384() if isinstance(issuer_key.curve, ec.SECP384R1) else hashes.SHA256())
+    return b.sign(
+        issuer_key, hashes.SHA384() if isinstance(issuer_key.curve, ec.SECP384R1) else hashes.SHA256()
+    )
 
 
 def make_pki(folder: Path, name: str = "org", *, leaf_may_sign: bool = True) -> Pki:
@@ -74,15 +108,29 @@ def make_pki(folder: Path, name: str = "org", *, leaf_may_sign: bool = True) -> 
     inter_key = ec.generate_private_key(ec.SECP384R1())
     inter = _cert(f"{name} Model Signing CA", inter_key, root, root_key, ca=True)
     leaf_key = ec.generate_private_key(ec.SECP256R1())
-    leaf = _cert(f"{name} model signer", leaf_key, inter, inter_key, ca=False,
-                 eku=leaf_may_sign, key_usage=leaf_may_sign)
-    paths = Pki(folder / f"{name}-root.pem", folder / f"{name}-chain.pem", folder / f"{name}-leaf.pem",
-                folder / f"{name}-intermediate.pem", folder / f"{name}-leaf-key.pem")
+    leaf = _cert(
+        f"{name} model signer",
+        leaf_key,
+        inter,
+        inter_key,
+        ca=False,
+        eku=leaf_may_sign,
+        key_usage=leaf_may_sign,
+    )
+    paths = Pki(
+        folder / f"{name}-root.pem",
+        folder / f"{name}-chain.pem",
+        folder / f"{name}-leaf.pem",
+        folder / f"{name}-intermediate.pem",
+        folder / f"{name}-leaf-key.pem",
+    )
     paths.root.write_bytes(_pem(root))
     paths.chain.write_bytes(_pem(leaf) + _pem(inter))
     paths.leaf_cert.write_bytes(_pem(leaf))
     paths.intermediate.write_bytes(_pem(inter))
-    paths.leaf_key.write_bytes(leaf_key.private_bytes(serialization.Encoding.PEM,
-                                                      serialization.PrivateFormat.PKCS8,
-                                                      serialization.NoEncryption()))
+    paths.leaf_key.write_bytes(
+        leaf_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
     return paths
