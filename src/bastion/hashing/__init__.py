@@ -4,9 +4,9 @@
 file, or every shard, with its digest), hashed in parallel with a digest cache.
 """
 
-from bastion.hashing.digest_cache import DigestCache
 from bastion.hashing.compute import manifest_of
 from bastion.hashing.digest import file_digest
+from bastion.hashing.digest_cache import DigestCache
 from bastion.hashing.manifest import (
     DEFAULT_SHARD_SIZE,
     GIT_PATHS,
