@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 
+from bastion import bundled
 from bastion.cli.options import JsonOpt
 from bastion.cli.render import emit, err, out
 from bastion.errors import UsageError
@@ -43,7 +44,11 @@ class CurveName(StrEnum):
 
 
 PathArg = Annotated[
-    Path, typer.Argument(help="A model file, or a model folder (every file in it is covered).")
+    Path,
+    typer.Argument(
+        help="A model file or folder (every file in it is covered), or bundled:smollm2|gemma3|minilm.",
+        parser=lambda s: bundled.resolve(s),
+    ),
 ]
 AlgorithmOpt = Annotated[
     Algorithm, typer.Option("--algorithm", "-a", help="Digest algorithm for every file.")
@@ -62,9 +67,25 @@ NoCacheOpt = Annotated[
 ]
 
 
+class _Work:
+    """Feeds a Rich progress bar on stderr from the hashing threads and remembers how much was read."""
+
+    def __init__(self, bar: Progress, label: str) -> None:
+        self.bar = bar
+        self.task = bar.add_task(label, total=None)
+        self.to_read = 0
+
+    def on_total(self, total: int) -> None:
+        self.to_read = total
+        self.bar.update(self.task, total=total)
+
+    def on_progress(self, n: int) -> None:
+        self.bar.advance(self.task, n)
+
+
 @contextmanager
-def _progress(label: str) -> Iterator[tuple[Callable[[int], None], Callable[[int], None]]]:
-    """A Rich progress bar on stderr, fed from the hashing threads; gone when the work is done."""
+def _progress(label: str) -> Iterator[_Work]:
+    """A progress bar that disappears when the work is done."""
     with Progress(
         "[progress.description]{task.description}",
         BarColumn(),
@@ -75,14 +96,23 @@ def _progress(label: str) -> Iterator[tuple[Callable[[int], None], Callable[[int
         transient=True,
         disable=not err.is_terminal,  # no bar (and no stray blank lines) when stderr is a file or pipe
     ) as bar:
-        task = bar.add_task(label, total=None)
-        yield (lambda total: bar.update(task, total=total)), (lambda n: bar.advance(task, n))
+        yield _Work(bar, label)
 
 
-def _speed(nbytes: int, seconds: float) -> str:
-    return f"{nbytes / 1e6:,.1f} MB in {seconds:.2f} s" + (
-        f" ({nbytes / 1e9 / seconds:.2f} GB/s)" if seconds > 0 and nbytes > 1e8 else ""
-    )
+def _files(n: int) -> str:
+    return f"{n} file" if n == 1 else f"{n} files"
+
+
+def _speed(total: int, read: int, seconds: float) -> str:
+    text = f"{total / 1e6:,.1f} MB"
+    if read == 0 and total > 0:
+        text += " (unchanged since hashed: digests from the cache)"
+    elif read < total:
+        text += f" ({read / 1e6:,.1f} MB read, the rest from the digest cache)"
+    text += f" in {seconds:.2f} s"
+    if seconds > 0 and read > 1e8:
+        text += f", {read / 1e9 / seconds:.2f} GB/s"
+    return text
 
 
 def _print_manifest(m: Manifest) -> None:
@@ -102,14 +132,14 @@ def hash_cmd(
 ) -> None:
     """Print the manifest of a model: every file's digest, and the root digest over all of them."""
     started = time.perf_counter()
-    with _progress("hashing") as (on_total, on_progress):
+    with _progress("hashing") as work:
         m = manifest_of(
             path,
             hash_type=algorithm.value,
             shard_size=shard_size,
             use_cache=not no_cache,
-            on_total=on_total,
-            on_progress=on_progress,
+            on_total=work.on_total,
+            on_progress=work.on_progress,
         )
     elapsed = time.perf_counter() - started
 
@@ -117,7 +147,7 @@ def hash_cmd(
         _print_manifest(m)
         err.print(f"root digest  {m.root_digest()}")
         algorithm = m.resources[0].algorithm if m.resources else m.hash_type
-        err.print(f"{len(m.files)} files, {_speed(m.total_bytes, elapsed)} ({algorithm})")
+        err.print(f"{_files(len(m.files))}, {_speed(m.total_bytes, work.to_read, elapsed)} ({algorithm})")
 
     emit(m.to_json(), as_json, human)
 
@@ -158,7 +188,7 @@ def sign_cmd(
         ignore.append(output.resolve().relative_to(path.resolve()).as_posix())
     except ValueError:
         pass
-    with _progress("hashing") as (on_total, on_progress):
+    with _progress("hashing") as work:
         manifest, bundle = sign_model(
             path,
             private_key,
@@ -167,8 +197,8 @@ def sign_cmd(
             shard_size=shard_size,
             ignore_paths=ignore,
             use_cache=not no_cache,
-            on_total=on_total,
-            on_progress=on_progress,
+            on_total=work.on_total,
+            on_progress=work.on_progress,
         )
     write_atomic(output, bundle)
     result: dict[str, Any] = {
@@ -180,7 +210,7 @@ def sign_cmd(
     }
 
     def human() -> None:
-        out.print(f"signed {len(manifest.files)} files ({manifest.total_bytes:,} bytes) -> {output}")
+        out.print(f"signed {_files(len(manifest.files))} ({manifest.total_bytes:,} bytes) -> {output}")
         out.print(f"root digest  {manifest.root_digest()}")
 
     emit(result, as_json, human)
@@ -204,19 +234,19 @@ def verify_cmd(
         raise UsageError("give exactly one of --key or --cert-chain", hint="See 'bastion verify --help'.")
     public_key = load_public_key(key) if key else None
     roots = load_certificates(cert_chain, "trusted roots file") if cert_chain else []
-    with _progress("verifying") as (on_total, on_progress):
+    with _progress("verifying") as work:
         v = verify_model(
             path,
             sig,
             public_key=public_key,
             trusted_roots=roots,
             use_cache=not no_cache,
-            on_total=on_total,
-            on_progress=on_progress,
+            on_total=work.on_total,
+            on_progress=work.on_progress,
         )
 
     def human() -> None:
-        out.print(f"[bold green]verified[/] {path}: {len(v.manifest.files)} files match {sig}")
+        out.print(f"[bold green]verified[/] {path}: {_files(len(v.manifest.files))} match {sig}")
         if v.certificate:
             out.print(f"signed by    {v.certificate.subject} (issuer {v.certificate.issuer})")
         else:
