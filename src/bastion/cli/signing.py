@@ -119,7 +119,9 @@ def _print_manifest(m: Manifest) -> None:
     # Files method: the exact "digest  name" lines of sha256sum/b2sum, so the output of
     # 'bastion hash DIR' can be checked with 'sha256sum -c' inside DIR.
     for r in m.resources:
-        name = m.model_name if r.name == "." else r.name
+        # A single-file model's resource is named "." in the format; people want the file name.
+        path = m.model_name if r.path == "." else r.path
+        name = f"{path}:{r.start}:{r.end}" if r.sharded else path
         out.print(f"{r.digest}  {name}", markup=False)
 
 
@@ -246,7 +248,8 @@ def verify_cmd(
         )
 
     def human() -> None:
-        out.print(f"[bold green]verified[/] {path}: {_files(len(v.manifest.files))} match {sig}")
+        n = len(v.manifest.files)
+        out.print(f"[bold green]verified[/] {path}: {_files(n)} {'matches' if n == 1 else 'match'} {sig}")
         if v.certificate:
             out.print(f"signed by    {v.certificate.subject} (issuer {v.certificate.issuer})")
         else:
