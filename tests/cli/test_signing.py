@@ -133,3 +133,23 @@ def test_help_explains_each_command() -> None:
         result = runner.invoke(app, cmd, env={"COLUMNS": "200"})
         assert result.exit_code == 0
         assert all(w in result.stdout for w in words), (cmd, result.stdout)
+
+
+def test_readme_documents_every_signing_command_and_option() -> None:
+    import typer.main
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("## Hash, sign and verify models", 1)[1].split("\n## ", 1)[0]
+    group = typer.main.get_command(app)
+    commands = {
+        "hash": group.commands["hash"],  # type: ignore[attr-defined]
+        "sign": group.commands["sign"],  # type: ignore[attr-defined]
+        "verify": group.commands["verify"],  # type: ignore[attr-defined]
+        "signing-key generate": group.commands["signing-key"].commands["generate"],  # type: ignore[attr-defined]
+    }
+    for name, cmd in commands.items():
+        assert f"bastion {name}" in section, name
+        for param in cmd.params:
+            longest = max((o for o in param.opts if o.startswith("--")), default=None, key=len)
+            if longest and longest not in ("--json", "--name"):
+                assert longest in section, f"README does not document {name} {longest}"
