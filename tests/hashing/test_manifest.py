@@ -194,3 +194,37 @@ def test_copied_model_has_the_same_root_digest(tmp_path: Path) -> None:
         manifest_of(copy, use_cache=False).root_digest()
         == manifest_of(minilm(), use_cache=False).root_digest()
     )
+
+
+def test_file_swapped_for_a_symlink_after_the_walk_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "m"
+    root.mkdir()
+    (root / "big.bin").write_bytes(os.urandom(2 * CHUNK))  # hashed first (largest first)
+    (root / "small.json").write_text("{}")
+    swapped = []
+
+    def swap(_: int) -> None:
+        if not swapped:
+            (root / "small.json").unlink()
+            (root / "small.json").symlink_to("/etc/hostname")
+            swapped.append(True)
+
+    with pytest.raises(UnusableInput, match=r"small\.json became a symbolic link"):
+        manifest_of(root, use_cache=False, workers=1, on_progress=swap)
+
+
+def test_file_replaced_by_another_after_the_walk_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "m"
+    root.mkdir()
+    (root / "big.bin").write_bytes(os.urandom(2 * CHUNK))
+    (root / "small.json").write_text("{}")
+    replaced = []
+
+    def replace(_: int) -> None:
+        if not replaced:
+            (root / "other").write_text('{"evil": 1}')
+            os.replace(root / "other", root / "small.json")
+            replaced.append(True)
+
+    with pytest.raises(UnusableInput, match=r"small\.json was replaced while being hashed"):
+        manifest_of(root, use_cache=False, workers=1, on_progress=replace)

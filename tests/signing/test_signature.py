@@ -25,7 +25,8 @@ from bastion.signing import (
     verify_bundle,
     verify_model,
 )
-from bastion.signing.bundle import PAYLOAD_TYPE, pae
+from bastion.signing.bundle import PAYLOAD_TYPE, Bundle, pae
+from bastion.signing.statement import statement_bytes
 
 
 def _sign(model: Path, key: KeyPair, out: Path, **kw: object) -> Path:
@@ -270,3 +271,38 @@ def test_encrypted_key_needs_its_passphrase(tmp_path: Path) -> None:
     with pytest.raises(UnusableInput, match="encrypted"):
         load_private_key(p)
     assert load_private_key(p, b"s3cret").private_numbers() == key.private_numbers()
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"[" * 200_000 + b"]" * 200_000, "nested too deeply"),
+        (
+            b'{"mediaType": "a", "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json"}',
+            "duplicate key",
+        ),
+    ],
+)
+def test_hostile_json_is_unusable_input_not_a_crash(org_key: KeyPair, data: bytes, message: str) -> None:
+    with pytest.raises(UnusableInput, match=message):
+        verify_bundle(data, public_key=load_public_key(org_key.public_key))
+
+
+def test_signed_payload_with_duplicate_keys_is_refused(small_model: Path, org_key: KeyPair) -> None:
+    # Two "resources" keys could be read differently by two verifiers: never accept that.
+    key = load_private_key(org_key.private_key)
+    stmt = statement_bytes(manifest_of(small_model)).decode()
+    payload = stmt.replace('"predicate": {', '"predicate": {"resources": [], ', 1).encode()
+    sig = key.sign(pae(PAYLOAD_TYPE, payload), ec.ECDSA(hashes.SHA256()))
+    bundle = Bundle(PAYLOAD_TYPE, payload, sig, org_key.key_hint).to_bytes()
+    with pytest.raises(UnusableInput, match="duplicate key 'resources'"):
+        verify_bundle(bundle, public_key=load_public_key(org_key.public_key))
+
+
+def test_writing_a_signature_onto_a_directory_is_a_clear_error(tmp_path: Path) -> None:
+    from bastion.signing.keys import write_atomic
+
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(UsageError, match="cannot write"):
+        write_atomic(tmp_path / "taken", b"{}")
+    assert [p.name for p in tmp_path.iterdir()] == ["taken"]  # no temp file left behind

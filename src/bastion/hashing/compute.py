@@ -7,6 +7,7 @@ Each thread reuses one fixed buffer, so memory is ``workers x CHUNK`` whatever t
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 from collections.abc import Callable, Iterable
@@ -47,7 +48,16 @@ def _hash_range(unit: _Unit, hash_type: str, on_progress: Progress | None) -> st
     view = memoryview(buf)
     remaining = unit.end - unit.start
     try:
-        with unit.file.path.open("rb", buffering=0) as fh:
+        # O_NOFOLLOW + fstat: the file opened must be the very file the walk saw. A file swapped for
+        # a symlink (or another file) after the walk is refused instead of hashing foreign bytes.
+        fd = os.open(unit.file.path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+        with open(fd, "rb", buffering=0) as fh:
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) != (unit.file.stat.st_dev, unit.file.stat.st_ino):
+                raise UnusableInput(
+                    f"{unit.file.path} was replaced while being hashed",
+                    hint="Wait until nothing writes to the model, then hash it again.",
+                )
             fh.seek(unit.start)
             while remaining > 0:
                 n = fh.readinto(view[: min(CHUNK, remaining)])
@@ -61,6 +71,10 @@ def _hash_range(unit: _Unit, hash_type: str, on_progress: Progress | None) -> st
                 if on_progress is not None:
                     on_progress(n)
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnusableInput(
+                f"{unit.file.path} became a symbolic link while being hashed", hint="Hash it again."
+            ) from exc
         raise UnusableInput(
             f"cannot read {unit.file.path}: {exc.strerror or exc}", hint="Check the permissions."
         ) from exc

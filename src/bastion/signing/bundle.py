@@ -26,6 +26,20 @@ def pae(payload_type: str, payload: bytes) -> bytes:
     return b"DSSEv1 %d %s %d %s" % (len(t), t, len(payload), payload)
 
 
+def no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """JSON object hook that refuses duplicate keys.
+
+    Parsers disagree on duplicates (first wins in some, last in Python's), so a document with two
+    ``resources`` or two ``payload`` keys could mean different things to two verifiers: refuse it.
+    """
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
 @dataclass(frozen=True)
 class Bundle:
     """The parts of a bundle a verifier needs."""
@@ -90,9 +104,11 @@ def parse_bundle(data: bytes, source: str) -> Bundle:
     if len(data) > MAX_BUNDLE:
         raise UnusableInput(f"{source} is larger than {MAX_BUNDLE >> 20} MiB", hint=_HINT)
     try:
-        doc = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        doc = json.loads(data, object_pairs_hook=no_duplicate_keys)
+    except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
         raise UnusableInput(f"{source} is not JSON: {exc}", hint=_HINT) from exc
+    except RecursionError as exc:  # '[[[[...' nested beyond the parser's stack
+        raise UnusableInput(f"{source} is not JSON: nested too deeply", hint=_HINT) from exc
     doc = _obj(doc, "the bundle", source)
     media = doc.get("mediaType")
     if media != BUNDLE_MEDIA_TYPE:

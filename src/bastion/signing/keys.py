@@ -111,10 +111,15 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644, *, overwrite: bool 
     The temp file is created with ``mode`` from the start (never world-readable, then chmod-ed), so
     a private key is never readable by others, not even for an instant.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
     if not overwrite and path.exists():
         raise UsageError(f"{path} already exists", hint="Choose another folder, or move the old file away.")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise UsageError(
+            f"cannot write {path}: {exc.strerror or exc}", hint="Choose a writable path."
+        ) from exc
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as fh:
@@ -124,6 +129,10 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644, *, overwrite: bool 
         if not overwrite and path.exists():
             raise UsageError(f"{path} already exists", hint="Choose another folder.")
         os.replace(tmp, path)
+    except OSError as exc:  # e.g. the target is a directory, or the disk is full
+        raise UsageError(
+            f"cannot write {path}: {exc.strerror or exc}", hint="Choose a writable path."
+        ) from exc
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

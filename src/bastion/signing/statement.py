@@ -16,6 +16,7 @@ from typing import Any
 from bastion.errors import UnusableInput
 from bastion.hashing import HASH_TYPES, Manifest, Resource
 from bastion.hashing.manifest import sort_key
+from bastion.signing.bundle import no_duplicate_keys
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://model_signing/signature/v1.0"
@@ -58,9 +59,11 @@ def _int(value: Any, what: str, source: str) -> int:
 def from_statement(payload: bytes, source: str) -> Manifest:
     """Read a signed payload back into a Manifest, checking that it is internally consistent."""
     try:
-        doc = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        doc = json.loads(payload, object_pairs_hook=no_duplicate_keys)
+    except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
         raise _fail(source, f"the signed payload is not JSON ({exc})") from exc
+    except RecursionError as exc:
+        raise _fail(source, "the signed payload is nested too deeply") from exc
     if not isinstance(doc, dict) or doc.get("_type") != STATEMENT_TYPE:
         raise _fail(source, "the signed payload is not an in-toto Statement v1")
     ptype = doc.get("predicateType")
