@@ -184,6 +184,7 @@ def main() -> None:
                 "gb_per_s": None if cached else round(nbytes / 1e9 / t, 3),
                 "speedup_vs_model_signing_shards": None if cached else round(ref / t, 2),
                 "cpu_s": round(statistics.median(CPU[name]), 3),
+                "cores_used": round(statistics.median(CPU[name]) / t, 2),
                 "gb_per_cpu_s": None if cached else round(nbytes / 1e9 / statistics.median(CPU[name]), 3),
             }
         )
@@ -193,6 +194,9 @@ def main() -> None:
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "load_average_at_end": os.getloadavg(),
+            "sched_autogroup": Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip()
+            if Path("/proc/sys/kernel/sched_autogroup_enabled").exists()
+            else None,
             "note": "2 cores shared with other users; compare ratios from the same run",
         },
         "model_signing": ms.__version__,
@@ -202,8 +206,8 @@ def main() -> None:
     out = ROOT / "bench" / "results" / "hash.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print("| case | median wall s | GB/s | vs model_signing shards | CPU s | GB per CPU s |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| case | median wall s | GB/s | vs model_signing shards | CPU s | cores used | GB per CPU s |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         gbs = "" if r["gb_per_s"] is None else f"{r['gb_per_s']:.2f}"
         ratio = (
@@ -212,7 +216,10 @@ def main() -> None:
             else f"{r['speedup_vs_model_signing_shards']:.2f}x"
         )
         per_cpu = "" if r["gb_per_cpu_s"] is None else f"{r['gb_per_cpu_s']:.2f}"
-        print(f"| {r['case']} | {r['median_s']:.3f} | {gbs} | {ratio} | {r['cpu_s']:.2f} | {per_cpu} |")
+        print(
+            f"| {r['case']} | {r['median_s']:.3f} | {gbs} | {ratio} | {r['cpu_s']:.2f} | "
+            f"{r['cores_used']:.2f} | {per_cpu} |"
+        )
     print(f"\nwrote {out}", file=sys.stderr)
 
 
