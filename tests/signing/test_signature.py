@@ -306,3 +306,19 @@ def test_writing_a_signature_onto_a_directory_is_a_clear_error(tmp_path: Path) -
     with pytest.raises(UsageError, match="cannot write"):
         write_atomic(tmp_path / "taken", b"{}")
     assert [p.name for p in tmp_path.iterdir()] == ["taken"]  # no temp file left behind
+
+
+def test_signature_output_may_not_overwrite_a_model_file(
+    small_model: Path, org_key: KeyPair, tmp_path: Path
+) -> None:
+    from bastion.signing import signature_path_in_model
+
+    assert signature_path_in_model(small_model, tmp_path / "model.sig") is None
+    assert signature_path_in_model(small_model, small_model / "sigs" / "model.sig") == "sigs/model.sig"
+    with pytest.raises(UsageError, match="not a signature; signing would overwrite it"):
+        signature_path_in_model(small_model, small_model / "config.json")
+    with pytest.raises(UsageError, match="is the model itself"):
+        signature_path_in_model(small_model / "config.json", small_model / "config.json")
+    existing = small_model / "model.sig"
+    existing.write_bytes(sign_model(small_model, load_private_key(org_key.private_key))[1])
+    assert signature_path_in_model(small_model, existing) == "model.sig"  # re-signing replaces it

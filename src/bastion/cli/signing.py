@@ -24,6 +24,7 @@ from bastion.signing import (
     load_private_key,
     load_public_key,
     sign_model,
+    signature_path_in_model,
     verify_model,
 )
 from bastion.signing.keys import write_atomic
@@ -183,13 +184,8 @@ def sign_cmd(
         password = os.environ[password_env].encode()
     private_key = load_private_key(key, password)
     chain = load_certificates(cert, "certificate chain") if cert else []
-    # A signature written inside the model folder is not part of the model: record it as ignored,
-    # as model_signing does, so verifying (by either tool) does not see it as an extra file.
-    ignore = []
-    try:
-        ignore.append(output.resolve().relative_to(path.resolve()).as_posix())
-    except ValueError:
-        pass
+    inside = signature_path_in_model(path, output)
+    ignore = [inside] if inside else []
     with _progress("hashing") as work:
         manifest, bundle = sign_model(
             path,

@@ -12,6 +12,7 @@ from bastion.signing.signature import (
     Verification,
     sign_manifest,
     sign_model,
+    signature_path_in_model,
     verify_bundle,
     verify_model,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "load_public_key",
     "sign_manifest",
     "sign_model",
+    "signature_path_in_model",
     "verify_bundle",
     "verify_model",
 ]

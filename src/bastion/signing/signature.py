@@ -17,7 +17,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from bastion.errors import IntegrityError, UnusableInput, UsageError
+from bastion.errors import BastionError, IntegrityError, UnusableInput, UsageError
 from bastion.hashing import Manifest, compare, manifest_of
 from bastion.signing.bundle import MAX_BUNDLE, PAYLOAD_TYPE, Bundle, pae, parse_bundle
 from bastion.signing.certs import CertificateSigner, verify_chain
@@ -191,6 +191,29 @@ def verify_model(
             hint="The model was modified after signing; do not load it. Obtain the signed original.",
         )
     return Verification(str(path), signed.mode, signed.key_hint, actual, signed.certificate)
+
+
+def signature_path_in_model(model: Path, output: Path) -> str | None:
+    """Where ``output`` sits inside the model folder (to record as ignored), or None if outside.
+
+    A signature written inside the model folder is not part of the model: it is recorded as an
+    ignored path, as model_signing does, so neither tool sees it as an extra file. Refuses an output
+    that would overwrite a model file (``-o config.json`` by mistake) or the model itself.
+    """
+    rel = _relative_inside(output, model)
+    if rel is None:
+        return None
+    if rel == "." or model.is_file():
+        raise UsageError(f"{output} is the model itself", hint="Write the signature next to the model.")
+    if output.exists():
+        try:
+            parse_bundle(read_small(output, "existing file", MAX_BUNDLE), str(output))
+        except BastionError as exc:
+            raise UsageError(
+                f"{output} exists in the model and is not a signature; signing would overwrite it",
+                hint="Choose another output name, e.g. model.sig.",
+            ) from exc
+    return rel
 
 
 def _relative_inside(file: Path, folder: Path) -> str | None:
