@@ -114,3 +114,13 @@ def test_cache_database_is_created_by_migrations_and_reopens(tmp_path: Path, mod
         c = Counter()
         manifest_of(model, cache=again, on_progress=c.on_progress)
     assert c.read == 0
+
+
+def test_unusable_cache_location_is_a_config_error_pointing_at_no_cache(tmp_path: Path, model: Path) -> None:
+    from bastion.errors import ConfigError
+
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the cache folder should be")
+    with pytest.raises(ConfigError, match=r"not-a-dir") as exc:
+        manifest_of(model, cache=DigestCache(blocker / "digests.db"))
+    assert "--no-cache" in exc.value.hint

@@ -154,8 +154,13 @@ def manifest_of(
         else:
             with ThreadPoolExecutor(max_workers=n, thread_name_prefix="bastion-hash") as pool:
                 futures = {u: pool.submit(_hash_range, u, hash_type, on_progress) for u in todo}
-                for u, fut in futures.items():
-                    digests[u] = fut.result()
+                try:
+                    for u, fut in futures.items():
+                        digests[u] = fut.result()
+                except BaseException:
+                    # First failure (or Ctrl-C) wins: do not read gigabytes more before reporting it.
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise
         _check_unchanged(files, {u.file.name for u in todo})
         if db is not None:
             db.put_many(

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bastion.bundled import data_home
+from bastion.errors import ConfigError
 from bastion.store.sqlite import Migrations, open_database
 
 migrations = Migrations("digest_cache")
@@ -61,7 +62,12 @@ class DigestCache:
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path or default_path()
-        self._conn = open_database(self.path, migrations)
+        try:
+            self._conn = open_database(self.path, migrations)
+        except ConfigError as exc:
+            raise ConfigError(
+                exc.message, hint="Fix $BASTION_HOME, or hash without the cache (--no-cache)."
+            ) from exc
         self._lock = threading.Lock()
 
     def get(self, path: Path, start: int, end: int, algorithm: str, ident: FileIdentity) -> str | None:
