@@ -46,8 +46,9 @@ def _cert(
     eku: bool = True,
     key_usage: bool = True,
     days: int = 365,
+    start: dt.datetime | None = None,
 ) -> x509.Certificate:
-    now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+    now = start or dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
     b = (
         x509.CertificateBuilder()
         .subject_name(_name(subject))
@@ -100,13 +101,24 @@ def _cert(
     )
 
 
-def make_pki(folder: Path, name: str = "org", *, leaf_may_sign: bool = True) -> Pki:
-    """Write a root, an intermediate and a leaf (with its key) under ``folder``."""
+def make_pki(
+    folder: Path,
+    name: str = "org",
+    *,
+    leaf_may_sign: bool = True,
+    leaf_start: dt.datetime | None = None,
+    leaf_days: int = 365,
+) -> Pki:
+    """Write a root, an intermediate and a leaf (with its key) under ``folder``.
+
+    The CAs are valid from 30 days ago for 10 years; ``leaf_start``/``leaf_days`` set the leaf's window.
+    """
+    ca_start = dt.datetime.now(dt.UTC) - dt.timedelta(days=30)
     folder.mkdir(parents=True, exist_ok=True)
     root_key = ec.generate_private_key(ec.SECP384R1())
-    root = _cert(f"{name} Root CA", root_key, None, root_key, ca=True)
+    root = _cert(f"{name} Root CA", root_key, None, root_key, ca=True, start=ca_start, days=3650)
     inter_key = ec.generate_private_key(ec.SECP384R1())
-    inter = _cert(f"{name} Model Signing CA", inter_key, root, root_key, ca=True)
+    inter = _cert(f"{name} Model Signing CA", inter_key, root, root_key, ca=True, start=ca_start, days=3650)
     leaf_key = ec.generate_private_key(ec.SECP256R1())
     leaf = _cert(
         f"{name} model signer",
@@ -116,6 +128,8 @@ def make_pki(folder: Path, name: str = "org", *, leaf_may_sign: bool = True) -> 
         ca=False,
         eku=leaf_may_sign,
         key_usage=leaf_may_sign,
+        start=leaf_start,
+        days=leaf_days,
     )
     paths = Pki(
         folder / f"{name}-root.pem",

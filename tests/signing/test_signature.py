@@ -322,3 +322,23 @@ def test_signature_output_may_not_overwrite_a_model_file(
     existing = small_model / "model.sig"
     existing.write_bytes(sign_model(small_model, load_private_key(org_key.private_key))[1])
     assert signature_path_in_model(small_model, existing) == "model.sig"  # re-signing replaces it
+
+
+def test_expired_signing_certificate_still_verifies_as_documented(small_model: Path, tmp_path: Path) -> None:
+    # Same rule as model_signing: no trusted timestamp, so the chain is checked at the leaf's notBefore.
+    import datetime as dt
+
+    old = make_pki(
+        tmp_path / "old", "old", leaf_start=dt.datetime.now(dt.UTC) - dt.timedelta(days=20), leaf_days=5
+    )
+    _, bundle = sign_model(small_model, load_private_key(old.leaf_key), load_certificates(old.chain))
+    assert verify_bundle(bundle, trusted_roots=load_certificates(old.root)).mode == "certificate"
+
+
+def test_leaf_issued_before_its_ca_existed_is_refused(small_model: Path, tmp_path: Path) -> None:
+    import datetime as dt
+
+    early = make_pki(tmp_path / "early", "early", leaf_start=dt.datetime.now(dt.UTC) - dt.timedelta(days=60))
+    _, bundle = sign_model(small_model, load_private_key(early.leaf_key), load_certificates(early.chain))
+    with pytest.raises(IntegrityError, match="does not chain to a trusted root"):
+        verify_bundle(bundle, trusted_roots=load_certificates(early.root))
