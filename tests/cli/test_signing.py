@@ -153,3 +153,12 @@ def test_readme_documents_every_signing_command_and_option() -> None:
             longest = max((o for o in param.opts if o.startswith("--")), default=None, key=len)
             if longest and longest not in ("--json", "--name"):
                 assert longest in section, f"README does not document {name} {longest}"
+
+
+def test_hash_output_cannot_carry_terminal_escapes_from_file_names(tmp_path: Path) -> None:
+    root = tmp_path / "m"
+    root.mkdir()
+    (root / "a\x1b[2Kfake.bin").write_text("x")
+    result = runner.invoke(app, ["hash", str(root), "--no-cache"])
+    assert result.exit_code == 0
+    assert "\x1b" not in result.stdout and "a\\x1b[2Kfake.bin" in result.stdout

@@ -342,3 +342,14 @@ def test_leaf_issued_before_its_ca_existed_is_refused(small_model: Path, tmp_pat
     _, bundle = sign_model(small_model, load_private_key(early.leaf_key), load_certificates(early.chain))
     with pytest.raises(IntegrityError, match="does not chain to a trusted root"):
         verify_bundle(bundle, trusted_roots=load_certificates(early.root))
+
+
+def test_hostile_file_names_are_escaped_in_integrity_errors(
+    small_model: Path, org_key: KeyPair, tmp_path: Path
+) -> None:
+    sig = _sign(small_model, org_key, tmp_path / "model.sig")
+    (small_model / "evil\x1b[2K\r\u202eyp.bin").write_text("hidden")
+    with pytest.raises(IntegrityError) as exc:
+        _verify(small_model, sig, org_key)
+    assert "evil\\x1b[2K\\x0d\\u202eyp.bin" in exc.value.message
+    assert "\x1b" not in exc.value.message and "\r" not in exc.value.message

@@ -18,6 +18,7 @@ from bastion.cli.options import JsonOpt
 from bastion.cli.render import emit, err, out
 from bastion.errors import UsageError
 from bastion.hashing import Manifest, manifest_of
+from bastion.hashing.manifest import printable
 from bastion.signing import (
     generate_key_pair,
     load_certificates,
@@ -123,7 +124,7 @@ def _print_manifest(m: Manifest) -> None:
         # A single-file model's resource is named "." in the format; people want the file name.
         path = m.model_name if r.path == "." else r.path
         name = f"{path}:{r.start}:{r.end}" if r.sharded else path
-        out.print(f"{r.digest}  {name}", markup=False)
+        out.print(f"{r.digest}  {printable(name)}", markup=False, highlight=False)
 
 
 def hash_cmd(

@@ -22,6 +22,7 @@ from bastion.hashing.manifest import (
     HASH_TYPES,
     Manifest,
     Resource,
+    printable,
     sort_key,
 )
 from bastion.hashing.walk import ModelFile, model_files, normalise_ignores
@@ -55,7 +56,7 @@ def _hash_range(unit: _Unit, hash_type: str, on_progress: Progress | None) -> st
             st = os.fstat(fd)
             if (st.st_dev, st.st_ino) != (unit.file.stat.st_dev, unit.file.stat.st_ino):
                 raise UnusableInput(
-                    f"{unit.file.path} was replaced while being hashed",
+                    f"{printable(unit.file.path)} was replaced while being hashed",
                     hint="Wait until nothing writes to the model, then hash it again.",
                 )
             fh.seek(unit.start)
@@ -63,7 +64,7 @@ def _hash_range(unit: _Unit, hash_type: str, on_progress: Progress | None) -> st
                 n = fh.readinto(view[: min(CHUNK, remaining)])
                 if not n:
                     raise UnusableInput(
-                        f"{unit.file.path} became shorter while being hashed",
+                        f"{printable(unit.file.path)} became shorter while being hashed",
                         hint="Wait until the file is completely written, then hash it again.",
                     )
                 h.update(view[:n])
@@ -73,10 +74,11 @@ def _hash_range(unit: _Unit, hash_type: str, on_progress: Progress | None) -> st
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise UnusableInput(
-                f"{unit.file.path} became a symbolic link while being hashed", hint="Hash it again."
+                f"{printable(unit.file.path)} became a symbolic link while being hashed",
+                hint="Hash it again.",
             ) from exc
         raise UnusableInput(
-            f"cannot read {unit.file.path}: {exc.strerror or exc}", hint="Check the permissions."
+            f"cannot read {printable(unit.file.path)}: {exc.strerror or exc}", hint="Check the permissions."
         ) from exc
     return h.hexdigest()
 
@@ -209,9 +211,11 @@ def _check_unchanged(files: list[ModelFile], hashed: set[str]) -> None:
         try:
             now = FileIdentity.of(os.stat(f.path, follow_symlinks=False))
         except OSError as exc:
-            raise UnusableInput(f"{f.path} vanished while being hashed", hint="Hash it again.") from exc
+            raise UnusableInput(
+                f"{printable(f.path)} vanished while being hashed", hint="Hash it again."
+            ) from exc
         if now != FileIdentity.of(f.stat):
             raise UnusableInput(
-                f"{f.path} changed while being hashed",
+                f"{printable(f.path)} changed while being hashed",
                 hint="Wait until nothing writes to the model, then hash it again.",
             )

@@ -17,6 +17,7 @@ computes the in-toto subject digest, so the same bytes give the same root digest
 from __future__ import annotations
 
 import hashlib
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any, Literal
@@ -28,6 +29,23 @@ HASH_TYPES: tuple[str, ...] = ("sha256", "blake2b")
 DEFAULT_SHARD_SIZE = 1_000_000_000
 #: paths model_signing ignores by default in every model folder
 GIT_PATHS: tuple[str, ...] = (".git", ".gitattributes", ".github", ".gitignore")
+
+
+def printable(name: object) -> str:
+    """``name`` safe to show on a terminal: control and bidi characters become ``\\xNN``/``\\uNNNN``.
+
+    File names come from the (untrusted) model folder. A name holding ANSI escapes, a carriage return
+    or a right-to-left override could rewrite what an operator sees ("changed: evil.py" hidden).
+    """
+    out = []
+    for ch in str(name):
+        if ch == "\\":
+            out.append("\\\\")
+        elif unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp"):
+            out.append(f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
 
 
 @dataclass(frozen=True, order=True)
@@ -133,11 +151,11 @@ class ManifestDiff:
         """One line naming every offending file."""
         parts = []
         if self.changed:
-            parts.append(f"changed: {', '.join(self.changed)}")
+            parts.append(f"changed: {', '.join(map(printable, self.changed))}")
         if self.extra:
-            parts.append(f"not in the signature: {', '.join(self.extra)}")
+            parts.append(f"not in the signature: {', '.join(map(printable, self.extra))}")
         if self.missing:
-            parts.append(f"missing: {', '.join(self.missing)}")
+            parts.append(f"missing: {', '.join(map(printable, self.missing))}")
         return "; ".join(parts)
 
     def to_json(self) -> dict[str, Any]:

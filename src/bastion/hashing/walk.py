@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from bastion.errors import NotFound, UnusableInput
+from bastion.hashing.manifest import printable
 
 #: A folder with more entries than this is refused rather than walked forever (a hostile or wrong
 #: PATH such as / must fail fast, not exhaust memory).
@@ -53,17 +54,21 @@ def model_files(root: Path, ignore_paths: Iterable[str] = ()) -> list[ModelFile]
     try:
         st = os.lstat(root)
     except FileNotFoundError as exc:
-        raise NotFound(f"{root} does not exist", hint="Check the model path.") from exc
+        raise NotFound(f"{printable(root)} does not exist", hint="Check the model path.") from exc
     except OSError as exc:
-        raise UnusableInput(f"cannot read {root}: {exc.strerror}", hint="Check the permissions.") from exc
+        raise UnusableInput(
+            f"cannot read {printable(root)}: {exc.strerror}", hint="Check the permissions."
+        ) from exc
     if stat.S_ISLNK(st.st_mode):
         raise UnusableInput(
-            f"{root} is a symbolic link", hint="Pass the real path (for example with 'realpath')."
+            f"{printable(root)} is a symbolic link", hint="Pass the real path (for example with 'realpath')."
         )
     if stat.S_ISREG(st.st_mode):
         return [ModelFile(".", root, st)]
     if not stat.S_ISDIR(st.st_mode):
-        raise UnusableInput(f"{root} is neither a file nor a folder", hint="Pass a model file or folder.")
+        raise UnusableInput(
+            f"{printable(root)} is neither a file nor a folder", hint="Pass a model file or folder."
+        )
     ignores = tuple(PurePosixPath(p) for p in normalise_ignores(ignore_paths))
     found: list[ModelFile] = []
     stack = [root]
@@ -74,13 +79,13 @@ def model_files(root: Path, ignore_paths: Iterable[str] = ()) -> list[ModelFile]
             entries = list(os.scandir(folder))
         except OSError as exc:
             raise UnusableInput(
-                f"cannot list {folder}: {exc.strerror}", hint="Check the permissions."
+                f"cannot list {printable(folder)}: {exc.strerror}", hint="Check the permissions."
             ) from exc
         for entry in entries:
             seen += 1
             if seen > MAX_ENTRIES:
                 raise UnusableInput(
-                    f"{root} holds more than {MAX_ENTRIES:,} entries",
+                    f"{printable(root)} holds more than {MAX_ENTRIES:,} entries",
                     hint="Point at the model folder itself, not a parent folder.",
                 )
             path = Path(entry.path)
@@ -90,7 +95,7 @@ def model_files(root: Path, ignore_paths: Iterable[str] = ()) -> list[ModelFile]
             est = entry.stat(follow_symlinks=False)
             if stat.S_ISLNK(est.st_mode):
                 raise UnusableInput(
-                    f"{path} is a symbolic link; model folders must hold real files",
+                    f"{printable(path)} is a symbolic link; model folders must hold real files",
                     hint="Replace the link with the file it points to, or remove it.",
                 )
             if stat.S_ISDIR(est.st_mode):
@@ -99,7 +104,7 @@ def model_files(root: Path, ignore_paths: Iterable[str] = ()) -> list[ModelFile]
                 found.append(ModelFile(str(rel), path, est))
             else:
                 raise UnusableInput(
-                    f"{path} is a special file (socket, FIFO or device)",
+                    f"{printable(path)} is a special file (socket, FIFO or device)",
                     hint="Remove it from the model folder.",
                 )
     found.sort(key=lambda f: PurePosixPath(f.name).parts)
