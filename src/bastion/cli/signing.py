@@ -50,6 +50,7 @@ PathArg = Annotated[
     typer.Argument(
         help="A model file or folder (every file in it is covered), or bundled:smollm2|gemma3|minilm.",
         parser=lambda s: bundled.resolve(s),
+        metavar="PATH",
     ),
 ]
 AlgorithmOpt = Annotated[
