@@ -95,7 +95,7 @@ def test_tampered_model_exits_8_naming_the_file(model: Path, keys: Path, tmp_pat
 
 def test_certificate_mode_from_the_cli(model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "signing"))  # the test PKI builder
-    from signing_pki import make_pki
+    from tests.signing.signing_pki import make_pki
 
     pki = make_pki(tmp_path / "pki")
     sig = tmp_path / "model.sig"

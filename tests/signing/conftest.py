@@ -6,10 +6,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from signing_pki import Pki, make_pki
 
 from bastion.bundled import minilm, smollm2
 from bastion.signing import KeyPair, generate_key_pair
+from tests.signing.signing_pki import Pki, make_pki
 
 
 @pytest.fixture

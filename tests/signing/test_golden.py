@@ -17,13 +17,13 @@ from pathlib import Path
 
 import model_signing as ms
 import pytest
-from signing_pki import make_pki
 
 import bastion
 from bastion.hashing import manifest_of
 from bastion.signing import load_certificates, load_private_key, load_public_key, sign_manifest, verify_model
 from bastion.signing.bundle import parse_bundle
 from bastion.signing.statement import statement_bytes
+from tests.signing.signing_pki import make_pki
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("BASTION_UPDATE_GOLDEN") == "1"

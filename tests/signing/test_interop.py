@@ -8,7 +8,6 @@ from pathlib import Path
 
 import model_signing as ms
 import pytest
-from signing_pki import Pki
 
 from bastion.errors import IntegrityError
 from bastion.signing import (
@@ -19,6 +18,7 @@ from bastion.signing import (
     sign_model,
     verify_model,
 )
+from tests.signing.signing_pki import Pki
 
 MODELS = ["smollm2_folder", "minilm_folder"]
 

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from signing_pki import Pki, make_pki
 
 from bastion.errors import IntegrityError, UnusableInput, UsageError
 from bastion.hashing import manifest_of
@@ -27,6 +26,7 @@ from bastion.signing import (
 )
 from bastion.signing.bundle import PAYLOAD_TYPE, Bundle, pae
 from bastion.signing.statement import statement_bytes
+from tests.signing.signing_pki import Pki, make_pki
 
 
 def _sign(model: Path, key: KeyPair, out: Path, **kw: object) -> Path:
