@@ -64,6 +64,23 @@ class AuditSettings(_Strict):
     sth_every: int = Field(10_000, ge=1)
 
 
+class RegistrySettings(_Strict):
+    #: serve only admitted models: at start-up each local model's signature is verified and its files
+    #: re-hashed (digest cache) against the admitted manifest; a revoked model stops being served
+    enforce: bool = True
+    #: the organisation's public key (PEM) that verifies admission signatures
+    public_key: Path = Field(default_factory=lambda: data_home() / "org" / "signing-key.pub.pem")
+
+
+class PolicySettings(_Strict):
+    #: Cedar policy for per-request access: a bundled pack (permissive, enterprise, sovereign-strict)
+    #: or a .cedar file; `bastion policy reload` (SIGHUP) re-reads it without a restart
+    access: str = "permissive"
+    #: clearance level of each group (public, official, secret, top-secret); a key's clearance is
+    #: the highest of its groups'
+    clearance: dict[str, Literal["public", "official", "secret", "top-secret"]] = Field(default_factory=dict)
+
+
 class ModelSettings(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
     #: "llama_cpp" (embedded GGUF), "openai" (an OpenAI-compatible upstream), "minilm" (embeddings)
@@ -87,6 +104,8 @@ class ModelSettings(_Strict):
     fallbacks: tuple[str, ...] = ()
     #: default max_tokens when a request sets none
     default_max_tokens: int = Field(256, ge=1)
+    #: highest data classification this model may hold or return; callers need that clearance
+    classification: Literal["public", "official", "secret", "top-secret"] = "public"
 
     @model_validator(mode="after")
     def _backend_fields(self) -> ModelSettings:
@@ -102,6 +121,8 @@ class Settings(_Strict):
     store: StoreSettings = StoreSettings()
     egress: EgressSettings = EgressSettings()
     audit: AuditSettings = AuditSettings()
+    registry: RegistrySettings = RegistrySettings()
+    policy: PolicySettings = PolicySettings()
     models: tuple[ModelSettings, ...] = ()
     #: where the settings came from (for `bastion doctor` and logs)
     source: str = "defaults"
@@ -135,7 +156,7 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, dict[str, Any]]:
         if not key.startswith(ENV_PREFIX) or "__" not in key:
             continue
         section, _, field = key.removeprefix(ENV_PREFIX).lower().partition("__")
-        if section in ("server", "store", "egress", "audit") and field:
+        if section in ("server", "store", "egress", "audit", "registry", "policy") and field:
             if section == "egress" and field == "allow":
                 out.setdefault(section, {})[field] = [v.strip() for v in value.split(",") if v.strip()]
             else:

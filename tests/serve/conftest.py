@@ -52,6 +52,29 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=10)
 
 
+def admit_all(home: Path, models: dict[str, str], policy: str = "permissive") -> Path:
+    """Admit ``models`` (name -> path) into the registry under ``home``, signed by a new org key."""
+    from bastion.policy import Organisation
+    from bastion.registry import Registry, admit
+    from bastion.signing import generate_key_pair
+
+    pair = generate_key_pair(home / "org")
+    registry = Registry(home / "bastion.db")
+    old = os.environ.get("BASTION_HOME")
+    os.environ["BASTION_HOME"] = str(home)  # bundled:gemma3 is assembled under the gateway's home
+    try:
+        for name, ref in models.items():
+            admit(registry, bundled.resolve(ref), name, policy, pair.private_key,
+                  Organisation(("CN",), (pair.key_hint,)), "test")
+    finally:
+        if old is None:
+            os.environ.pop("BASTION_HOME", None)
+        else:
+            os.environ["BASTION_HOME"] = old
+    registry.close()
+    return pair.private_key
+
+
 @dataclass(frozen=True)
 class Gateway:
     base: str
@@ -162,6 +185,8 @@ fallbacks = ["smollm2"]
     env = {**os.environ, "BASTION_HOME": str(home), "HF_HUB_OFFLINE": "1"}
     subprocess.run([sys.executable, "-m", "bastion.cli.main", "audit", "init", "--config", str(config)],
                    env=env, check=True, capture_output=True)
+    admit_all(home, {"smollm2": "bundled:smollm2", "gemma3": "bundled:gemma3", "minilm": "bundled:minilm",
+                     "smollm2-q0": "bundled:smollm2"})
     store = KeyStore(home / "bastion.db")
     admin = store.create("admin", ["*"]).key
     smol_only = store.create("analyst", ["smollm2"]).key

@@ -127,3 +127,24 @@ def explain(
         )
 
     emit(decision.to_json(), as_json, human)
+
+
+@app.command("reload")
+def reload_cmd(as_json: JsonOpt = False) -> None:
+    """Make the running gateway re-read its access policy now (sends it SIGHUP); no restart needed."""
+    import os
+    import signal
+
+    from bastion.bundled import data_home
+    from bastion.errors import NotFound
+
+    pid_file = data_home() / "serve.pid"
+    try:
+        pid = int(pid_file.read_text().strip())
+        os.kill(pid, signal.SIGHUP)
+    except (OSError, ValueError) as exc:
+        raise NotFound(
+            f"no running gateway found ({pid_file}: {exc})",
+            hint="Start it with 'bastion serve' (same BASTION_HOME), or send SIGHUP to its process.",
+        ) from exc
+    emit({"reloaded": True, "pid": pid}, as_json, lambda: out.print(f"asked gateway {pid} to reload"))

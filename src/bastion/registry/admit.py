@@ -58,8 +58,14 @@ def weights_digest(path: Path) -> str:
 def assess(
     path: Path, policy: str | Path, organisation: Organisation, signer: str, strict: bool = False
 ) -> Assessment:
-    """Vet, hash, identify and decide; no side effects."""
+    """Vet, hash, identify and decide; no side effects. VerdictFail as soon as vet says ``fail``."""
     report = vet_path(path, strict=strict)
+    if report.verdict.value == "fail":
+        codes = ", ".join(sorted({f.code for f in report.findings if f.severity.value == "fail"}))
+        raise VerdictFail(
+            f"{path} failed vet ({codes}); it cannot be admitted",
+            hint=f"Run 'bastion vet {path}' for the findings.",
+        )
     manifest = manifest_of(path)
     catalog = load_catalog()
     identity = identify(path, catalog)
@@ -92,12 +98,6 @@ def admit(
     private_key = load_private_key(key_path)
     signer = key_hint(private_key.public_key())
     assessment = assess(path, policy, organisation, signer, strict)
-    if assessment.report.verdict.value == "fail":
-        codes = ", ".join(sorted({f.code for f in assessment.report.findings if f.severity.value == "fail"}))
-        raise VerdictFail(
-            f"{path} failed vet ({codes}); it cannot be admitted",
-            hint=f"Run 'bastion vet {path}' for the findings.",
-        )
     if not assessment.decision.allowed:
         cited = ", ".join(f"{r.id} (line {r.line})" for r in assessment.decision.reasons)
         raise PolicyDenied(

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -31,9 +33,18 @@ from starlette.types import Receive, Scope, Send
 
 from bastion import __version__
 from bastion.audit import AuditLog, RequestRecord
+from bastion.bundled import resolve
 from bastion.config import Settings
-from bastion.errors import BackendUnavailable, BastionError, NotFound, PayloadTooLarge, UsageError
+from bastion.errors import (
+    BackendUnavailable,
+    BastionError,
+    NotFound,
+    PayloadTooLarge,
+    PolicyDenied,
+    UsageError,
+)
 from bastion.keys import KeyStore
+from bastion.registry import Registry, verify_for_serving
 from bastion.serve import openapi
 from bastion.serve.auth import Authorizer, KeyModelListAuthorizer, bearer_token
 from bastion.serve.backends import Backend, Cancel, Endpoint, Usage
@@ -69,6 +80,14 @@ class _Trace:
         return f"deny:{error.code}" if error is not None else "deny"
 
 
+@dataclass(frozen=True)
+class AdmissionCheck:
+    """The registry and the organisation key: serve a local model only while it is admitted."""
+
+    registry: Registry
+    public_key: ec.EllipticCurvePublicKey
+
+
 class Gateway:
     """Holds what requests share: settings, key store, authoriser, router, metrics and audit log."""
 
@@ -79,26 +98,89 @@ class Gateway:
         router: Router,
         authorizer: Authorizer | None = None,
         audit: AuditLog | None = None,
+        admission: AdmissionCheck | None = None,
     ) -> None:
         self.settings = settings
+        self.admission = admission
+        #: local models refused at start-up (not admitted, or changed since), with the reason
+        self.refused: dict[str, BastionError] = {}
         self.keys = keys
         self.router = router
         self.authorizer: Authorizer = authorizer or KeyModelListAuthorizer()
         self.audit = audit
         self.metrics = Metrics()
         self.load_errors: dict[str, str] = {}
+        self._upstreams = {m.name for m in settings.models if m.backend == "openai"}
 
     # -- lifecycle --------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start every backend; one that fails is reported and the others still serve."""
+        """Start every backend; one that fails is reported and the others still serve.
+
+        With the registry enforced, a local model is loaded only after its admission signature is
+        verified and its files re-hashed against the signed manifest.
+        """
         for name, backend in self.router.backends.items():
             try:
+                await self._check_admitted(name)
                 await backend.start()
             except BastionError as exc:
                 self.load_errors[name] = exc.message
                 log.error("model %s unavailable: %s", name, exc.message)
             self.metrics.model_up.labels(name).set(1 if backend.healthy() else 0)
+
+    async def _check_admitted(self, name: str) -> None:
+        model = self.settings.model(name)
+        if self.admission is None or model is None or model.backend == "openai":
+            return  # an upstream's weights are not on this host: nothing to admit or re-hash
+        path = resolve(model.path or "")
+        try:
+            await asyncio.to_thread(
+                verify_for_serving, self.admission.registry, name, path, self.admission.public_key
+            )
+        except BastionError as exc:
+            self.refused[name] = exc
+            log.error("model %s REFUSED: %s", name, exc.message)
+            if self.audit is not None:
+                await asyncio.to_thread(
+                    self.audit.append_admin,
+                    "model.refused",
+                    "gateway",
+                    None,
+                    None,
+                    {"name": name, "path": str(path), "error": exc.message},
+                )
+            raise
+
+    def _servable(self, name: str) -> None:
+        """Raise unless ``name`` may be served now (not refused at start-up, not revoked since)."""
+        if name in self.refused:
+            exc = self.refused[name]
+            raise PolicyDenied(f"model {name!r} is refused: {exc.message}", hint=exc.hint, param="model")
+        if (
+            self.admission is not None
+            and name not in self._upstreams
+            and not self.admission.registry.is_active(name)
+        ):
+            raise PolicyDenied(
+                f"model {name!r} is no longer admitted (revoked)",
+                hint="Ask the administrator; 'bastion models list --all' shows the revocation.",
+                param="model",
+            )
+
+    def reload_policy(self) -> None:
+        """Re-read the access policy (SIGHUP / 'bastion policy reload'); a bad file keeps the old one."""
+        policy = getattr(self.authorizer, "policy", None)
+        if policy is None:
+            return
+        try:
+            policy.reload()
+        except BastionError as exc:
+            log.error("policy reload failed, keeping the previous policy: %s", exc.message)
+            return
+        log.info("access policy reloaded from %s", policy.origin)
+        if self.audit is not None:
+            self.audit.append_admin("policy.reload", "gateway", None, None, {"policy": policy.origin})
 
     async def stop(self) -> None:
         for backend in self.router.backends.values():
@@ -122,6 +204,7 @@ class Gateway:
             trace.model = body["model"]
             self.router.get(trace.model)
             self.authorizer.authorize(principal, endpoint, trace.model)
+            self._servable(trace.model)
             trace.authorised = True
             if body.get("stream"):
                 return await self._stream(request, body, trace)
@@ -146,7 +229,11 @@ class Gateway:
         """Count the request and make its audit entry durable before the response leaves."""
         model = backend.info.name if backend else trace.model
         self.metrics.observe(
-            model, trace.endpoint, status, time.perf_counter() - trace.started, usage.prompt_tokens,
+            model,
+            trace.endpoint,
+            status,
+            time.perf_counter() - trace.started,
+            usage.prompt_tokens,
             usage.completion_tokens,
         )
         try:
@@ -195,9 +282,22 @@ class Gateway:
                 hint="Check the gateway log and the audit database's disk.",
             ) from exc
 
+    def _chain(self, name: str) -> list[Backend]:
+        """The model's backends to try, leaving out fallbacks that are refused or revoked."""
+        chain = []
+        for backend in self.router.chain(name):
+            try:
+                self._servable(backend.info.name)
+            except PolicyDenied:
+                continue
+            chain.append(backend)
+        if not chain:
+            raise BackendUnavailable(f"model {name!r} and its fallbacks cannot be served now")
+        return chain
+
     async def _run(self, endpoint: Endpoint, body: dict[str, Any], cancel: Cancel) -> tuple[Backend, Any]:
         last: BastionError | None = None
-        for backend in self.router.chain(body["model"]):
+        for backend in self._chain(body["model"]):
             try:
                 return backend, await backend.run(endpoint, body, cancel)
             except BackendUnavailable as exc:
@@ -212,7 +312,7 @@ class Gateway:
         cancel = Cancel()
         usage = Usage()
         last: BastionError | None = None
-        for backend in self.router.chain(body["model"]):
+        for backend in self._chain(body["model"]):
             chunks = backend.stream(trace.endpoint, body, cancel, usage).__aiter__()
             try:
                 # Pull the first chunk before answering 200, so that a backend that fails at once
@@ -230,8 +330,12 @@ class Gateway:
 
             async def finish(status: int, partial: bool, sha256: str, b: Backend = backend) -> None:
                 self.metrics.observe(
-                    b.info.name, trace.endpoint, status, time.perf_counter() - trace.started,
-                    usage.prompt_tokens, usage.completion_tokens,
+                    b.info.name,
+                    trace.endpoint,
+                    status,
+                    time.perf_counter() - trace.started,
+                    usage.prompt_tokens,
+                    usage.completion_tokens,
                 )
                 await self._record(trace, b, status, usage, response_sha256=sha256, partial=partial)
 
@@ -436,6 +540,8 @@ def build_app(gateway: Gateway) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await gateway.start()
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # no signals off the main thread
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, gateway.reload_policy)
         try:
             yield
         finally:

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import uvicorn
 
 from bastion.audit import AuditLog, require_audit
+from bastion.bundled import data_home
 from bastion.config import ModelSettings, Settings
 from bastion.errors import ConfigError
 from bastion.keys import KeyStore
-from bastion.serve.app import Gateway, build_app
+from bastion.policy import LEVELS, AccessPolicy, CedarAuthorizer
+from bastion.registry import Registry
+from bastion.serve.app import AdmissionCheck, Gateway, build_app
 from bastion.serve.backends import Backend
 from bastion.serve.backends.llama_cpp import LlamaCppBackend
 from bastion.serve.backends.upstream import UpstreamBackend, upstream_host
 from bastion.serve.egress import install_egress_guard
 from bastion.serve.router import Router
+from bastion.signing import load_public_key
 
 log = logging.getLogger("bastion.serve")
 
@@ -33,19 +38,50 @@ def make_backend(model: ModelSettings) -> Backend:
     raise ConfigError(f"model {model.name!r}: unknown backend {model.backend!r}")
 
 
+def build_authorizer(settings: Settings) -> CedarAuthorizer:
+    """Per-request access by Cedar: the configured policy, group clearances and model ceilings."""
+    policy = AccessPolicy(
+        settings.policy.access, {group: LEVELS[level] for group, level in settings.policy.clearance.items()}
+    )
+    return CedarAuthorizer(policy, {m.name: LEVELS[m.classification] for m in settings.models})
+
+
+def build_admission_check(settings: Settings) -> AdmissionCheck | None:
+    """When the registry is enforced: the check that a local model is admitted and unchanged."""
+    if not settings.registry.enforce:
+        return None
+    key_file = settings.registry.public_key
+    if not key_file.exists():
+        raise ConfigError(
+            f"registry.enforce is on but the organisation public key {key_file} does not exist",
+            hint="Set registry.public_key to the .pub.pem of the key models are admitted with"
+            " ('bastion signing-key generate'), or set registry.enforce = false.",
+        )
+    return AdmissionCheck(Registry(settings.store.path), load_public_key(key_file))
+
+
 def build_gateway(settings: Settings) -> Gateway:
     """A gateway with one backend per configured model (not started yet)."""
     if not settings.models:
         raise ConfigError(
             "no models are configured", hint="Add a [[models]] table; see bastion.example.toml."
         )
+    admission = build_admission_check(settings)
+    authorizer = build_authorizer(settings)
     audit = None
     if settings.audit.enabled:
         require_audit(settings.audit)
         audit = AuditLog.open(settings.audit)
     backends = {m.name: make_backend(m) for m in settings.models}
     router = Router(backends, {m.name: m.fallbacks for m in settings.models})
-    return Gateway(settings, KeyStore(settings.store.path), router, audit=audit)
+    return Gateway(
+        settings,
+        KeyStore(settings.store.path),
+        router,
+        authorizer=authorizer,
+        audit=audit,
+        admission=admission,
+    )
 
 
 def serve(settings: Settings) -> None:
@@ -56,6 +92,9 @@ def serve(settings: Settings) -> None:
         install_egress_guard(hosts)
         log.info("egress guard on: loopback and %s", ", ".join(sorted(set(hosts))) or "nothing else")
     gateway = build_gateway(settings)
+    pid_file = data_home() / "serve.pid"
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
+    pid_file.write_text(str(os.getpid()))  # for 'bastion policy reload' (SIGHUP)
     config = uvicorn.Config(
         build_app(gateway),
         host=settings.server.host,
@@ -67,4 +106,7 @@ def serve(settings: Settings) -> None:
         timeout_graceful_shutdown=10,
         lifespan="on",
     )
-    uvicorn.Server(config).run()
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        pid_file.unlink(missing_ok=True)

@@ -1,0 +1,190 @@
+"""``bastion admit`` and ``bastion models``: admission into the registry, and what is admitted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from bastion import bundled
+from bastion.audit import os_actor, record_admin, require_audit
+from bastion.cli.options import ConfigOpt, JsonOpt
+from bastion.cli.render import emit, err, out
+from bastion.config import Settings, load_settings
+from bastion.errors import BastionError
+from bastion.policy import Organisation
+from bastion.registry import Registry, admit
+
+app = typer.Typer(help="Admitted models: list, show, revoke.", no_args_is_help=True)
+
+
+def _open(config: Path | None) -> tuple[Settings, Registry]:
+    settings = load_settings(config)
+    return settings, Registry(settings.store.path)
+
+
+def register(root: typer.Typer) -> None:
+    """Add ``admit`` and the ``models`` group to the root app."""
+
+    @root.command("admit")
+    def admit_cmd(
+        path: Annotated[
+            str, typer.Argument(help="Model file or folder (or bundled:smollm2 ...).", metavar="PATH")
+        ],
+        name: Annotated[str, typer.Option("--name", "-n", help="Name the gateway will serve it under.")],
+        key: Annotated[
+            Path, typer.Option("--key", help="Organisation private key (PEM) that signs the manifest.")
+        ],
+        policy: Annotated[
+            str,
+            typer.Option(
+                "--policy", "-p", help="Policy pack (permissive, enterprise, sovereign-strict) or file."
+            ),
+        ] = "sovereign-strict",
+        org: Annotated[
+            Path | None, typer.Option("--org", help="organisation.toml: denied countries, trusted signers.")
+        ] = None,
+        strict: Annotated[
+            bool, typer.Option("--strict", help="Strict vet (remote code and warnings fail).")
+        ] = False,
+        config: ConfigOpt = None,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Vet, hash, identify, decide (Cedar), sign and record a model; a denial cites the statements."""
+        settings, registry = _open(config)
+        if settings.audit.enabled:
+            require_audit(settings.audit)  # an admission that cannot be recorded is not made
+        model = bundled.resolve(path)
+        organisation = Organisation.load(org)
+        try:
+            with err.status(f"admitting {model} as {name!r} under {policy} ..."):
+                admission, assessment = admit(
+                    registry, model, name, policy, key, organisation, os_actor(), strict=strict
+                )
+        except BastionError as exc:
+            record_admin(
+                settings.audit,
+                "model.admit.refused",
+                details={
+                    "name": name,
+                    "path": str(model),
+                    "policy": policy,
+                    "error": exc.message,
+                },
+            )
+            raise
+        record_admin(
+            settings.audit,
+            "model.admit",
+            after_digest=admission.weights_digest,
+            details={
+                "name": name,
+                "path": admission.path,
+                "policy": admission.policy,
+                "signer": admission.signer,
+                "root_digest": admission.root_digest,
+                "decision": assessment.decision.to_json(),
+            },
+        )
+
+        def human() -> None:
+            out.print(f"[green]admitted[/] {name!r} <- {admission.path}")
+            out.print(f"  weights   {admission.weights_digest}")
+            out.print(
+                f"  identity  {admission.identity.get('claimed_identity')} "
+                f"(confidence {admission.identity.get('confidence')})"
+            )
+            out.print(f"  vet       {admission.verdict} ({len(admission.findings)} findings)")
+            reasons = ", ".join(r["id"] for r in assessment.decision.to_json()["reasons"])
+            out.print(f"  policy    {admission.policy}: allow ({reasons})")
+            out.print(f"  signed by {admission.signer}")
+
+        emit({"admitted": admission.to_json(), "assessment": assessment.to_json()}, as_json, human)
+
+    root.add_typer(app, name="models")
+
+
+@app.command("list")
+def list_(
+    all_: Annotated[bool, typer.Option("--all", help="Include revoked admissions.")] = False,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List admitted models."""
+    rows = _open(config)[1].list(include_revoked=all_)
+
+    def human() -> None:
+        table = Table("name", "identity", "verdict", "policy", "weights", "admitted", "revoked")
+        for a in rows:
+            table.add_row(
+                a.name,
+                str(a.identity.get("claimed_identity")),
+                a.verdict,
+                a.policy,
+                a.weights_digest[:19] + "...",
+                a.admitted_at,
+                a.revoked_at or "",
+            )
+        out.print(table)
+
+    emit([a.to_json() for a in rows], as_json, human)
+
+
+@app.command("show")
+def show(
+    name: Annotated[str, typer.Argument(help="Admitted model name.")],
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Everything recorded about an admitted model: decision, findings, identity, signature, BOM."""
+    admission = _open(config)[1].get(name)
+    doc = admission.to_json(full=True)
+
+    def human() -> None:
+        for k in (
+            "name",
+            "path",
+            "weights_digest",
+            "root_digest",
+            "signer",
+            "verdict",
+            "policy",
+            "admitted_at",
+            "admitted_by",
+        ):
+            out.print(f"{k:15s} {doc[k]}")
+        out.print(
+            f"{'identity':15s} {doc['identity'].get('claimed_identity')} "
+            f"(confidence {doc['identity'].get('confidence')})"
+        )
+        for r in doc["decision"].get("reasons", []):
+            out.print(f"{'decided by':15s} {r['id']} ({r['effect']}, line {r['line']})")
+        for f in doc["findings"]:
+            out.print(f"{'finding':15s} {f.get('severity')} {f.get('code')}: {f.get('message')}")
+
+    emit(doc, as_json, human)
+
+
+@app.command("revoke")
+def revoke(
+    name: Annotated[str, typer.Argument(help="Admitted model name.")],
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why (kept in the registry and the audit log).")
+    ] = "",
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Revoke an admission; a running gateway stops serving the model on its next request."""
+    settings, registry = _open(config)
+    if settings.audit.enabled:
+        require_audit(settings.audit)
+    admission = registry.revoke(name, os_actor(), reason)
+    record_admin(
+        settings.audit,
+        "model.revoke",
+        before_digest=admission.weights_digest,
+        details={"name": name, "reason": reason},
+    )
+    emit(admission.to_json(), as_json, lambda: out.print(f"revoked {name!r} at {admission.revoked_at}"))

@@ -1,0 +1,115 @@
+"""Admission on real artifacts: vet -> hash -> identify -> Cedar -> sign -> record."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+
+from bastion import bundled
+from bastion.errors import IntegrityError, PolicyDenied, UsageError, VerdictFail
+from bastion.policy import Organisation
+from bastion.registry import Registry, admit, verify_for_serving
+from bastion.signing import generate_key_pair, load_public_key
+from tests.registry.crafted import gguf_claiming
+
+
+@pytest.fixture()
+def org(tmp_path: Path) -> tuple[Path, Organisation]:
+    pair = generate_key_pair(tmp_path / "org")
+    return pair.private_key, Organisation(("CN", "RU"), (pair.key_hint,))
+
+
+def test_smollm2_is_admitted_under_sovereign_strict_signed_and_recorded(
+    tmp_path: Path, org: tuple[Path, Organisation]
+) -> None:
+    key, organisation = org
+    registry = Registry(tmp_path / "b.db")
+    admission, assessment = admit(
+        registry, bundled.smollm2(), "smollm2", "sovereign-strict", key, organisation, "tester"
+    )
+    assert admission.weights_digest == "sha256:b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+    assert admission.identity["claimed_identity"] == "SmolLM2-135M-Instruct"
+    assert [r.id for r in assessment.decision.reasons] == ["sovereign.admit-identified-signed-clean"]
+    assert admission.bom["specVersion"] == "1.6"
+    assert registry.get("smollm2").root_digest == admission.root_digest
+    verified = verify_for_serving(registry, "smollm2", bundled.smollm2(), load_public_key(key.with_suffix(".pub.pem")))
+    assert verified.id == admission.id
+
+
+def test_a_model_whose_base_comes_from_a_denied_country_is_refused(
+    tmp_path: Path, org: tuple[Path, Organisation]
+) -> None:
+    # The file claims to be DeepSeek-R1-Distill-Llama-8B: developer CN, base Llama 3.1 8B (US).
+    crafted = gguf_claiming(tmp_path / "distill.gguf", "DeepSeek-R1-Distill-Llama", "8B")
+    key, organisation = org
+    registry = Registry(tmp_path / "b.db")
+    with pytest.raises(PolicyDenied, match="sovereign.denied-country-in-lineage"):
+        admit(registry, crafted, "distill", "sovereign-strict", key, organisation, "tester")
+    assert registry.list(include_revoked=True) == []  # nothing half-written
+
+
+def test_lineage_is_transitive_a_us_developer_on_a_chinese_base_is_refused(
+    tmp_path: Path, org: tuple[Path, Organisation]
+) -> None:
+    from bastion.catalog import load_catalog
+    from bastion.policy import ArtifactAttributes, admission_decision
+
+    catalog = load_catalog()
+    us_on_cn = next(e for e in catalog.entries if e.country == "US" and "CN" in catalog.ancestry(e.name).countries)
+    attrs = ArtifactAttributes.from_catalog(us_on_cn.name, catalog, vet_verdict="pass", signer=org[1].trusted_signers[0])
+    decision = admission_decision(attrs, "sovereign-strict", org[1])
+    assert not decision.allowed
+    assert "sovereign.denied-country-in-lineage" in [r.id for r in decision.reasons]
+
+
+def test_a_key_the_organisation_does_not_trust_cannot_admit(tmp_path: Path, org: tuple[Path, Organisation]) -> None:
+    stranger = generate_key_pair(tmp_path / "stranger")
+    with pytest.raises(PolicyDenied, match="no permit statement matched"):
+        admit(Registry(tmp_path / "b.db"), bundled.smollm2(), "smollm2", "sovereign-strict",
+              stranger.private_key, org[1], "tester")
+
+
+def test_a_pickle_with_hidden_code_fails_vet_and_is_not_admitted(
+    tmp_path: Path, org: tuple[Path, Organisation]
+) -> None:
+    class Payload:
+        def __reduce__(self) -> tuple[object, tuple[str]]:
+            import os
+
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    evil = tmp_path / "model" / "pytorch_model.bin"
+    evil.parent.mkdir()
+    evil.write_bytes(pickle.dumps(Payload()))
+    registry = Registry(tmp_path / "b.db")
+    with pytest.raises(VerdictFail, match="failed vet"):
+        admit(registry, evil.parent, "evil", "permissive", org[0], org[1], "tester")
+    assert not (tmp_path / "pwned").exists()
+    assert registry.list(include_revoked=True) == []
+
+
+def test_names_are_unique_until_revoked(tmp_path: Path, org: tuple[Path, Organisation]) -> None:
+    registry = Registry(tmp_path / "b.db")
+    admit(registry, bundled.smollm2(), "m", "permissive", org[0], org[1], "tester")
+    with pytest.raises(UsageError, match="already admitted"):
+        admit(registry, bundled.smollm2(), "m", "permissive", org[0], org[1], "tester")
+    registry.revoke("m", "tester", "superseded")
+    assert not registry.is_active("m")
+    admit(registry, bundled.smollm2(), "m", "permissive", org[0], org[1], "tester")
+    assert registry.is_active("m") and len(registry.list(include_revoked=True)) == 2
+
+
+def test_bytes_changed_after_admission_are_caught_at_load(tmp_path: Path, org: tuple[Path, Organisation]) -> None:
+    copy = tmp_path / "smol.gguf"
+    copy.write_bytes(bundled.smollm2().read_bytes())
+    registry = Registry(tmp_path / "b.db")
+    admit(registry, copy, "smol", "permissive", org[0], org[1], "tester")
+    with copy.open("r+b") as fh:
+        fh.seek(50_000_000)
+        byte = fh.read(1)
+        fh.seek(50_000_000)
+        fh.write(bytes([byte[0] ^ 0x01]))
+    with pytest.raises(IntegrityError, match="changed after admission"):
+        verify_for_serving(registry, "smol", copy, load_public_key(org[0].with_suffix(".pub.pem")))
