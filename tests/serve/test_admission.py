@@ -6,8 +6,8 @@ import os
 import subprocess
 import sys
 import time
-from importlib import resources
 from collections.abc import Iterator
+from importlib import resources
 from pathlib import Path
 
 import httpx

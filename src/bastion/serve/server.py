@@ -48,8 +48,8 @@ def build_authorizer(settings: Settings) -> CedarAuthorizer:
 
 def build_admission_check(settings: Settings) -> AdmissionCheck | None:
     """When the registry is enforced: the check that a local model is admitted and unchanged."""
-    if not settings.registry.enforce:
-        return None
+    if not settings.registry.enforce or all(m.backend == "openai" for m in settings.models):
+        return None  # nothing local to admit: upstream weights are not on this host
     key_file = settings.registry.public_key
     if not key_file.exists():
         raise ConfigError(
