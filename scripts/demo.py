@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -54,25 +55,69 @@ def wait_healthy(base: str, proc: subprocess.Popen[bytes], timeout: float = 120.
     raise SystemExit("the gateway did not become healthy in time; see .demo/serve.log")
 
 
+def gguf_claiming(path: Path, basename: str, size_label: str) -> Path:
+    """A small, valid GGUF whose metadata claims another identity (the admission denial example)."""
+    import gguf
+    import numpy as np
+
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_name(f"{basename} {size_label}")
+    writer.add_basename(basename)
+    writer.add_size_label(size_label)
+    writer.add_tensor("token_embd.weight", np.zeros((16, 8), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
 def main() -> None:
     demo = ROOT / ".demo"
-    demo.mkdir(exist_ok=True)
-    env = {**os.environ, "BASTION_HOME": str(demo / "home"), "HF_HUB_OFFLINE": "1"}
+    home = demo / "home"
+    shutil.rmtree(home, ignore_errors=True)  # a fresh registry, key store and audit log every run
+    home.mkdir(parents=True)
+    env = {**os.environ, "BASTION_HOME": str(home), "HF_HUB_OFFLINE": "1"}
     env.pop("BASTION_CONFIG", None)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
 
-    if not (demo / "home" / "audit" / "audit.db").exists():
-        bastion("audit", "init", env=env)
-        console.print("[bold]0.[/] initialised the tamper-evident audit log in .demo/home/audit")
-    key = json.loads(bastion("keys", "create", "demo", "--model", "smollm2", "--json", env=env))
+    bastion("audit", "init", env=env)
+    pair = json.loads(bastion("signing-key", "generate", "-o", str(home / "org"), "--json", env=env))
+    org = home / "organisation.toml"
+    org.write_text(f'denied_countries = ["CN", "RU", "IR", "KP"]\ntrusted_signers = ["{pair["key_hint"]}"]\n')
+    console.print(f"[bold]0.[/] audit log initialised; organisation signing key {pair['key_hint'][:16]}...")
+
+    admitted = json.loads(
+        bastion("admit", "bundled:smollm2", "--name", "smollm2", "--policy", "sovereign-strict",
+                "--key", pair["private_key"], "--org", str(org), "--json", env=env)
+    )["admitted"]
     console.print(
-        f"[bold]1.[/] created API key [cyan]{key['id']}[/] for model smollm2 (only its hash is stored)"
+        f"[bold]1.[/] admitted SmolLM2 under [cyan]sovereign-strict[/]: vet {admitted['verdict']}, "
+        f"identified as {admitted['identity']} ({admitted['confidence']}%), signed and recorded"
+    )
+    crafted = gguf_claiming(demo / "distill.gguf", "DeepSeek-R1-Distill-Llama", "8B")
+    denied = subprocess.run(
+        [BASTION, "admit", str(crafted), "--name", "distill", "--policy", "sovereign-strict",
+         "--key", pair["private_key"], "--org", str(org), "--json"],
+        env=env, capture_output=True, text=True, check=False,
+    )
+    reason = json.loads(denied.stdout)["error"]["message"] if denied.stdout else denied.stderr
+    console.print(f"   a file claiming DeepSeek-R1-Distill-Llama-8B: [red]denied[/] (exit {denied.returncode}): {reason}")
+
+    key = json.loads(bastion("keys", "create", "demo", "--model", "smollm2", "--json", env=env))
+    console.print(f"   created API key [cyan]{key['id']}[/] for model smollm2 (only its hash is stored)")
+    (demo / "bastion.toml").write_text(
+        f'[registry]\npublic_key = "{pair["public_key"]}"\n[policy]\naccess = "sovereign-strict"\n'
+        '[[models]]\nname = "smollm2"\npath = "bundled:smollm2"\n'
     )
 
-    console.print(f"[bold]2.[/] starting [cyan]bastion serve[/] on {base} (egress guard on) ...")
+    console.print(f"[bold]2.[/] starting [cyan]bastion serve[/] on {base}: re-verifies the admission signature")
+    console.print("   and re-hashes the weights before loading; egress guard on; Cedar authorises each request")
     log = (demo / "serve.log").open("wb")
-    proc = subprocess.Popen([BASTION, "serve", "--port", str(port)], env=env, stdout=log, stderr=log)  # noqa: S603
+    proc = subprocess.Popen(  # noqa: S603
+        [BASTION, "serve", "--port", str(port), "--config", str(demo / "bastion.toml")], env=env, stdout=log, stderr=log
+    )
     try:
         t0 = time.perf_counter()
         wait_healthy(base, proc)
