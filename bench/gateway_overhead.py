@@ -1,4 +1,4 @@
-"""Gateway overhead: Bastion vs the LiteLLM proxy in front of the same mock upstream, same run.
+"""Gateway overhead: Bastion (audit off and on) vs the LiteLLM proxy, same mock upstream, same run.
 
 The mock upstream is nginx returning a fixed OpenAI chat-completion body (steady, ~0.05 ms). wrk sends
 POST /v1/chat/completions with an API key to (a) nginx directly, (b) Bastion proxying to it and (c) the
@@ -97,16 +97,19 @@ http {{
     return proc, port
 
 
-def start_bastion(tmp: Path, upstream: int) -> tuple[subprocess.Popen[bytes], int, str]:
+def start_bastion(tmp: Path, upstream: int, audit: bool) -> tuple[subprocess.Popen[bytes], int, str]:
     port = free_port()
-    home = tmp / "bastion-home"
+    home = tmp / f"bastion-home-{'audit' if audit else 'noaudit'}"
     home.mkdir()
-    cfg = tmp / "bastion.toml"
+    cfg = home / "bastion.toml"
     cfg.write_text(
-        f'[server]\nport = {port}\n[store]\npath = "{home}/b.db"\n'
+        f'[server]\nport = {port}\n[store]\npath = "{home}/b.db"\n[audit]\nenabled = {str(audit).lower()}\n'
         f'[[models]]\nname = "mock"\nbackend = "openai"\nurl = "http://127.0.0.1:{upstream}/v1"\n'
     )
     env = {**os.environ, "BASTION_HOME": str(home)}
+    if audit:
+        subprocess.run([sys.executable, "-m", "bastion.cli.main", "audit", "init", "--config", str(cfg)],
+                       env=env, capture_output=True, check=True)
     out = subprocess.run(
         [sys.executable, "-m", "bastion.cli.main", "keys", "create", "bench", "-m", "mock", "--json",
          "--config", str(cfg)],
@@ -115,7 +118,7 @@ def start_bastion(tmp: Path, upstream: int) -> tuple[subprocess.Popen[bytes], in
     key = json.loads(out.stdout)["key"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "bastion.cli.main", "serve", "--config", str(cfg)],
-        env=env, stdout=(tmp / "bastion.log").open("wb"), stderr=subprocess.STDOUT,
+        env=env, stdout=(home / "bastion.log").open("wb"), stderr=subprocess.STDOUT,
     )
     wait(f"http://127.0.0.1:{port}/healthz")
     return proc, port, key
@@ -196,9 +199,12 @@ def main() -> None:
         procs = [nginx]
         try:
             targets = {"nginx (mock upstream alone)": (nport, None)}
-            bproc, bport, bkey = start_bastion(tmp, nport)
+            bproc, bport, bkey = start_bastion(tmp, nport, audit=False)
             procs.append(bproc)
             targets["bastion -> nginx"] = (bport, bkey)
+            aproc, aport, akey = start_bastion(tmp, nport, audit=True)
+            procs.append(aproc)
+            targets["bastion+audit -> nginx"] = (aport, akey)
             if not args.skip_litellm:
                 lproc, lport, lkey = start_litellm(tmp, nport)
                 procs.append(lproc)
@@ -214,14 +220,17 @@ def main() -> None:
             for p in procs:
                 stop(p)
     base = results["nginx (mock upstream alone)"]["c1"]
-    for name in ("bastion -> nginx", "litellm -> nginx"):
+    for name in ("bastion -> nginx", "bastion+audit -> nginx", "litellm -> nginx"):
         if name in results:
             r = results[name]
             r["overhead_p50_ms"] = r["c1"]["p50_ms"] - base["p50_ms"]
             r["overhead_p99_ms"] = r["c1"]["p99_ms"] - base["p99_ms"]
             print(f"{name}: overhead p50 {r['overhead_p50_ms']:.3f} ms, p99 {r['overhead_p99_ms']:.3f} ms")
+    b, a = results["bastion -> nginx"], results["bastion+audit -> nginx"]
+    results["audit_p50_overhead_increase"] = a["overhead_p50_ms"] / max(b["overhead_p50_ms"], 1e-6) - 1
+    print(f"audit on vs off: p50 overhead +{results['audit_p50_overhead_increase'] * 100:.0f}%")
     if "litellm -> nginx" in results:
-        b, lite = results["bastion -> nginx"], results["litellm -> nginx"]
+        lite = results["litellm -> nginx"]
         results["ratios"] = {
             "litellm_over_bastion_p50_overhead": lite["overhead_p50_ms"] / max(b["overhead_p50_ms"], 1e-6),
             "bastion_over_litellm_rps_c32": b["c32"]["rps"] / max(lite["c32"]["rps"], 1e-6),

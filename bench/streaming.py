@@ -76,9 +76,12 @@ def main() -> None:
         cfg = home / "b.toml"
         cfg.write_text(
             f'[server]\nport = {port}\n[store]\npath = "{home}/b.db"\n'
+            '[registry]\nenforce = false\n'  # admission is measured elsewhere; this measures streaming
             '[[models]]\nname = "smollm2"\npath = "bundled:smollm2"\nn_threads = 2\n'
         )
         env = {**os.environ, "BASTION_HOME": str(home)}
+        subprocess.run([sys.executable, "-m", "bastion.cli.main", "audit", "init", "-c", str(cfg)], env=env,
+                       capture_output=True, check=True)  # audit on, as in production
         key = json.loads(subprocess.run(
             [sys.executable, "-m", "bastion.cli.main", "keys", "create", "b", "-m", "*", "--json", "-c", str(cfg)],
             env=env, capture_output=True, text=True, check=True).stdout)["key"]
