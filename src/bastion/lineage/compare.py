@@ -52,9 +52,15 @@ class LayerEvidence:
 
     def to_json(self) -> dict[str, Any]:
         """Plain mapping."""
-        return {"layer_a": self.layer_a, "layer_b": self.layer_b, "units": self.units,
-                "agreements": self.agreements, "match_fraction": round(self.agreements / self.units, 4),
-                "null_fraction": round(self.chance, 6), "log10_p": round(self.log10_p, 2)}
+        return {
+            "layer_a": self.layer_a,
+            "layer_b": self.layer_b,
+            "units": self.units,
+            "agreements": self.agreements,
+            "match_fraction": round(self.agreements / self.units, 4),
+            "null_fraction": round(self.chance, 6),
+            "log10_p": round(self.log10_p, 2),
+        }
 
 
 @dataclass(frozen=True)
@@ -92,11 +98,18 @@ class Comparison:
 
     def to_json(self) -> dict[str, Any]:
         """Plain mapping (the ``--json`` output)."""
-        return {"a": self.a, "b": self.b, "verdict": self.verdict,
-                "score": None if self.score is None else round(self.score, 4),
-                "log10_p": None if self.log10_p is None else round(self.log10_p, 2),
-                "false_positive_rate": self.p_value, "reason": self.reason, "tests": self.tests,
-                "layers": [e.to_json() for e in self.evidence_layers], "tokenizer": self.tokenizer.to_json()}
+        return {
+            "a": self.a,
+            "b": self.b,
+            "verdict": self.verdict,
+            "score": None if self.score is None else round(self.score, 4),
+            "log10_p": None if self.log10_p is None else round(self.log10_p, 2),
+            "false_positive_rate": self.p_value,
+            "reason": self.reason,
+            "tests": self.tests,
+            "layers": [e.to_json() for e in self.evidence_layers],
+            "tokenizer": self.tokenizer.to_json(),
+        }
 
 
 def log10_binom_sf(k: int, n: int, p: float) -> float:
@@ -108,7 +121,9 @@ def log10_binom_sf(k: int, n: int, p: float) -> float:
     p = max(p, 1e-300)
     lp, lq = math.log(p), math.log1p(-p)
     base = math.lgamma(n + 1)
-    terms = [base - math.lgamma(j + 1) - math.lgamma(n - j + 1) + j * lp + (n - j) * lq for j in range(k, n + 1)]
+    terms = [
+        base - math.lgamma(j + 1) - math.lgamma(n - j + 1) + j * lp + (n - j) * lq for j in range(k, n + 1)
+    ]
     top = max(terms)
     total = top + math.log(sum(math.exp(t - top) for t in terms))
     return min(0.0, total / math.log(10))
@@ -122,7 +137,9 @@ def _prepare(sig: np.ndarray, cols: np.ndarray) -> np.ndarray:
     return np.asarray(x / n, dtype=np.float32)
 
 
-def match_layer(up_a: np.ndarray, down_a: np.ndarray, up_b: np.ndarray, down_b: np.ndarray) -> tuple[int, float]:
+def match_layer(
+    up_a: np.ndarray, down_a: np.ndarray, up_b: np.ndarray, down_b: np.ndarray
+) -> tuple[int, float]:
     """Agreements between the up- and down-pairings of A's units into B's, and the chance rate."""
     n_b = up_b.shape[0]
     best_up = np.empty(up_a.shape[0], dtype=np.int64)
@@ -151,8 +168,11 @@ def tokenizer_evidence(ta: dict[str, Any], tb: dict[str, Any]) -> TokenizerEvide
         return TokenizerEvidence(False, 0.0, None, "no tokenizer in one of the models")
     same = ta.get("vocab_sha256") == tb.get("vocab_sha256")
     vj = 1.0 if same else _jaccard(ta.get("vocab_sketch", []), tb.get("vocab_sketch", []))
-    mj = _jaccard(ta["merges_sketch"], tb["merges_sketch"]) if ta.get("merges_sketch") and tb.get(
-        "merges_sketch") else None
+    mj = (
+        _jaccard(ta["merges_sketch"], tb["merges_sketch"])
+        if ta.get("merges_sketch") and tb.get("merges_sketch")
+        else None
+    )
     if same:
         text = "identical vocabulary: consistent with derivation, but tokenizers are copied freely"
     elif vj > 0.8:
@@ -170,12 +190,16 @@ def compare(a: Fingerprint, b: Fingerprint) -> Comparison:
         return Comparison(a.source, b.source, "inconclusive", None, None, reason, 0, (), tok)
 
     if a.arch.mlp != b.arch.mlp:
-        return inconclusive(f"architectures differ: {a.arch.family} has a {a.arch.mlp} MLP, "
-                            f"{b.arch.family} a {b.arch.mlp} one; no derivation keeps weights across that")
+        return inconclusive(
+            f"architectures differ: {a.arch.family} has a {a.arch.mlp} MLP, "
+            f"{b.arch.family} a {b.arch.mlp} one; no derivation keeps weights across that"
+        )
     common = [x for x in a.anchors if x in b.anchors]
     if len(common) < MIN_COMMON_ANCHORS:
-        return inconclusive(f"only {len(common)} anchor tokens in common (need {MIN_COMMON_ANCHORS}); "
-                            "the vocabularies are too different to align the weights")
+        return inconclusive(
+            f"only {len(common)} anchor tokens in common (need {MIN_COMMON_ANCHORS}); "
+            "the vocabularies are too different to align the weights"
+        )
     ca = np.array([a.anchors.index(x) for x in common])
     cb = np.array([b.anchors.index(x) for x in common])
     la = {s.layer: s for s in a.layers}
@@ -200,8 +224,10 @@ def compare(a: Fingerprint, b: Fingerprint) -> Comparison:
     carrying = tuple(r for r in results if r.log10_p + correction <= RELATED_LOG10_P)
     if log10_p <= RELATED_LOG10_P:
         verdict = "related"
-        reason = (f"{len(carrying)} of {tests} block pairs match unit for unit (best: {score:.0%} of units "
-                  f"vs {best.chance:.0%} under the null)")
+        reason = (
+            f"{len(carrying)} of {tests} block pairs match unit for unit (best: {score:.0%} of units "
+            f"vs {best.chance:.0%} under the null)"
+        )
     elif log10_p > UNRELATED_LOG10_P:
         verdict = "not related"
         reason = f"no block pair matches beyond chance (best {score:.1%} vs {best.chance:.0%} under the null)"

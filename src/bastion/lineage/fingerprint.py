@@ -39,12 +39,70 @@ CLIP = 4.0  # z-scores are stored as int8 in [-CLIP, CLIP]
 
 #: Anchor words: frequent English words that nearly every tokenizer keeps as one token.
 ANCHORS = (
-    " the", " of", " and", " to", " in", " is", " that", " for", " it", " with", " as", " was", " on",
-    " be", " by", " this", " are", " from", " at", " or", " have", " an", " not", " which", " but",
-    " they", " one", " you", " all", " were", " we", " can", " has", " more", " their", " will",
-    " would", " there", " been", " when", " who", " time", " also", " new", " first", " people",
-    " other", " some", " what", " out", " about", " only", " into", " year", " after", " most",
-    " over", " world", " water", " city", " house", " music", " number", " light",
+    " the",
+    " of",
+    " and",
+    " to",
+    " in",
+    " is",
+    " that",
+    " for",
+    " it",
+    " with",
+    " as",
+    " was",
+    " on",
+    " be",
+    " by",
+    " this",
+    " are",
+    " from",
+    " at",
+    " or",
+    " have",
+    " an",
+    " not",
+    " which",
+    " but",
+    " they",
+    " one",
+    " you",
+    " all",
+    " were",
+    " we",
+    " can",
+    " has",
+    " more",
+    " their",
+    " will",
+    " would",
+    " there",
+    " been",
+    " when",
+    " who",
+    " time",
+    " also",
+    " new",
+    " first",
+    " people",
+    " other",
+    " some",
+    " what",
+    " out",
+    " about",
+    " only",
+    " into",
+    " year",
+    " after",
+    " most",
+    " over",
+    " world",
+    " water",
+    " city",
+    " house",
+    " music",
+    " number",
+    " light",
 )
 
 
@@ -97,8 +155,14 @@ class Fingerprint:
                 up = _unb64(item["up"], units, n)
                 down = _unb64(item["down"], units, n)
                 layers.append(LayerSignature(int(item["layer"]), up, down))
-            return cls(str(data["source"]), str(data["sha256"]), Architecture(**data["arch"]), anchors,
-                       tuple(layers), dict(data.get("tokenizer", {})))
+            return cls(
+                str(data["source"]),
+                str(data["sha256"]),
+                Architecture(**data["arch"]),
+                anchors,
+                tuple(layers),
+                dict(data.get("tokenizer", {})),
+            )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise UnusableInput(
                 f"{origin} is not a valid lineage fingerprint: {exc}",
@@ -118,7 +182,7 @@ def _unb64(text: str, rows: int, cols: int) -> np.ndarray:
 
 
 def normalise_token(tok: str, kind: str) -> str:
-    """Token text with the tokenizer's word-start marker turned into a space (GPT-2 'Ġ', SentencePiece '▁')."""
+    """Token text with the word-start marker as a space (GPT-2 'Ġ', SentencePiece '▁', WordPiece)."""
     if kind in ("WordPiece", "bert"):
         return tok[2:] if tok.startswith("##") else " " + tok
     return tok.replace("\u0120", " ").replace("\u2581", " ")
@@ -148,7 +212,8 @@ def _zscore(sig: np.ndarray) -> np.ndarray:
     sig = sig - sig.mean(axis=1, keepdims=True)
     sd = sig.std(axis=1, keepdims=True)
     sd[sd == 0] = 1.0
-    return np.clip(np.round(sig / sd * (127 / CLIP)), -127, 127).astype(np.int8)
+    out: np.ndarray = np.clip(np.round(sig / sd * (127 / CLIP)), -127, 127).astype(np.int8)
+    return out
 
 
 def stored_layers(n_layers: int, d_ffn: int) -> list[int]:
@@ -188,8 +253,14 @@ def fingerprint_source(
         sigs.append(LayerSignature(layer, _zscore(up), _zscore(down.T)))
         if progress:
             progress(done + 1, len(layers))
-    return Fingerprint(source, sha256, src.arch, anchors, tuple(sigs),
-                       tokenizer_summary(src.tokenizer_kind, src.vocab, src.merges))
+    return Fingerprint(
+        source,
+        sha256,
+        src.arch,
+        anchors,
+        tuple(sigs),
+        tokenizer_summary(src.tokenizer_kind, src.vocab, src.merges),
+    )
 
 
 def fingerprint(path: Path, progress: Callable[[int, int], None] | None = None) -> Fingerprint:

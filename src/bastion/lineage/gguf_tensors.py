@@ -28,8 +28,19 @@ MAX_KV = 1 << 16
 MAX_TENSORS = 1 << 20
 MAX_DIMS = 4
 
-_SCALARS: dict[int, str] = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?",
-                            10: "<Q", 11: "<q", 12: "<d"}
+_SCALARS: dict[int, str] = {
+    0: "<B",
+    1: "<b",
+    2: "<H",
+    3: "<h",
+    4: "<I",
+    5: "<i",
+    6: "<f",
+    7: "<?",
+    10: "<Q",
+    11: "<q",
+    12: "<d",
+}
 _STRING, _ARRAY = 8, 9
 
 
@@ -115,9 +126,12 @@ class GGUFTensors:
         if n_kv > MAX_KV or n_tensors > MAX_TENSORS:
             raise UnusableInput(f"{self.path}: header claims {n_kv} keys / {n_tensors} tensors; refusing")
         meta: dict[str, Any] = {}
+        self.value_types: dict[str, int] = {}  # GGUF value type per key, for tools that rewrite files
         for _ in range(n_kv):
             key = cur.string()
-            meta[key] = cur.value(cur.unpack("<I"))
+            vtype = cur.unpack("<I")
+            self.value_types[key] = vtype
+            meta[key] = cur.value(vtype)
         infos = []
         for _ in range(n_tensors):
             name = cur.string()

@@ -105,10 +105,21 @@ class GGUFSource:
 
 # Hugging Face tensor names: (embedding, up, down, norm candidates in order of preference).
 _HF_LAYOUTS = (
-    ("model.embed_tokens.weight", "model.layers.{i}.mlp.up_proj.weight", "model.layers.{i}.mlp.down_proj.weight",
-     ("model.layers.{i}.pre_feedforward_layernorm.weight", "model.layers.{i}.post_attention_layernorm.weight")),
-    ("embeddings.word_embeddings.weight", "encoder.layer.{i}.intermediate.dense.weight",
-     "encoder.layer.{i}.output.dense.weight", ("encoder.layer.{i}.attention.output.LayerNorm.weight",)),
+    (
+        "model.embed_tokens.weight",
+        "model.layers.{i}.mlp.up_proj.weight",
+        "model.layers.{i}.mlp.down_proj.weight",
+        (
+            "model.layers.{i}.pre_feedforward_layernorm.weight",
+            "model.layers.{i}.post_attention_layernorm.weight",
+        ),
+    ),
+    (
+        "embeddings.word_embeddings.weight",
+        "encoder.layer.{i}.intermediate.dense.weight",
+        "encoder.layer.{i}.output.dense.weight",
+        ("encoder.layer.{i}.attention.output.LayerNorm.weight",),
+    ),
 )
 
 
@@ -126,7 +137,7 @@ class SafetensorsSource:
         try:
             for f in files:
                 h = safe_open(str(f), framework="numpy")
-                for k in h.keys():
+                for k in h.keys():  # type: ignore[no-untyped-call]
                     # Some exports prefix every name (``bert.``); strip it so one layout table fits.
                     self._handles[k.removeprefix("bert.")] = (h, k)
         except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types for bad headers
@@ -148,9 +159,17 @@ class SafetensorsSource:
         while self._up.format(i=n_layers) in self._handles:
             n_layers += 1
         up_shape = self._tensor(self._up.format(i=0)).shape
-        gated = "up_proj" in self._up and self._up.replace("up_proj", "gate_proj").format(i=0) in self._handles
-        self.arch = Architecture(family, n_layers, up_shape[1], up_shape[0], "gated" if gated else "plain",
-                                 self._tensor(self._emb).shape[0])
+        gated = (
+            "up_proj" in self._up and self._up.replace("up_proj", "gate_proj").format(i=0) in self._handles
+        )
+        self.arch = Architecture(
+            family,
+            n_layers,
+            up_shape[1],
+            up_shape[0],
+            "gated" if gated else "plain",
+            self._tensor(self._emb).shape[0],
+        )
         self.tokenizer_kind, self.vocab, self.merges = _hf_tokenizer(folder)
 
     def _tensor(self, name: str) -> np.ndarray:
@@ -197,7 +216,9 @@ def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UnusableInput(f"{path}: not valid JSON: {exc}", hint="Restore the file from the publisher.") from exc
+        raise UnusableInput(
+            f"{path}: not valid JSON: {exc}", hint="Restore the file from the publisher."
+        ) from exc
 
 
 def _hf_tokenizer(folder: Path) -> tuple[str, list[str], list[str]]:
