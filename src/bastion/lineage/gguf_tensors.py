@@ -90,7 +90,11 @@ class _Cursor:
         if vtype == _ARRAY:
             sub, n = self.unpack("<I"), self.unpack("<Q")
             if n > len(self.buf) - self.pos:  # every element takes at least one byte
-                raise UnusableInput(f"{self.path}: a metadata array claims {n} elements, more than the file")
+                raise UnusableInput(
+                    f"{self.path}: a metadata array claims {n} elements, more than the file holds "
+                    "(truncated or corrupt)",
+                    hint="Copy the file again and compare its sha256 with the publisher's.",
+                )
             if sub in _SCALARS and sub != 7:
                 fmt = _SCALARS[sub]
                 raw = self.take(n * struct.calcsize(fmt))
