@@ -139,8 +139,13 @@ def check_cmd(
     key, sep, name = claims.partition("=")
     if key != "base" or not sep or not name:
         raise UsageError(f"--claims {claims!r} is not understood", hint="Write --claims base=NAME.")
-    with _progress("fingerprinting") as progress:
-        verdict = check_lineage(resolve(model), name, progress=progress)
+    store = ReferenceStore()
+    try:
+        store.info(name)  # an unknown base fails fast, before any progress bar is drawn
+        with _progress("fingerprinting") as progress:
+            verdict = check_lineage(resolve(model), name, store, progress=progress)
+    finally:
+        store.close()
 
     def human() -> None:
         out.print(f"claim base={name}: [{_verdict_style(verdict.claim)}]{verdict.claim}[/]")
