@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bastion import bundled
-from bastion.lineage import Fingerprint, fingerprint
+from bastion.lineage import Comparison, Fingerprint, compare, fingerprint
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 
@@ -36,3 +36,9 @@ def base_fp() -> Fingerprint:
 def model_fps(lineage_models: dict[str, Path]) -> dict[str, Fingerprint]:
     """Fingerprints of every derived and unrelated model."""
     return {name: fingerprint(path) for name, path in lineage_models.items()}
+
+
+@pytest.fixture(scope="session")
+def vs_base(base_fp: Fingerprint, model_fps: dict[str, Fingerprint]) -> dict[str, Comparison]:
+    """compare(SmolLM2, model) for every made model, computed once (Gemma's 144 block pairs take seconds)."""
+    return {name: compare(base_fp, fp) for name, fp in model_fps.items()}

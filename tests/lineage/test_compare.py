@@ -8,7 +8,7 @@ import pytest
 from lineage_cases import DERIVED, UNRELATED
 
 from bastion import bundled
-from bastion.lineage import Fingerprint, compare, fingerprint
+from bastion.lineage import Comparison, Fingerprint, compare, fingerprint
 from bastion.lineage.compare import RELATED_LOG10_P, UNRELATED_LOG10_P, log10_binom_sf
 
 
@@ -24,8 +24,8 @@ def test_binomial_tail_matches_exact_small_cases() -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", DERIVED)
-def test_derived_model_is_related(name: str, base_fp: Fingerprint, model_fps: dict[str, Fingerprint]) -> None:
-    c = compare(base_fp, model_fps[name])
+def test_derived_model_is_related(name: str, vs_base: dict[str, Comparison]) -> None:
+    c = vs_base[name]
     assert c.verdict == "related", c.reason
     assert c.log10_p is not None and c.log10_p <= RELATED_LOG10_P
     assert c.evidence_layers, "a related verdict names the blocks that carry the evidence"
@@ -33,28 +33,22 @@ def test_derived_model_is_related(name: str, base_fp: Fingerprint, model_fps: di
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", UNRELATED)
-def test_unrelated_model_is_not_related(
-    name: str, base_fp: Fingerprint, model_fps: dict[str, Fingerprint]
-) -> None:
-    c = compare(base_fp, model_fps[name])
+def test_unrelated_model_is_not_related(name: str, vs_base: dict[str, Comparison]) -> None:
+    c = vs_base[name]
     assert c.verdict == "not related", c.reason
     assert c.log10_p is not None and c.log10_p > UNRELATED_LOG10_P
 
 
 @pytest.mark.slow
-def test_score_gap_between_derived_and_unrelated_is_wide(
-    base_fp: Fingerprint, model_fps: dict[str, Fingerprint]
-) -> None:
-    derived = min(compare(base_fp, model_fps[n]).score or 0.0 for n in DERIVED)
-    unrelated = max(compare(base_fp, model_fps[n]).score or 0.0 for n in UNRELATED)
+def test_score_gap_between_derived_and_unrelated_is_wide(vs_base: dict[str, Comparison]) -> None:
+    derived = min(vs_base[n].score or 0.0 for n in DERIVED)
+    unrelated = max(vs_base[n].score or 0.0 for n in UNRELATED)
     assert derived > 0.5 > 0.05 > unrelated, (derived, unrelated)
 
 
 @pytest.mark.slow
-def test_seed_models_share_the_tokenizer_yet_weights_say_not_related(
-    base_fp: Fingerprint, model_fps: dict[str, Fingerprint]
-) -> None:
-    c = compare(base_fp, model_fps["seed-1"])
+def test_seed_models_share_the_tokenizer_yet_weights_say_not_related(vs_base: dict[str, Comparison]) -> None:
+    c = vs_base["seed-1"]
     assert c.tokenizer.identical_vocab  # the tokenizer alone would wrongly suggest derivation
     assert c.verdict == "not related"
 
