@@ -81,9 +81,11 @@ def _gguf_string(s: str) -> bytes:
     return struct.pack("<Q", len(b)) + b
 
 
-def write_synthetic_7b(out: Path, vocab: list[str]) -> int:
-    """Stream a 7B-class GGUF (32 blocks, d 4096, ffn 11008, Q4_0) to ``out`` without holding it in memory."""
-    d, ffn, n_layers = 4096, 11008, 32
+SHAPES = {"1B-class (TinyLlama shape)": (2048, 5632, 22), "7B-class (Llama-2-7B shape)": (4096, 11008, 32)}
+
+
+def write_synthetic(out: Path, vocab: list[str], d: int, ffn: int, n_layers: int) -> int:
+    """Stream a Llama-shaped Q4_0 GGUF of random blocks to ``out`` without holding it in memory."""
     q4_0 = 2  # GGML type id; block of 32 weights = f16 scale + 16 bytes
     shapes: list[tuple[str, tuple[int, int], int]] = [("token_embd.weight", (len(vocab), d), q4_0)]
     for i in range(n_layers):
@@ -226,21 +228,25 @@ def main() -> None:
     results["matrix"] = matrix
 
     if not args.no_7b:
-        with tempfile.TemporaryDirectory(dir=os.environ.get("BASTION_BENCH_TMP")) as td:
-            path = Path(td) / "synthetic-7b-q4_0.gguf"
-            t = time.perf_counter()
-            size = write_synthetic_7b(path, list(GGUFTensors(base).metadata["tokenizer.ggml.tokens"]))
-            print(
-                f"\nwrote synthetic 7B-class GGUF {size / 1e9:.2f} GB in {time.perf_counter() - t:.0f} s",
-                file=sys.stderr,
-            )
-            m = measure_in_child(path)
-            print(
-                f"7B-class (32 blocks, d 4096, ffn 11008, Q4_0, {size / 1e9:.1f} GB): {m['seconds']:.1f} s, "
-                f"peak RSS {m['peak_rss_mb']:.0f} MB, {m['blocks']:.0f} blocks kept, "
-                f"fingerprint {m['bytes'] / 1e6:.1f} MB"
-            )
-            results["synthetic_7b"] = {**m, "file_gb": round(size / 1e9, 2)}
+        vocab = list(GGUFTensors(base).metadata["tokenizer.ggml.tokens"])
+        results["synthetic"] = {}
+        for label, (d, ffn, n_layers) in SHAPES.items():
+            with tempfile.TemporaryDirectory(dir=os.environ.get("BASTION_BENCH_TMP")) as td:
+                path = Path(td) / "synthetic.gguf"
+                t = time.perf_counter()
+                size = write_synthetic(path, vocab, d, ffn, n_layers)
+                print(
+                    f"wrote {label} GGUF {size / 1e9:.2f} GB in {time.perf_counter() - t:.0f} s",
+                    file=sys.stderr,
+                )
+                m = measure_in_child(path)
+                print(
+                    f"{label}: {n_layers} blocks, d {d}, ffn {ffn}, Q4_0, {size / 1e9:.1f} GB: "
+                    f"{m['seconds']:.1f} s, peak RSS {m['peak_rss_mb']:.0f} MB, "
+                    f"{m['blocks']:.0f} blocks kept, "
+                    f"fingerprint {m['bytes'] / 1e6:.1f} MB"
+                )
+                results["synthetic"][label] = {**m, "file_gb": round(size / 1e9, 2)}  # type: ignore[index]
     small = measure_in_child(base)
     results["smollm2_child"] = small
     print(f"135M in a fresh process: {small['seconds']:.1f} s, peak RSS {small['peak_rss_mb']:.0f} MB")
