@@ -119,7 +119,10 @@ def fingerprint_cmd(
 
 @app.command("compare")
 def compare_cmd(a: ModelArg, b: ModelArg, as_json: JsonOpt = False) -> None:
-    """Is B derived from A (or both from one base)? related / not related / inconclusive, with the FPR."""
+    """Is B derived from A (or both from one base)? related / not related / inconclusive, with the FPR.
+
+    The false-positive rate is the chance that a model trained independently of A scores this high.
+    """
     from bastion.lineage import compare
 
     with _progress("fingerprinting") as progress:
@@ -135,7 +138,12 @@ def check_cmd(
     claims: Annotated[str, typer.Option("--claims", help="The claim to test, as base=REFERENCE_NAME.")],
     as_json: JsonOpt = False,
 ) -> None:
-    """Test a model's claimed base against the reference store, and report its best match."""
+    """Test a model's claimed base against the reference store, and report its best match.
+
+    The claim comes out supported (related to the claimed base), contradicted (not related to it but
+    related to another reference, named as best match), unsupported (related to no reference) or
+    inconclusive (the weights cannot decide, with the reason). Exit status 0 in all four cases.
+    """
     key, sep, name = claims.partition("=")
     if key != "base" or not sep or not name:
         raise UsageError(f"--claims {claims!r} is not understood", hint="Write --claims base=NAME.")
