@@ -45,6 +45,20 @@ DERIVED = (
 UNRELATED = ("gemma3-270m", "seed-1", "seed-2", "seed-3")
 
 
+def weight_change(base: Path, other: Path) -> float:
+    """Mean over block matrices of ||W' - W|| / ||W||: how far a derivation moved the weights."""
+    a, b = GGUFTensors(base), GGUFTensors(other)
+    ratios = []
+    for name, info in a.tensors.items():
+        if name.startswith("blk.") and len(info.shape) == 2 and name in b.tensors:
+            wa, wb = a.rows(name), b.rows(name)
+            if wa.shape == wb.shape:
+                ratios.append(float(np.linalg.norm(wb - wa) / np.linalg.norm(wa)))
+    a.close()
+    b.close()
+    return float(np.mean(ratios))
+
+
 def timed(fn, repeat: int = 3):  # type: ignore[no-untyped-def]
     runs, result = [], None
     for _ in range(repeat):
