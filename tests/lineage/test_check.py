@@ -10,6 +10,9 @@ from bastion import bundled
 from bastion.errors import NotFound
 from bastion.lineage import Fingerprint, ReferenceStore, check_lineage, fingerprint
 
+# The first test here may pay for making the derived models (minutes on a loaded 2-core machine).
+pytestmark = pytest.mark.timeout(2400)
+
 
 @pytest.fixture(scope="module")
 def gemma_fp() -> Fingerprint:

@@ -11,6 +11,9 @@ from bastion import bundled
 from bastion.lineage import Comparison, Fingerprint, compare, fingerprint
 from bastion.lineage.compare import RELATED_LOG10_P, UNRELATED_LOG10_P, log10_binom_sf
 
+# The first test here may pay for making the derived models (minutes on a loaded 2-core machine).
+pytestmark = pytest.mark.timeout(2400)
+
 
 def test_binomial_tail_matches_exact_small_cases() -> None:
     # P(X >= 2), X ~ Bin(3, 0.5) = 4/8

@@ -24,6 +24,10 @@ for i, path in enumerate(sys.argv[2:]):
 """
 
 
+# The first test here may pay for making the derived models (minutes on a loaded 2-core machine).
+pytestmark = pytest.mark.timeout(2400)
+
+
 def _logits(tmp: Path, *paths: Path) -> list[np.ndarray]:
     # In a child process: llama.cpp's spinning OpenMP threads would slow the torch fixtures in this one.
     subprocess.run(

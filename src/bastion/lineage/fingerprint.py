@@ -267,10 +267,16 @@ def fingerprint(path: Path, progress: Callable[[int, int], None] | None = None) 
     """Fingerprint the GGUF file or safetensors model at ``path``."""
     src = open_source(path)
     try:
-        digest = file_digest(path) if path.is_file() else ""
+        digest = file_digest(path) if path.is_file() else _folder_digest(path)
         return fingerprint_source(src, path.name, digest, progress)
     finally:
         src.close()
+
+
+def _folder_digest(folder: Path) -> str:
+    """sha256 over the weight files' names and digests, so a folder model is identified like a file."""
+    lines = [f"{f.name}:{file_digest(f)}\n" for f in sorted(folder.glob("*.safetensors"))]
+    return "sha256-folder:" + hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
 def save(fp: Fingerprint, out: Path) -> None:
