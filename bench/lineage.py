@@ -156,7 +156,8 @@ def measure_in_child(path: Path) -> dict[str, float]:
     code = (
         "import sys, time, resource, json; from pathlib import Path; from bastion.lineage import fingerprint;"
         "t = time.perf_counter(); fp = fingerprint(Path(sys.argv[1])); dt = time.perf_counter() - t;"
-        "rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024;"
+        # VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork+exec from the (large) parent.
+        "rss = [int(x.split()[1]) for x in open('/proc/self/status') if x.startswith('VmHWM')][0] / 1024;"
         "print(json.dumps({'seconds': dt, 'peak_rss_mb': rss,"
         "'blocks': len(fp.layers), 'bytes': len(json.dumps(fp.to_json()))}))"
     )
@@ -196,6 +197,11 @@ def main() -> None:
     for name in (*DERIVED, *UNRELATED):
         dt, fps[name] = timed(lambda n=name: fingerprint(models[n]), repeat=1)
         print(f"  fingerprinted {name} in {dt:.1f} s", file=sys.stderr)
+    changes = {
+        n: weight_change(base, models[n]) for n in ("requant-q4_k_m", "finetuned", "lora-merged", "pruned-10")
+    }
+    results["relative_weight_change"] = changes
+    print("relative weight change vs base: " + ", ".join(f"{k} {v:.3f}" for k, v in changes.items()))
     rows = []
     print(
         f"\n{'model':<16} {'truth':<10} {'verdict':<12} {'score':>6} {'log10 FPR':>10} "

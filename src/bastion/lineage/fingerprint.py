@@ -33,7 +33,7 @@ from bastion.lineage.sources import Architecture, WeightSource, open_source
 
 FORMAT = "bastion-lineage-fingerprint/1"
 MAX_LAYERS = 12  # evenly spaced blocks stored for small models
-UNIT_BUDGET = 65536  # hidden units stored in all (7B-class: 4-5 blocks, ~8 MB); bounds size and time
+UNIT_BUDGET = 32768  # hidden units stored in all (7B-class: 4 blocks, ~7 MB of JSON); bounds size and time
 SKETCH_K = 2048  # bottom-k hash sketch of vocabulary and merges (Jaccard estimate, ±~2%)
 CLIP = 4.0  # z-scores are stored as int8 in [-CLIP, CLIP]
 
