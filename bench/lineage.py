@@ -59,6 +59,67 @@ def weight_change(base: Path, other: Path) -> float:
     return float(np.mean(ratios))
 
 
+class DictSource:
+    """In-memory WeightSource over dequantized GGUF tensors, for the robustness sweep (no file writes)."""
+
+    def __init__(self, g: GGUFTensors, t: dict[str, np.ndarray]) -> None:
+        from bastion.lineage.sources import GGUFSource
+
+        meta = GGUFSource(g.path)
+        self.arch, self.tokenizer_kind, self.vocab, self.merges = (
+            meta.arch,
+            meta.tokenizer_kind,
+            meta.vocab,
+            meta.merges,
+        )
+        meta.close()
+        self.t = t
+
+    def embed_rows(self, ids: list[int]) -> np.ndarray:
+        return self.t["token_embd.weight"][ids]
+
+    def ffn_norm(self, layer: int) -> np.ndarray:
+        return self.t[f"blk.{layer}.ffn_norm.weight"]
+
+    def up_chunks(self, layer: int):  # type: ignore[no-untyped-def]
+        yield 0, self.t[f"blk.{layer}.ffn_up.weight"]
+
+    def down_chunks(self, layer: int):  # type: ignore[no-untyped-def]
+        yield 0, self.t[f"blk.{layer}.ffn_down.weight"]
+
+    def close(self) -> None:
+        pass
+
+
+def robustness_sweep(base_fp) -> list[dict[str, object]]:  # type: ignore[no-untyped-def]
+    """How far can the weights move before the verdict breaks? LoRA, pruning, full-rank noise."""
+    from lineage_models import load_gguf, lora_merge, prune
+
+    from bastion.lineage.fingerprint import fingerprint_source
+
+    g, t = load_gguf(bundled.smollm2())
+    rng = np.random.default_rng(5)
+    cases = [(f"lora rank16 {r:.0%}", lambda r=r: lora_merge(t, rel=r)) for r in (0.3, 1.0, 3.0)]
+    cases += [(f"prune {f:.0%}", lambda f=f: prune(t, frac=f)) for f in (0.3, 0.5, 0.7, 0.9)]
+
+    def noise(rel: float) -> dict[str, np.ndarray]:
+        out = dict(t)
+        for k, w in t.items():
+            if k.startswith("blk.") and w.ndim == 2:
+                out[k] = w + rng.standard_normal(w.shape).astype(np.float32) * (rel * w.std())
+        return out
+
+    cases += [(f"full-rank noise {r:.0%}", lambda r=r: noise(r)) for r in (0.3, 1.0, 2.0)]
+    rows = []
+    for label, make in cases:
+        fp = fingerprint_source(DictSource(g, make()), label, "")
+        c = compare(base_fp, fp)
+        rows.append({"transform": label, "verdict": c.verdict, "score": c.score, "log10_fpr": c.log10_p})
+        print(f"  {label:<24} {c.verdict:<12} score {c.score:.3f}  log10 FPR {c.log10_p:.1f}")
+    g.close()
+    return rows
+
+
 def timed(fn, repeat: int = 3):  # type: ignore[no-untyped-def]
     runs, result = [], None
     for _ in range(repeat):
@@ -232,6 +293,9 @@ def main() -> None:
     unrelated_max = max(float(r["score"]) for r in rows if r["truth"] == "unrelated")  # type: ignore[arg-type]
     results["score_gap"] = {"derived_min": derived_min, "unrelated_max": unrelated_max}
     print(f"score gap: lowest derived {derived_min:.3f} vs highest unrelated {unrelated_max:.3f}")
+
+    print("\nrobustness sweep (in memory, escalating):")
+    results["robustness_sweep"] = robustness_sweep(base_fp)
 
     names = list(fps)
     matrix = {}
