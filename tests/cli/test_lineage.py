@@ -72,3 +72,13 @@ def test_errors_have_distinct_exit_codes_and_no_traceback(fp_file: tuple[Path, P
     for r in (missing, unknown, bad_claim):
         assert "Traceback" not in r.stderr
     assert not (tmp_path / "o.json").exists()
+
+
+def test_readme_documents_every_lineage_command() -> None:
+    from bastion.cli.lineage import app
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    names = [c.name for c in app.registered_commands]
+    assert {"fingerprint", "compare", "check", "add-reference", "references"} <= set(names)
+    for name in names:
+        assert f"bastion lineage {name}" in readme, name
