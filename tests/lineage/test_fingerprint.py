@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bastion import bundled
-from bastion.errors import UnusableInput
+from bastion.errors import UnusableInput, UsageError
 from bastion.lineage import Fingerprint, fingerprint, load, save
 from bastion.lineage.fingerprint import stored_layers
 
@@ -75,3 +75,9 @@ def test_stored_blocks_are_bounded_for_large_models() -> None:
     assert len(stored_layers(30, 1536)) == 12
     assert len(stored_layers(32, 14336)) == 4  # 7B-class: the unit budget keeps the file a few MB
     assert stored_layers(6, 1536) == list(range(6))
+
+
+def test_unwritable_output_is_a_usage_error_and_leaves_nothing(base_fp: Fingerprint, tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="cannot write the fingerprint"):
+        save(base_fp, tmp_path / "no-such-dir" / "fp.json")
+    assert list(tmp_path.iterdir()) == []

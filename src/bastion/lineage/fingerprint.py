@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from bastion.errors import UnusableInput
+from bastion.errors import UnusableInput, UsageError
 from bastion.hashing.digest import file_digest
 from bastion.lineage.sources import Architecture, WeightSource, open_source
 
@@ -287,6 +287,11 @@ def save(fp: Fingerprint, out: Path) -> None:
     try:
         tmp.write_bytes(orjson.dumps(fp.to_json()))
         os.replace(tmp, out)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot write the fingerprint to {out}: {exc.strerror or exc}",
+            hint="Check that the directory exists and is writable.",
+        ) from exc
     finally:
         tmp.unlink(missing_ok=True)
 
