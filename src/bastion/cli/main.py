@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from bastion.cli import audit, catalog, doctor, embed, keys, models, policy, serve, signing, vet
+from bastion.cli import audit, catalog, doctor, embed, keys, lineage, models, policy, serve, signing, vet
 from bastion.cli.render import render_error
 from bastion.errors import BastionError
 
@@ -27,6 +27,7 @@ app.add_typer(audit.app, name="audit")
 embed.register(app)
 signing.register(app)
 models.register(app)
+app.add_typer(lineage.app, name="lineage")
 
 
 def main() -> None:
