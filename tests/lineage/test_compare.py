@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from lineage_cases import DERIVED, UNRELATED
+from tests.lineage.lineage_cases import DERIVED, UNRELATED
 
 from bastion import bundled
 from bastion.lineage import Comparison, Fingerprint, compare, fingerprint
