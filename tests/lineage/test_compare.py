@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 
 import pytest
-from tests.lineage.lineage_cases import DERIVED, UNRELATED
 
 from bastion import bundled
 from bastion.lineage import Comparison, Fingerprint, compare, fingerprint
 from bastion.lineage.compare import RELATED_LOG10_P, UNRELATED_LOG10_P, log10_binom_sf
+from tests.lineage.lineage_cases import DERIVED, UNRELATED
 
 # The first test here may pay for making the derived models (minutes on a loaded 2-core machine).
 pytestmark = pytest.mark.timeout(2400)
