@@ -22,7 +22,7 @@ import cedarpy
 import gguf
 
 from bastion import bundled
-from bastion.catalog.gguf_header import read_gguf_header
+from bastion.formats.gguf import read_gguf
 from bastion.keys import Principal
 from bastion.policy import AccessPolicy, ServedModel
 from bastion.policy.source import _read_text, schema_text
@@ -43,12 +43,12 @@ def timed(fn: Callable[[], object], repeat: int) -> float:
 def bench_headers() -> list[dict[str, object]]:
     rows = []
     for label, path in [("SmolLM2-135M Q4_1", bundled.smollm2()), ("Gemma 3 270M Q4_K_M", bundled.gemma3())]:
-        ours = timed(lambda p=path: read_gguf_header(p), 3)
+        ours = timed(lambda p=path: read_gguf(p), 3)
         peer = timed(lambda p=path: gguf.GGUFReader(p), 1)
         # Same answer: both see the same architecture and name.
         reader = gguf.GGUFReader(path)
         arch = reader.fields["general.architecture"]
-        assert bytes(arch.parts[arch.data[0]]).decode() == read_gguf_header(path).text("general.architecture")
+        assert bytes(arch.parts[arch.data[0]]).decode() == read_gguf(path).metadata["general.architecture"]
         rows.append(
             {
                 "file": label,

@@ -8,9 +8,7 @@ import sys
 from pathlib import Path
 
 from bastion import bundled
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "vet"))
-from corpus import exec_pickle  # noqa: E402
+from tests.vet.corpus import exec_pickle
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from corpus import Case, build_corpus
+
+from tests.vet.corpus import Case, build_corpus
 
 
 @pytest.fixture(scope="session")

@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-from corpus import Case
 from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
 
 from bastion import bundled
 from bastion.vet import build_bom, vet_path, write_bom
+from tests.vet.corpus import Case
 
 
 def _valid(doc: dict[str, object]) -> None:

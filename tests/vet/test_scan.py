@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from corpus import MARKER, Case, gguf_bytes
 
 from bastion import bundled
 from bastion.errors import UnusableInput
 from bastion.vet import Severity, Verdict, vet_path
+from tests.vet.corpus import MARKER, Case, gguf_bytes
 
 ATTACKS = [
     "exec_reduce.pkl",
@@ -274,7 +274,7 @@ def test_tokenizer_config_chat_template_is_scanned(tmp_path: Path) -> None:
 
 
 def test_pickle_disguised_as_text_inside_a_folder_is_found_by_content(tmp_path: Path) -> None:
-    from corpus import exec_pickle
+    from tests.vet.corpus import exec_pickle
 
     folder = _hf_folder(tmp_path / "m", {"model_type": "x"})
     (folder / "notes.txt").write_bytes(exec_pickle())
@@ -323,7 +323,7 @@ def test_every_prefix_of_a_gguf_fails_or_passes_without_crashing(tmp_path: Path)
 
 
 def test_symlinks_are_reported_file_links_followed_folder_links_not(tmp_path: Path) -> None:
-    from corpus import exec_pickle
+    from tests.vet.corpus import exec_pickle
 
     folder = _hf_folder(tmp_path / "m", {"model_type": "x"})
     (tmp_path / "blob").write_bytes(exec_pickle())

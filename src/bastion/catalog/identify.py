@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bastion.catalog.catalog import Catalog, _norm, load_catalog
-from bastion.catalog.gguf_header import ArraySummary, read_gguf_header
 from bastion.catalog.schema import CatalogEntry
 from bastion.errors import UnusableInput
+from bastion.formats.gguf import ArraySummary, read_gguf
 
 MAX_JSON_BYTES = 16 * 1024 * 1024  # config.json is a few KB; a safetensors header a few MB
 MAX_CARD_BYTES = 64 * 1024
@@ -132,28 +132,34 @@ def _size_label_b(label: str | None) -> float | None:
 
 
 def _gguf_claims(path: Path) -> Claims:
-    h = read_gguf_header(path)
+    # The same bounded reader vet uses: every count and length checked against the file size.
+    meta = read_gguf(path).metadata
+
+    def text(key: str) -> str | None:
+        value = meta.get(key)
+        return value if isinstance(value, str) else None
+
     names: list[tuple[str, str]] = []
-    if h.text("general.name"):
-        names.append(("general.name", h.text("general.name") or ""))
-    base, size = h.text("general.basename"), h.text("general.size_label")
+    if text("general.name"):
+        names.append(("general.name", text("general.name") or ""))
+    base, size = text("general.basename"), text("general.size_label")
     if base:
         names.append(("general.basename+size_label", f"{base} {size or ''}".strip()))
     bases = [
         v
-        for k, v in h.metadata.items()
+        for k, v in meta.items()
         if re.fullmatch(r"general\.base_model\.\d+\.(name|repo_url)", k) and isinstance(v, str)
     ]
-    tokens = h.metadata.get("tokenizer.ggml.tokens")
+    tokens = meta.get("tokenizer.ggml.tokens")
     return Claims(
         format="gguf",
         names=tuple(names),
         declared_bases=tuple(bases),
-        architecture=h.text("general.architecture"),
-        organization=h.text("general.organization"),
-        license=h.text("general.license"),
+        architecture=text("general.architecture"),
+        organization=text("general.organization"),
+        license=text("general.license"),
         params_b=_size_label_b(size),
-        has_chat_template="tokenizer.chat_template" in h.metadata,
+        has_chat_template="tokenizer.chat_template" in meta,
         tokenizer_sha256=f"gguf-tokens:{tokens.sha256}" if isinstance(tokens, ArraySummary) else None,
     )
 

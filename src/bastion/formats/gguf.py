@@ -10,6 +10,7 @@ types) are viewed with numpy instead of decoded one by one, which is why this re
 
 from __future__ import annotations
 
+import hashlib
 import mmap
 import struct
 from dataclasses import dataclass, field
@@ -36,10 +37,15 @@ class ArraySummary:
 
     item_type: str
     length: int
+    #: SHA-256 of the array's raw item bytes (string arrays): identifies a vocabulary without keeping it
+    sha256: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """The summary as a plain mapping."""
-        return {"array_of": self.item_type, "length": self.length}
+        out: dict[str, Any] = {"array_of": self.item_type, "length": self.length}
+        if self.sha256:
+            out["sha256"] = self.sha256
+        return out
 
 
 @dataclass(frozen=True)
@@ -188,8 +194,10 @@ def _parse(c: _Cursor, path: Path) -> GGUFInfo:
             raise c.fail(f"duplicate metadata key {key!r}")
         vtype = c.u32(f"type of {key!r}")
         if key == "tokenizer.ggml.tokens" and vtype == T_ARRAY:
+            start = c.pos + 12  # after the item type (4 bytes) and the count (8 bytes)
             tokens = _string_array(c, key)
-            metadata[key] = ArraySummary("string", len(tokens))
+            digest = hashlib.sha256(c.buf[start : c.pos]).hexdigest()
+            metadata[key] = ArraySummary("string", len(tokens), digest)
             continue
         value = _value(c, vtype, key, 0)
         if key == "tokenizer.ggml.token_type" and isinstance(value, np.ndarray):
@@ -284,7 +292,9 @@ def _value(c: _Cursor, vtype: int, key: str, depth: int) -> Any:
             c.pos += count * size
             return arr
         if itype == T_STRING:
-            return ArraySummary("string", len(_string_array(c, key, count)))
+            start = c.pos
+            n = len(_string_array(c, key, count))
+            return ArraySummary("string", n, hashlib.sha256(c.buf[start : c.pos]).hexdigest())
         if itype == T_ARRAY:
             c.need(count * 12, f"array {key!r} of {count} arrays")
             for _ in range(count):
