@@ -32,7 +32,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from bastion import __version__
-from bastion.audit import AuditLog, RequestRecord
+from bastion.audit import AuditLog, RequestRecord, os_actor
 from bastion.bundled import resolve
 from bastion.config import Settings
 from bastion.errors import (
@@ -120,6 +120,22 @@ class Gateway:
         With the registry enforced, a local model is loaded only after its admission signature is
         verified and its files re-hashed against the signed manifest.
         """
+        if self.audit is not None:
+            # The configuration in force is part of the record: who started what, with which policy.
+            config = self.settings.model_dump_json().encode()
+            await asyncio.to_thread(
+                self.audit.append_admin,
+                "gateway.start",
+                os_actor(),
+                None,
+                "sha256:" + hashlib.sha256(config).hexdigest(),
+                {
+                    "config": self.settings.source,
+                    "models": [m.name for m in self.settings.models],
+                    "access_policy": self.settings.policy.access,
+                    "registry_enforced": self.admission is not None,
+                },
+            )
         for name, backend in self.router.backends.items():
             try:
                 await self._check_admitted(name)
