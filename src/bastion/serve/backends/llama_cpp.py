@@ -22,7 +22,7 @@ import orjson
 from bastion import bundled
 from bastion.config import ModelSettings
 from bastion.errors import BackendUnavailable, BastionError, Busy, UsageError
-from bastion.hashing import file_digest
+from bastion.hashing import manifest_of
 from bastion.serve.backends.base import BackendInfo, Cancel, Endpoint, Reply, Usage
 
 log = logging.getLogger("bastion.serve")
@@ -70,7 +70,8 @@ class LlamaCppBackend:
                 hint="Fix models.path in the configuration, or run 'make demo' to install bundled models.",
             )
         loop = asyncio.get_running_loop()
-        digest = await loop.run_in_executor(self._executor, file_digest, path)
+        # Through the digest cache: an unchanged multi-GB GGUF is not re-read at every start.
+        digest = await loop.run_in_executor(self._executor, lambda: manifest_of(path).digest_of("."))
         try:
             self._llm = await loop.run_in_executor(self._executor, self._load, str(path))
         except ValueError as exc:  # llama-cpp-python's way of saying the file would not load
