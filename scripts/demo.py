@@ -23,6 +23,9 @@ from rich.console import Console
 from rich.panel import Panel
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from scripts.crafted import gguf_claiming  # noqa: E402 - the same crafted GGUF the tests use
+
 BASTION = str(Path(sys.executable).parent / "bastion")
 console = Console()
 
@@ -53,23 +56,6 @@ def wait_healthy(base: str, proc: subprocess.Popen[bytes], timeout: float = 120.
         except OSError:
             time.sleep(0.3)
     raise SystemExit("the gateway did not become healthy in time; see .demo/serve.log")
-
-
-def gguf_claiming(path: Path, basename: str, size_label: str) -> Path:
-    """A small, valid GGUF whose metadata claims another identity (the admission denial example)."""
-    import gguf
-    import numpy as np
-
-    writer = gguf.GGUFWriter(str(path), "llama")
-    writer.add_name(f"{basename} {size_label}")
-    writer.add_basename(basename)
-    writer.add_size_label(size_label)
-    writer.add_tensor("token_embd.weight", np.zeros((16, 8), dtype=np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
 
 
 def main() -> None:

@@ -6,13 +6,13 @@ import pickle
 from pathlib import Path
 
 import pytest
+from scripts.crafted import gguf_claiming
 
 from bastion import bundled
 from bastion.errors import IntegrityError, PolicyDenied, UsageError, VerdictFail
 from bastion.policy import Organisation
 from bastion.registry import Registry, admit, verify_for_serving
 from bastion.signing import generate_key_pair, load_public_key
-from tests.registry.crafted import gguf_claiming
 
 
 @pytest.fixture()

@@ -1,4 +1,4 @@
-"""Small real GGUF files whose metadata claims a given identity (for admission tests and the demo)."""
+"""Small real GGUF files whose metadata claims a given identity (the admission denial in the demo and tests)."""
 
 from __future__ import annotations
 
