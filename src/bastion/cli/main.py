@@ -7,7 +7,7 @@ import sys
 import click
 import typer
 
-from bastion.cli import keys
+from bastion.cli import evals, keys
 from bastion.cli.render import render_error
 from bastion.errors import BastionError, UsageError
 
@@ -19,6 +19,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(keys.app, name="keys")
+app.add_typer(evals.app, name="eval")
 
 
 def main() -> None:

@@ -196,6 +196,9 @@ def build_data(source_dir: Path, out_dir: Path) -> dict[str, Any]:
             os.replace(out_dir, old)
             shutil.rmtree(old)
         os.replace(tmp, out_dir)  # the data set appears complete or not at all
+    except (zipfile.BadZipFile, KeyError, ValueError) as exc:
+        raise UnusableInput(f"cannot read the evaluation data from the wheels in {source_dir}: {exc}",
+                            hint="Delete the wheels there and run scripts/build_eval_data.py again.") from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return manifest
