@@ -23,7 +23,8 @@ def test_build_from_the_real_wheels_is_reproducible(tmp_path: Path) -> None:
     # Same inputs, same bytes: the installed data set has the digests of a fresh build.
     for name in ("arc_easy", "safety_promptinject", "safety_refusal_keywords"):
         assert ds[name]["sha256"] == load_dataset(name).sha256
-    assert "I cannot assist" in {r["keyword"] for r in load_dataset("safety_refusal_keywords", tmp_path / "out").records}
+    keywords = load_dataset("safety_refusal_keywords", tmp_path / "out").records
+    assert "I cannot assist" in {r["keyword"] for r in keywords}
 
 
 def test_missing_wheel_fails_without_creating_output(tmp_path: Path) -> None:

@@ -15,8 +15,10 @@ from bastion.evals.store import EvalStore
 def _run(run_id: str) -> RunRecord:
     s = TaskSummary("piqa", "capability", "loglikelihood", "acc_norm", 0.5, 2, 0.1, 0.9, 0.5, 0.5, 1.0,
                     {"acc": 0.5})
-    return RunRecord(run_id, "2026-01-01T00:00:00+00:00", {"name": "m", "kind": "llama.cpp", "digest": "sha256:ab"},
-                     "core", "core-1", {"seed": 1}, [{"name": "piqa", "sha256": "sha256:cd"}], [s], 2.0)
+    target = {"name": "m", "kind": "llama.cpp", "digest": "sha256:ab"}
+    datasets = [{"name": "piqa", "sha256": "sha256:cd"}]
+    return RunRecord(run_id, "2026-01-01T00:00:00+00:00", target, "core", "core-1", {"seed": 1}, datasets,
+                     [s], 2.0)
 
 
 def test_run_and_items_round_trip(tmp_path: Path) -> None:

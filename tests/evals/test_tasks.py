@@ -44,7 +44,8 @@ def test_subsample_is_deterministic_per_seed_and_task() -> None:
 
 def test_generative_prompt_letters_each_choice() -> None:
     item = MCItem("x", "Question: q\nAnswer:", ("red", "blue"), 1, "q")
-    assert mc_generative_prompt(item) == "q\nA. red\nB. blue\nAnswer with the letter of the correct option only (A, B)."
+    expected = "q\nA. red\nB. blue\nAnswer with the letter of the correct option only (A, B)."
+    assert mc_generative_prompt(item) == expected
 
 
 def test_unknown_task_is_a_usage_error() -> None:
