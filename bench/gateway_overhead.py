@@ -1,0 +1,237 @@
+"""Gateway overhead: Bastion vs the LiteLLM proxy in front of the same mock upstream, same run.
+
+The mock upstream is nginx returning a fixed OpenAI chat-completion body (steady, ~0.05 ms). wrk sends
+POST /v1/chat/completions with an API key to (a) nginx directly, (b) Bastion proxying to it and (c) the
+LiteLLM proxy proxying to it, both with key auth on. We report p50/p99 latency on one connection (the
+overhead is the difference to nginx alone) and the request rate with 32 connections.
+
+    .venv/bin/python bench/gateway_overhead.py [--duration 10] [--skip-litellm]
+
+Needs Debian's nginx and wrk (installed when missing) and creates bench/.venv-litellm for LiteLLM.
+Results: bench/results/gateway_overhead.json and the table in bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+BODY = json.dumps(
+    {
+        "id": "chatcmpl-mock",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "mock",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6},
+    }
+)
+REQUEST = json.dumps({"model": "mock", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 8})
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def ensure_debian(*packages: str) -> None:
+    missing = [p for p in packages if shutil.which(p if p != "nginx-light" else "nginx") is None]
+    if missing:
+        subprocess.run(["apt-get", "update", "-qq"], check=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True,
+                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+
+
+def wait(url: str, timeout: float = 120, headers: dict[str, str] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            req = urllib.request.Request(url, headers=headers or {})
+            with urllib.request.urlopen(req, timeout=2) as r:  # noqa: S310 - loopback only
+                if r.status < 500:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise SystemExit(f"{url} did not come up in {timeout}s")
+
+
+def start_nginx(tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    conf = tmp / "nginx.conf"
+    conf.write_text(
+        f"""
+worker_processes 1;
+daemon off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  client_body_temp_path {tmp}/body;
+  server {{
+    listen 127.0.0.1:{port};
+    location = /v1/models {{ default_type application/json; return 200 '{{"object":"list","data":[]}}'; }}
+    location / {{ default_type application/json; return 200 '{BODY}'; }}
+  }}
+}}
+"""
+    )
+    proc = subprocess.Popen(["nginx", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait(f"http://127.0.0.1:{port}/v1/models")
+    return proc, port
+
+
+def start_bastion(tmp: Path, upstream: int) -> tuple[subprocess.Popen[bytes], int, str]:
+    port = free_port()
+    home = tmp / "bastion-home"
+    home.mkdir()
+    cfg = tmp / "bastion.toml"
+    cfg.write_text(
+        f'[server]\nport = {port}\n[store]\npath = "{home}/b.db"\n'
+        f'[[models]]\nname = "mock"\nbackend = "openai"\nurl = "http://127.0.0.1:{upstream}/v1"\n'
+    )
+    env = {**os.environ, "BASTION_HOME": str(home)}
+    out = subprocess.run(
+        [sys.executable, "-m", "bastion.cli.main", "keys", "create", "bench", "-m", "mock", "--json",
+         "--config", str(cfg)],
+        env=env, capture_output=True, text=True, check=True,
+    )
+    key = json.loads(out.stdout)["key"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bastion.cli.main", "serve", "--config", str(cfg)],
+        env=env, stdout=(tmp / "bastion.log").open("wb"), stderr=subprocess.STDOUT,
+    )
+    wait(f"http://127.0.0.1:{port}/healthz")
+    return proc, port, key
+
+
+def start_litellm(tmp: Path, upstream: int) -> tuple[subprocess.Popen[bytes], int, str]:
+    venv = BENCH / ".venv-litellm"
+    if not (venv / "bin" / "litellm").exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "litellm[proxy]"], check=True)
+    port = free_port()
+    key = "sk-bench-master-key"
+    cfg = tmp / "litellm.yaml"
+    cfg.write_text(
+        "model_list:\n"
+        "  - model_name: mock\n"
+        "    litellm_params:\n"
+        "      model: openai/mock\n"
+        f"      api_base: http://127.0.0.1:{upstream}/v1\n"
+        "      api_key: none\n"
+        "general_settings:\n"
+        f"  master_key: {key}\n"
+        "litellm_settings:\n"
+        "  telemetry: false\n"
+    )
+    env = {**os.environ, "LITELLM_OFFLINE_MODE": "true", "LITELLM_LOG": "ERROR", "NO_DOCS": "true"}
+    proc = subprocess.Popen(
+        [str(venv / "bin" / "litellm"), "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port),
+         "--num_workers", "1"],
+        env=env, stdout=(tmp / "litellm.log").open("wb"), stderr=subprocess.STDOUT,
+    )
+    wait(f"http://127.0.0.1:{port}/health/liveliness", timeout=300)
+    return proc, port, key
+
+
+def wrk(port: int, key: str | None, connections: int, duration: int, tmp: Path) -> dict[str, float]:
+    script = tmp / "post.lua"
+    headers = 'wrk.headers["Content-Type"] = "application/json"\n'
+    if key:
+        headers += f'wrk.headers["Authorization"] = "Bearer {key}"\n'
+    script.write_text(f'wrk.method = "POST"\nwrk.body = [[{REQUEST}]]\n{headers}')
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script),
+         f"http://127.0.0.1:{port}/v1/chat/completions"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    def ms(label: str) -> float:
+        m = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        if not m:
+            return float("nan")
+        return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"p50_ms": ms("50"), "p99_ms": ms("99"), "rps": rps, "non_2xx": float(errors.group(1)) if errors else 0}
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--skip-litellm", action="store_true")
+    args = ap.parse_args()
+    ensure_debian("nginx-light", "wrk")
+    results: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "duration_s": args.duration,
+    }
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        nginx, nport = start_nginx(tmp)
+        procs = [nginx]
+        try:
+            targets = {"nginx (mock upstream alone)": (nport, None)}
+            bproc, bport, bkey = start_bastion(tmp, nport)
+            procs.append(bproc)
+            targets["bastion -> nginx"] = (bport, bkey)
+            if not args.skip_litellm:
+                lproc, lport, lkey = start_litellm(tmp, nport)
+                procs.append(lproc)
+                targets["litellm -> nginx"] = (lport, lkey)
+            for name, (port, key) in targets.items():
+                wrk(port, key, 1, 2, tmp)  # warm-up
+                one = wrk(port, key, 1, args.duration, tmp)
+                many = wrk(port, key, 32, args.duration, tmp)
+                results[name] = {"c1": one, "c32": many}
+                print(f"{name:32s} p50 {one['p50_ms']:.3f} ms  p99 {one['p99_ms']:.3f} ms  "
+                      f"rps(c1) {one['rps']:.0f}  rps(c32) {many['rps']:.0f}  non-2xx {many['non_2xx']:.0f}")
+        finally:
+            for p in procs:
+                stop(p)
+    base = results["nginx (mock upstream alone)"]["c1"]
+    for name in ("bastion -> nginx", "litellm -> nginx"):
+        if name in results:
+            r = results[name]
+            r["overhead_p50_ms"] = r["c1"]["p50_ms"] - base["p50_ms"]
+            r["overhead_p99_ms"] = r["c1"]["p99_ms"] - base["p99_ms"]
+            print(f"{name}: overhead p50 {r['overhead_p50_ms']:.3f} ms, p99 {r['overhead_p99_ms']:.3f} ms")
+    if "litellm -> nginx" in results:
+        b, lite = results["bastion -> nginx"], results["litellm -> nginx"]
+        results["ratios"] = {
+            "litellm_over_bastion_p50_overhead": lite["overhead_p50_ms"] / max(b["overhead_p50_ms"], 1e-6),
+            "bastion_over_litellm_rps_c32": b["c32"]["rps"] / max(lite["c32"]["rps"], 1e-6),
+        }
+        print("ratios:", json.dumps(results["ratios"]))
+    out = BENCH / "results" / "gateway_overhead.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

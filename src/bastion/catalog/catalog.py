@@ -1,0 +1,186 @@
+"""Loading the catalog and answering questions about it: lookup, filters, ancestry chains."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from bastion.catalog.schema import CatalogEntry, CatalogFile
+from bastion.errors import ConfigError, NotFound
+
+BUNDLED = "catalog.toml"
+
+
+@dataclass(frozen=True)
+class Ancestry:
+    """An entry and every ancestor, nearest first, with the countries and licences along the chain."""
+
+    chain: tuple[CatalogEntry, ...]
+
+    @property
+    def countries(self) -> tuple[str, ...]:
+        """Distinct developer countries along the chain, in chain order."""
+        return tuple(dict.fromkeys(e.country for e in self.chain))
+
+    @property
+    def licenses(self) -> tuple[str, ...]:
+        """Distinct licences along the chain, in chain order."""
+        return tuple(dict.fromkeys(e.license for e in self.chain))
+
+    @property
+    def license_flags(self) -> tuple[str, ...]:
+        """Every licence flag of every entry along the chain."""
+        return tuple(dict.fromkeys(f for e in self.chain for f in e.license_flags))
+
+    def to_json(self) -> dict[str, Any]:
+        """The chain as a plain mapping."""
+        return {
+            "chain": [
+                {
+                    "name": e.name,
+                    "developer": e.developer,
+                    "country": e.country,
+                    "license": e.license,
+                    "license_flags": list(e.license_flags),
+                    "relation_to_base": e.relation,
+                }
+                for e in self.chain
+            ],
+            "countries": list(self.countries),
+            "licenses": list(self.licenses),
+            "license_flags": list(self.license_flags),
+        }
+
+
+def _norm(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
+class Catalog:
+    """The validated catalog, indexed by name and alias (case- and punctuation-insensitive)."""
+
+    def __init__(self, entries: Iterable[CatalogEntry], origin: str = "catalog") -> None:
+        self.entries: tuple[CatalogEntry, ...] = tuple(entries)
+        self.origin = origin
+        self._index: dict[str, CatalogEntry] = {}
+        for e in self.entries:
+            for key in (e.name, *e.aliases, *(a.split("/", 1)[1] for a in e.aliases if "/" in a)):
+                other = self._index.get(_norm(key))
+                if other is not None and other.name != e.name:
+                    raise ConfigError(
+                        f"{origin}: name or alias {key!r} is used by both {other.name!r} and {e.name!r}",
+                        hint="Every name and alias must point to exactly one entry.",
+                    )
+                self._index[_norm(key)] = e
+        names = {e.name for e in self.entries}
+        for e in self.entries:
+            if e.base_model is not None and e.base_model not in names:
+                raise ConfigError(
+                    f"{origin}: entry {e.name!r} has base_model {e.base_model!r}, not in the catalog",
+                    hint="base_model must be the exact name of another entry; add the base entry first.",
+                )
+        for e in self.entries:
+            self.ancestry(e.name)  # raises on cycles
+
+    def find(self, name: str) -> CatalogEntry | None:
+        """The entry called ``name`` (or with that alias / Hugging Face repo), if any."""
+        return self._index.get(_norm(name))
+
+    def get(self, name: str) -> CatalogEntry:
+        """The entry called ``name``; NotFound with close names as a hint otherwise."""
+        entry = self.find(name)
+        if entry is None:
+            key = _norm(name)
+            close = [e.name for e in self.entries if key and key[:5] in _norm(e.name)][:5]
+            raise NotFound(
+                f"no catalog entry named {name!r}",
+                hint=(
+                    f"Did you mean: {', '.join(close)}?"
+                    if close
+                    else "List entries with 'bastion catalog list'."
+                ),
+            )
+        return entry
+
+    def ancestry(self, name: str) -> Ancestry:
+        """The entry and all its ancestors via ``base_model``, nearest first."""
+        chain = [self.get(name)]
+        while chain[-1].base_model is not None:
+            parent = self.get(chain[-1].base_model)
+            if any(parent.name == e.name for e in chain):
+                raise ConfigError(
+                    f"{self.origin}: base_model cycle through {parent.name!r}",
+                    hint="Lineage must end in a model trained from scratch.",
+                )
+            chain.append(parent)
+        return Ancestry(tuple(chain))
+
+    def select(
+        self,
+        *,
+        country: str | None = None,
+        license: str | None = None,
+        max_params_b: float | None = None,
+    ) -> list[CatalogEntry]:
+        """Entries matching every given filter (country code, licence substring, total parameters)."""
+        out = []
+        for e in self.entries:
+            if country and e.country != country.upper():
+                continue
+            if license and license.lower() not in e.license.lower():
+                continue
+            if max_params_b is not None and e.params_b > max_params_b:
+                continue
+            out.append(e)
+        return out
+
+
+def load_catalog(path: Path | None = None) -> Catalog:
+    """Load and validate the catalog at ``path`` (default: the one shipped with Bastion)."""
+    if path is None:
+        return _bundled()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise NotFound(f"cannot read catalog {path}: {exc.strerror or exc}", hint="Check the path.") from exc
+    return parse_catalog(text, str(path))
+
+
+@lru_cache(maxsize=1)
+def _bundled() -> Catalog:
+    text = resources.files("bastion.catalog").joinpath(BUNDLED).read_text(encoding="utf-8")
+    return parse_catalog(text, BUNDLED)
+
+
+def parse_catalog(text: str, origin: str) -> Catalog:
+    """Parse and validate catalog TOML text; ConfigError naming the entry and field on any problem."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            f"{origin}: not valid TOML: {exc}", hint="Fix the syntax at the position shown."
+        ) from exc
+    try:
+        parsed = CatalogFile.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = first["loc"]
+        where = "/".join(str(p) for p in loc)
+        if len(loc) >= 2 and loc[0] == "model" and isinstance(loc[1], int):
+            models = raw.get("model", [])
+            if isinstance(models, list) and loc[1] < len(models) and isinstance(models[loc[1]], dict):
+                where = (
+                    f"entry {models[loc[1]].get('name', loc[1])!r}, field {'/'.join(str(p) for p in loc[2:])}"
+                )
+        raise ConfigError(
+            f"{origin}: {where}: {first['msg']} ({exc.error_count()} problem(s) in total)",
+            hint="Correct the entry; the schema is bastion/catalog/schema.py.",
+        ) from exc
+    return Catalog(parsed.model, origin)

@@ -1,0 +1,129 @@
+"""``bastion policy``: check Cedar policy files against Bastion's schema, explain admission decisions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from bastion.catalog import load_catalog
+from bastion.catalog.identify import identify
+from bastion.cli.options import JsonOpt
+from bastion.cli.render import emit, out
+from bastion.errors import UsageError
+from bastion.policy import (
+    PACKS,
+    ArtifactAttributes,
+    Organisation,
+    admission_decision,
+    read_policy,
+    schema_text,
+)
+from bastion.policy.decision import VERDICTS
+
+app = typer.Typer(
+    help="Cedar policies: which models may be admitted, and who may call them.", no_args_is_help=True
+)
+
+
+@app.command("check")
+def check(
+    file: Annotated[str, typer.Argument(help="A .cedar file, or a bundled pack name.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Validate a policy against Bastion's Cedar schema; every problem with its line number."""
+    source, problems = read_policy(file)
+    data = {
+        "policy": source.origin,
+        "valid": not problems,
+        "statements": [s.to_json() for s in source.statements],
+        "problems": [p.to_json() for p in problems],
+    }
+
+    def human() -> None:
+        for p in problems:
+            where = f" (statement {p.statement})" if p.statement else ""
+            out.print(f"[red]{source.origin}:{p.line}:[/] {p.message}{where}")
+        if not problems:
+            out.print(f"{source.origin}: [green]valid[/], {len(source.statements)} statements")
+
+    emit(data, as_json, human)
+    if problems:
+        raise UsageError(
+            f"{source.origin}: {len(problems)} problem(s) found",
+            hint="Fix the lines listed; the schema is printed by 'bastion policy schema'.",
+        )
+
+
+@app.command("schema")
+def schema_() -> None:
+    """Print the Cedar schema policies are checked against."""
+    out.print(schema_text(), markup=False, highlight=False)
+
+
+@app.command("explain")
+def explain(
+    model: Annotated[str, typer.Argument(help="Catalog name, or a path to a .gguf file / model folder.")],
+    policy: Annotated[
+        str, typer.Option("--policy", help=f"Bundled pack ({', '.join(PACKS)}) or a .cedar file.")
+    ],
+    org: Annotated[Path | None, typer.Option("--org", help="organisation.toml (default: bundled).")] = None,
+    vet: Annotated[
+        str, typer.Option("--vet", help=f"Vet verdict to assume: {', '.join(VERDICTS)}.")
+    ] = "pass",
+    finding: Annotated[
+        list[str] | None, typer.Option("--finding", help="Vet finding code to assume (repeat).")
+    ] = None,
+    signer: Annotated[
+        str | None, typer.Option("--signer", help="Key id that signed it (default: the org's first).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print the admission decision for a model and the policy statements that decided it."""
+    if vet not in VERDICTS:
+        raise UsageError(f"--vet must be one of {', '.join(VERDICTS)}", hint="For example --vet pass.")
+    organisation = Organisation.load(org)
+    the_signer = signer if signer is not None else (organisation.trusted_signers or ("",))[0]
+    cat = load_catalog()
+    path = Path(model)
+    confidence, identified = 100, model
+    if path.exists():
+        ident = identify(path, cat)
+        if ident.best is None:
+            raise UsageError(
+                f"{model}: no catalog entry matches what the file says",
+                hint="'bastion catalog identify PATH' shows what was read.",
+            )
+        identified, confidence = ident.best.name, ident.best.confidence
+    attrs = ArtifactAttributes.from_catalog(
+        identified,
+        cat,
+        vet_verdict=vet,
+        finding_codes=tuple(finding or ()),
+        signer=the_signer,
+        match_confidence=confidence,
+    )
+    decision = admission_decision(attrs, policy, organisation)
+
+    def human() -> None:
+        verdict = "[green]ALLOW[/]" if decision.allowed else "[red]DENY[/]"
+        out.print(f"{verdict} admit {attrs.name} under {decision.policy}: {decision.note}")
+        table = Table("statement", "effect", "line")
+        for r in decision.reasons:
+            table.add_row(r.id, r.effect, str(r.line))
+        if decision.reasons:
+            out.print(table)
+        for e in decision.errors:
+            out.print(f"[red]error:[/] {e}")
+        out.print(
+            f"lineage {' <- '.join(attrs.lineage)}; countries {', '.join(attrs.lineage_countries)}; "
+            f"licences {'; '.join(attrs.lineage_licenses)}"
+        )
+        out.print(
+            f"denied countries (organisation): {', '.join(organisation.denied_countries) or 'none'}; "
+            f"vet {vet}; signer {the_signer or 'none'}; match confidence {confidence}"
+        )
+
+    emit(decision.to_json(), as_json, human)

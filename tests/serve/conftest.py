@@ -1,0 +1,177 @@
+"""A real gateway process on 127.0.0.1 serving the real bundled models, plus a real upstream.
+
+The upstream is llama-cpp-python's own OpenAI server running SmolLM2; one upstream points at a closed
+port to exercise 503 and fallback routing. Started once per session: model loading takes seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bastion import bundled
+from bastion.keys import KeyStore
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"{url} not ready in {timeout}s:\n{log.read_text()[-3000:]}")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+@dataclass(frozen=True)
+class Gateway:
+    base: str
+    home: Path
+    config: Path
+    admin_key: str
+    smol_only_key: str
+    revoked_key: str
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def v1(self) -> str:
+        return self.base + "/v1"
+
+
+@pytest.fixture(scope="session")
+def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """llama-cpp-python's OpenAI-compatible server with SmolLM2, as a real upstream process."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("upstream") / "upstream.log"
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "llama_cpp.server",
+                "--model",
+                str(bundled.smollm2()),
+                "--model_alias",
+                "smol-up",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--n_threads",
+                "1",
+                "--n_ctx",
+                "1024",
+            ],
+            stdout=fh,
+            stderr=fh,
+        )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/v1/models", proc, log)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        stop(proc)
+
+
+@pytest.fixture(scope="session")
+def gateway(tmp_path_factory: pytest.TempPathFactory, upstream: str) -> Iterator[Gateway]:
+    home = tmp_path_factory.mktemp("gateway-home")
+    dead = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
+    port = free_port()
+    config = home / "bastion.toml"
+    config.write_text(
+        f"""
+[server]
+port = {port}
+max_body_bytes = 65536
+
+[store]
+path = "{home / "bastion.db"}"
+
+[[models]]
+name = "smollm2"
+path = "bundled:smollm2"
+n_threads = 1
+
+[[models]]
+name = "gemma3"
+path = "bundled:gemma3"
+chat_format = "gemma"
+n_threads = 1
+
+[[models]]
+name = "smollm2-q0"
+path = "bundled:smollm2"
+n_ctx = 512
+n_threads = 1
+max_queue = 0
+
+[[models]]
+name = "upstream"
+backend = "openai"
+url = "{upstream}"
+upstream_model = "smol-up"
+timeout_s = 60
+
+[[models]]
+name = "dead"
+backend = "openai"
+url = "{dead}"
+
+[[models]]
+name = "dead-with-fallback"
+backend = "openai"
+url = "{dead}"
+fallbacks = ["smollm2"]
+""",
+        encoding="utf-8",
+    )
+    store = KeyStore(home / "bastion.db")
+    admin = store.create("admin", ["*"]).key
+    smol_only = store.create("analyst", ["smollm2"]).key
+    revoked = store.create("leaver", ["*"])
+    store.revoke(revoked.record.id)
+    store.close()
+    log = home / "serve.log"
+    env = {**os.environ, "BASTION_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bastion.cli.main", "serve", "--config", str(config)],
+            stdout=fh,
+            stderr=fh,
+            env=env,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(base + "/healthz", proc, log)
+        yield Gateway(base, home, config, admin, smol_only, revoked.key, proc)
+    finally:
+        stop(proc)
