@@ -34,7 +34,10 @@ class TargetInfo:
 class Backend(Protocol):
     """What a scorer needs from a model."""
 
-    info: TargetInfo
+    @property
+    def info(self) -> TargetInfo:
+        """What is being evaluated."""
+        ...
 
     def loglikelihoods(self, context: str, continuations: Sequence[str]) -> list[float]:
         """Summed log-probability of each continuation given ``context``."""

@@ -17,12 +17,14 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
-from bastion.errors import BackendUnavailable, UsageError
+from bastion.errors import BackendUnavailable, IntegrityError, UsageError
 from bastion.evals.backends.base import Generation, TargetInfo
 
 PROBE = "The capital of France is Paris"
+DIGEST_HEADER = "x-bastion-model-digest"
 
 
 class OpenAIBackend:
@@ -36,6 +38,8 @@ class OpenAIBackend:
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
         self.timeout = timeout
+        self._info: TargetInfo | None = None
+        self._header_digest: str | None = None
         listed = self._request("GET", "/models").get("data") or []
         ids = [str(m.get("id")) for m in listed if isinstance(m, dict)]
         if model is None:
@@ -48,8 +52,16 @@ class OpenAIBackend:
         # run records digest None instead of pretending to know which weights answered.
         digest = entry.get("digest") if isinstance(entry.get("digest"), str) else None
         ll = self.preflight()
-        self.info = TargetInfo(kind="openai", name=model, digest=digest, loglikelihood=ll, chat=True,
+        self._info = TargetInfo(kind="openai", name=model, digest=digest or self._header_digest,
+                               loglikelihood=ll, chat=True,
                                detail={"base_url": self.base_url, "prompt_logprobs": ll})
+
+    @property
+    def info(self) -> TargetInfo:
+        """What is being evaluated (the digest fills in once a Bastion gateway reports it)."""
+        if self._info is None:
+            raise BackendUnavailable("the endpoint has not been probed yet")
+        return self._info
 
     def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         headers = {"Content-Type": "application/json"}
@@ -62,6 +74,7 @@ class OpenAIBackend:
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310 (scheme checked)
                 payload: dict[str, Any] = json.loads(resp.read())
+                self._note_digest(resp.headers.get(DIGEST_HEADER))
                 return payload
         except urllib.error.HTTPError as exc:
             detail = exc.read()[:300].decode("utf-8", "replace")
@@ -71,6 +84,22 @@ class OpenAIBackend:
         except (urllib.error.URLError, TimeoutError, OSError, ValueError) as exc:
             raise BackendUnavailable(f"{method} {self.base_url}{path} failed: {exc}",
                                      hint="Is the server running and reachable?") from exc
+
+    def _note_digest(self, digest: str | None) -> None:
+        """Record the weights digest a Bastion gateway reports on every inference response.
+
+        If it changes during a run, different weights answered part of the items: the run is refused
+        rather than stored under one digest.
+        """
+        if not digest:
+            return
+        known = self._info.digest if self._info is not None else self._header_digest
+        if known is not None and known != digest:
+            raise IntegrityError(f"{self.base_url} answered with weights {digest}, earlier with {known}",
+                                 hint="The served model changed during the evaluation; run it again.")
+        self._header_digest = digest
+        if self._info is not None and self._info.digest is None:
+            self._info = replace(self._info, digest=digest)
 
     def _echo(self, prompt: str) -> dict[str, Any]:
         res = self._request("POST", "/completions", {"model": self.model, "prompt": prompt, "max_tokens": 1,
