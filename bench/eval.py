@@ -21,6 +21,7 @@ from pathlib import Path
 
 from bastion.bundled import smollm2
 from bastion.evals import EvalStore, LlamaBackend
+from bastion.evals.scoring import score_mc
 from bastion.evals.tasks import GSM8K_MAX_TOKENS, GSM8K_UNTIL, MCItem, load_task, mc_generative_prompt
 
 HERE = Path(__file__).parent
@@ -30,6 +31,7 @@ def bench_ll(backend: LlamaBackend, task: str, limit: int, seed: int) -> dict[st
     items, _ = load_task(task, limit, seed)
     t_reuse = t_plain = 0.0
     tok_reuse = tok_plain = 0
+    max_diff, same_pred = 0.0, 0
     for it in items:
         assert isinstance(it, MCItem)
         for reuse in (True, False):
@@ -42,10 +44,15 @@ def bench_ll(backend: LlamaBackend, task: str, limit: int, seed: int) -> dict[st
                 t_reuse, tok_reuse, ref = t_reuse + dt, tok_reuse + backend.tokens_evaluated, lls
             else:
                 t_plain, tok_plain = t_plain + dt, tok_plain + backend.tokens_evaluated
-                assert max(abs(a - b) for a, b in zip(lls, ref, strict=True)) < 1e-3, (task, it.id)
+                # llama.cpp's matmul kernels depend on the batch size, so a 2-token decode and a 65-token
+                # decode of the same tokens differ slightly; we report by how much and whether it matters.
+                max_diff = max(max_diff, *(abs(a - b) for a, b in zip(lls, ref, strict=True)))
+                r1, r2 = score_mc(lls, it.choices, it.gold), score_mc(ref, it.choices, it.gold)
+                same_pred += (r1.pred, r1.pred_norm) == (r2.pred, r2.pred_norm)
     n = len(items)
     return {"task": task, "items": n, "reuse_items_per_s": n / t_reuse, "plain_items_per_s": n / t_plain,
-            "speedup": t_plain / t_reuse, "reuse_tokens": tok_reuse, "plain_tokens": tok_plain}
+            "speedup": t_plain / t_reuse, "reuse_tokens": tok_reuse, "plain_tokens": tok_plain,
+            "max_abs_loglik_diff": max_diff, "same_predictions": same_pred}
 
 
 def bench_gen(backend: LlamaBackend, limit: int, seed: int) -> list[dict[str, float | str | int]]:
@@ -93,13 +100,17 @@ def main() -> None:
     lines = ["## Evals (`bench/eval.py`)", "",
              "`.venv/bin/python bench/eval.py --core-run RUN --db DB` → `bench/results/eval.json`. SmolLM2-135M "
              f"Q4_1, llama.cpp, {args.threads} threads, machine shared with other work (load 8-14 while measured).", "",
-             "Log-likelihood scoring, items/s (same process, items interleaved; log-likelihoods checked equal). "
+             "Log-likelihood scoring, items/s (same process, items interleaved). llama.cpp's logits depend "
+             "slightly on how many tokens are decoded together, so the two paths differ by the Δ shown; "
+             "'same prediction' counts items where both give the same acc and acc_norm answer. "
              "Peer: one full pass per choice, as lm-eval's API/GGUF models do:", "",
-             "| task | items | Bastion (context once, KV reused) | peer: context per choice | speed-up | tokens decoded |",
-             "|---|---|---|---|---|---|"]
+             "| task | items | Bastion (context once, KV reused) | peer: context per choice | speed-up "
+             "| tokens decoded | max Δ log-lik | same prediction |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in ll:
         lines.append(f"| {r['task']} | {r['items']} | {r['reuse_items_per_s']:.2f} | {r['plain_items_per_s']:.2f} | "
-                     f"{r['speedup']:.2f}× | {r['reuse_tokens']} vs {r['plain_tokens']} |")
+                     f"{r['speedup']:.2f}× | {r['reuse_tokens']} vs {r['plain_tokens']} | "
+                     f"{r['max_abs_loglik_diff']:.3f} | {r['same_predictions']}/{r['items']} |")
     lines += ["", "Generative scoring (greedy):", "", "| task | items | items/s | tokens/s |", "|---|---|---|---|"]
     for r in gen:
         lines.append(f"| {r['task']} | {r['items']} | {r['items_per_s']:.3f} | {r['tokens_per_s']:.1f} |")
