@@ -57,3 +57,9 @@ def test_schema_is_created_by_a_migration(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "e.db")
     assert conn.execute("SELECT name FROM _migrations WHERE component='evals'").fetchall() == [
         ("m001_runs_and_items",)]
+
+
+def test_run_found_by_its_random_suffix(tmp_path: Path) -> None:
+    store = EvalStore(tmp_path / "e.db")
+    store.save(_run("20260101-000000-abc123"), [])
+    assert store.get("abc123").id == "20260101-000000-abc123"

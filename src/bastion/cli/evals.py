@@ -45,6 +45,7 @@ def _fmt(v: float) -> str:
 def _summary_table(run: RunRecord) -> Table:
     table = Table("task", "scoring", "metric", "score %", "95% CI", "n", "chance %", "items/s", "tok/s",
                   title=f"run {run.id}  {run.target.get('name')}  ({run.suite_version})")
+    table.columns[0].no_wrap = True
     for s in run.summaries:
         tps = s.extra.get("tokens_per_s")
         ips = s.extra.get("items_per_s")
@@ -115,10 +116,11 @@ def list_(db: DbOpt = None, as_json: JsonOpt = False) -> None:
     runs = EvalStore(db).runs()
 
     def human() -> None:
-        table = Table("run", "created", "target", "digest", "suite", "tasks", "seconds")
+        table = Table("target", "weights digest", "suite", "tasks", "seconds")
+        table.add_column("run", no_wrap=True, min_width=22)
         for r in runs:
-            table.add_row(r.id, r.created_at, str(r.target.get("name")), (r.model_digest or "unknown")[:19],
-                          r.suite_version, str(len(r.summaries)), f"{r.seconds:.0f}")
+            table.add_row(str(r.target.get("name")), (r.model_digest or "unknown")[:19],
+                          r.suite_version, str(len(r.summaries)), f"{r.seconds:.0f}", r.id)
         out.print(table)
 
     emit([r.to_json() for r in runs], as_json, human)
@@ -162,6 +164,7 @@ def compare(
 
     def human() -> None:
         table = Table("task", *[f"{r['target']} ({r['run'][-6:]})" for r in comp["runs"]])
+        table.columns[0].no_wrap = True
         for row in comp["tasks"]:
             cells = []
             for c in row["cells"]:

@@ -74,11 +74,13 @@ class EvalStore:
         return [self._row(r) for r in rows]
 
     def get(self, run_id: str) -> RunRecord:
-        """The run whose id is ``run_id`` or starts with it (unambiguous prefix)."""
+        """The run whose id is ``run_id``, or starts or ends with it (unambiguous)."""
         if not run_id:
             raise UsageError("empty run id", hint="See 'bastion eval list'.")
-        rows = self.conn.execute("SELECT * FROM eval_runs WHERE id LIKE ? ORDER BY id",
-                                 (run_id.replace("%", "").replace("_", "") + "%",)).fetchall()
+        part = run_id.replace("%", "").replace("_", "")  # LIKE wildcards are not part of any run id
+        exact = self.conn.execute("SELECT * FROM eval_runs WHERE id = ?", (run_id,)).fetchall()
+        rows = exact or self.conn.execute("SELECT * FROM eval_runs WHERE id LIKE ? OR id LIKE ? ORDER BY id",
+                                          (part + "%", "%" + part)).fetchall()
         if not rows:
             raise NotFound(f"no evaluation run {run_id!r} in {self.path}", hint="See 'bastion eval list'.")
         if len(rows) > 1:
