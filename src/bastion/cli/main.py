@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from bastion.cli import audit, catalog, doctor, embed, keys, lineage, models, policy, serve, signing, vet
+from bastion.cli import audit, catalog, doctor, embed, evals, keys, lineage, models, policy, serve, signing, vet
 from bastion.cli.render import render_error
 from bastion.errors import BastionError
 
@@ -28,6 +28,7 @@ embed.register(app)
 signing.register(app)
 models.register(app)
 app.add_typer(lineage.app, name="lineage")
+app.add_typer(evals.app, name="eval")
 
 
 def main() -> None:
