@@ -6,7 +6,20 @@ import sys
 
 import typer
 
-from bastion.cli import audit, catalog, doctor, embed, evals, keys, lineage, models, policy, serve, signing, vet
+from bastion.cli import (
+    audit,
+    catalog,
+    doctor,
+    embed,
+    evals,
+    keys,
+    lineage,
+    models,
+    policy,
+    serve,
+    signing,
+    vet,
+)
 from bastion.cli.render import render_error
 from bastion.errors import BastionError
 
