@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.serve.conftest import admit_all
 
 from bastion.bundled import smollm2
 from bastion.evals import OpenAIBackend, RunOptions, run_eval
@@ -32,11 +33,15 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str
     config = home / "bastion.toml"
     config.write_text(f'[server]\nport = {port}\n\n[store]\npath = "{home / "bastion.db"}"\n\n'
                       '[[models]]\nname = "smollm2"\npath = "bundled:smollm2"\nn_threads = 2\n')
+    env = {**os.environ, "BASTION_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    # Served models must be admitted, and the gateway records every request: set both up as an operator would.
+    admit_all(home, {"smollm2": "bundled:smollm2"})
+    subprocess.run([sys.executable, "-m", "bastion.cli.main", "audit", "init"], env=env, check=True,
+                   capture_output=True)
     store = KeyStore(home / "bastion.db")
     key = store.create("evaluator", ["smollm2"]).key
     store.close()
     log = home / "serve.log"
-    env = {**os.environ, "BASTION_HOME": str(home), "HF_HUB_OFFLINE": "1"}
     with log.open("wb") as fh:
         proc = subprocess.Popen([sys.executable, "-m", "bastion.cli.main", "serve", "--config", str(config)],
                                 stdout=fh, stderr=fh, env=env)
