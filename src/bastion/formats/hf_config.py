@@ -13,17 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from bastion.errors import UnusableInput
+from bastion.formats.strict_json import no_duplicate_keys
 
 MAX_JSON = 64 << 20  # tokenizer.json of a 262k vocabulary is ~30 MB
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise ValueError(f"duplicate key {k!r}")
-        out[k] = v
-    return out
 
 
 def read_json(path: Path, limit: int = MAX_JSON) -> dict[str, Any]:
@@ -39,7 +31,7 @@ def read_json(path: Path, limit: int = MAX_JSON) -> dict[str, Any]:
     except OSError as exc:
         raise UnusableInput(f"cannot read {path}: {exc.strerror or exc}", hint="Check the path.") from exc
     try:
-        data = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
+        data = json.loads(raw.decode("utf-8"), object_pairs_hook=no_duplicate_keys)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise UnusableInput(f"{path}: not valid JSON: {exc}", hint="Fix or re-download the file.") from exc
     if not isinstance(data, dict):

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bastion.errors import UnusableInput
+from bastion.formats.strict_json import no_duplicate_keys
 
 #: safetensors' own MAX_HEADER_SIZE (tensor.rs): a loader refuses more, so a larger header is crafted.
 MAX_HEADER = 100_000_000
@@ -91,15 +92,6 @@ def _bad(path: Path, what: str) -> UnusableInput:
     )
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise ValueError(f"duplicate key {k!r}")
-        out[k] = v
-    return out
-
-
 def read_safetensors(path: Path) -> SafetensorsInfo:
     """Validate the safetensors file at ``path``; raise UnusableInput naming the first defect."""
     try:
@@ -119,7 +111,7 @@ def read_safetensors(path: Path) -> SafetensorsInfo:
     if not raw.startswith(b"{"):
         raise _bad(path, "the header does not start with '{'")
     try:
-        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=no_duplicate_keys)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise _bad(path, f"the header is not valid JSON: {exc}") from exc
     if not isinstance(header, dict):

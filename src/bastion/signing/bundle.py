@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bastion.errors import UnusableInput
+from bastion.formats.strict_json import no_duplicate_keys
 
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
@@ -24,20 +25,6 @@ def pae(payload_type: str, payload: bytes) -> bytes:
     """DSSE v1 pre-authentication encoding: what is actually signed (binds the type to the bytes)."""
     t = payload_type.encode()
     return b"DSSEv1 %d %s %d %s" % (len(t), t, len(payload), payload)
-
-
-def no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """JSON object hook that refuses duplicate keys.
-
-    Parsers disagree on duplicates (first wins in some, last in Python's), so a document with two
-    ``resources`` or two ``payload`` keys could mean different things to two verifiers: refuse it.
-    """
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate key {key!r}")
-        out[key] = value
-    return out
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ import re
 from typing import Any
 
 from bastion.errors import UnusableInput
+from bastion.formats.strict_json import no_duplicate_keys
 from bastion.hashing import HASH_TYPES, Manifest, Resource
 from bastion.hashing.manifest import sort_key
-from bastion.signing.bundle import no_duplicate_keys
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://model_signing/signature/v1.0"
