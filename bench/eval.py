@@ -106,7 +106,8 @@ def main() -> None:
     (HERE / "results" / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = ["## Evals (`bench/eval.py`)", "",
              "`.venv/bin/python bench/eval.py --core-run RUN --db DB` → `bench/results/eval.json`. SmolLM2-135M "
-             f"Q4_1, llama.cpp, {args.threads} threads, machine shared with other work (load 8-14 while measured).", "",
+             f"Q4_1, llama.cpp, {args.threads} threads, machine shared with other work (load average about 3 "
+             "while measured; under load 8-14 the same script ran about 30× slower).", "",
              "Log-likelihood scoring, items/s (same process, items interleaved). llama.cpp's logits depend "
              "slightly on how many tokens are decoded together, so the two paths differ by the Δ shown; "
              "'same prediction' counts items where both give the same acc and acc_norm answer. "
