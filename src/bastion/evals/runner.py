@@ -65,19 +65,25 @@ def _run_mc(backend: Backend, task: str, items: list[MCItem], scoring: str, tick
     records: list[ItemRecord] = []
     t0 = time.perf_counter()
     if scoring == "loglikelihood":
-        accs: list[float] = []
+        # The task's primary metric (lm-eval's choice per task): acc_norm for ARC/HellaSwag/PIQA, acc for
+        # MMLU (its " A".." D" continuations make length normalisation meaningless); the other is kept too.
+        primary = TASKS[task].primary
+        other = "acc" if primary == "acc_norm" else "acc_norm"
+        others: list[float] = []
         for it in items:
             lls = backend.loglikelihoods(it.context, it.continuations())
             r = score_mc(lls, it.choices, it.gold)
-            accs.append(r.acc)
-            out = {"logliks": lls, "gold": it.gold, "pred": r.pred, "pred_norm": r.pred_norm, "acc": r.acc}
-            records.append(ItemRecord(task, it.id, r.acc_norm, out))
+            scores = {"acc": r.acc, "acc_norm": r.acc_norm}
+            others.append(scores[other])
+            out = {"logliks": lls, "gold": it.gold, "pred": r.pred, "pred_norm": r.pred_norm,
+                   other: scores[other]}
+            records.append(ItemRecord(task, it.id, scores[primary], out))
             tick()
         secs = time.perf_counter() - t0
-        norm = [r.score for r in records]
-        s = _summary(task, "capability", scoring, "acc_norm", norm, TASKS[task].chance, secs,
-                     {"acc": sum(accs) / len(accs) if accs else 0.0,
-                      "acc_ci": list(wilson_interval(sum(accs), len(accs)))})
+        main = [r.score for r in records]
+        s = _summary(task, "capability", scoring, primary, main, TASKS[task].chance, secs,
+                     {other: sum(others) / len(others) if others else 0.0,
+                      f"{other}_ci": list(wilson_interval(sum(others), len(others)))})
         return s, records
     unparsed = 0
     gen_tokens = 0

@@ -76,12 +76,24 @@ TASKS: dict[str, TaskSpec] = {
     "arc_challenge": TaskSpec("arc_challenge", "mc", "acc_norm", 0.25),
     "hellaswag": TaskSpec("hellaswag", "mc", "acc_norm", 0.25),
     "piqa": TaskSpec("piqa", "mc", "acc_norm", 0.5),
+    "mmlu": TaskSpec("mmlu", "mc", "acc", 0.25),
     "gsm8k": TaskSpec("gsm8k", "gen", "exact_match_flex", 0.0),
 }
-CORE = ("arc_easy", "arc_challenge", "hellaswag", "piqa", "gsm8k")
+CORE = ("arc_easy", "arc_challenge", "hellaswag", "piqa", "mmlu", "gsm8k")
 
 
 def _mc_item(task: str, rec: dict[str, Any]) -> MCItem:
+    if task == "mmlu":
+        # lm-eval ``mmlu`` (default template, 0-shot): the subject header, the question, lettered
+        # options, "Answer:"; the continuations are " A" .. " D" and the metric is plain acc.
+        subject = rec["subject"].replace("_", " ")
+        options = "".join(f"{LETTERS[i]}. {c}\n" for i, c in enumerate(rec["choices"]))
+        context = (f"The following are multiple choice questions (with answers) about {subject}.\n\n"
+                   f"{rec['question'].strip()}\n{options}Answer:")
+        letters = tuple(LETTERS[: len(rec["choices"])])
+        # The generative fallback needs the option texts; the question carries them (see below).
+        question = f"{rec['question'].strip()}\n{options}".rstrip()
+        return MCItem(rec["id"], context, letters, int(rec["gold"]), question)
     if task == "hellaswag":
         return MCItem(rec["id"], rec["query"], tuple(rec["choices"]), int(rec["gold"]), rec["query"])
     if task == "piqa":
@@ -93,6 +105,10 @@ def _mc_item(task: str, rec: dict[str, Any]) -> MCItem:
 
 def mc_generative_prompt(item: MCItem) -> str:
     """The question with lettered options, asking for the letter only (parsed by ``parse_letter``)."""
+    if item.choices == tuple(LETTERS[: len(item.choices)]):
+        # Letter-answer tasks (MMLU) already list their lettered options in the question.
+        return (f"{item.question}\n"
+                f"Answer with the letter of the correct option only ({', '.join(item.choices)}).")
     options = "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(item.choices))
     return (f"{item.question}\n{options}\n"
             f"Answer with the letter of the correct option only ({', '.join(LETTERS[:len(item.choices)])}).")
