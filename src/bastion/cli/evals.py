@@ -15,7 +15,9 @@ from bastion.cli.render import emit, err, out
 from bastion.errors import UsageError
 from bastion.evals import EvalStore, LlamaBackend, OpenAIBackend, RunOptions, RunRecord, run_eval
 from bastion.evals.backends import Backend
+from bastion.evals.policy_cost import admissibility
 from bastion.evals.report import compare_runs, write_report
+from bastion.policy import Organisation
 
 app = typer.Typer(help="Measure models offline: capability (ARC, HellaSwag, PIQA, GSM8K) and safety suites.",
                   no_args_is_help=True)
@@ -183,12 +185,22 @@ def compare(
 def report(
     run_ids: Annotated[list[str], typer.Argument(help="Runs to include.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="HTML file to write.")] = Path("report.html"),
+    policy: Annotated[str | None, typer.Option(
+        "--policy", help="Add 'what your policy costs you': pack name or .cedar file.")] = None,
+    org: Annotated[Path | None, typer.Option("--org", help="organisation.toml for --policy.")] = None,
+    identity: Annotated[list[str] | None, typer.Option(
+        "--identity", help="RUN=CATALOG_NAME for runs whose model file cannot be identified.")] = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Write a self-contained HTML report (tables and SVG charts, no external assets)."""
     store = EvalStore(db)
     runs = [store.get(r) for r in run_ids]
-    path = write_report(runs, output)
-    emit({"report": str(path), "runs": [r.id for r in runs]}, as_json,
+    verdicts = None
+    if policy is not None:
+        named = dict(pair.split("=", 1) for pair in identity or [] if "=" in pair)
+        verdicts = admissibility(runs, policy, Organisation.load(org), named)
+    path = write_report(runs, output, verdicts)
+    emit({"report": str(path), "runs": [r.id for r in runs],
+          "admissibility": [v.to_json() for v in verdicts or []]}, as_json,
          lambda: out.print(f"wrote {path} ({path.stat().st_size // 1024} KiB, {len(runs)} run(s))"))

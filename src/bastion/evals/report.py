@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bastion.errors import UsageError
+from bastion.evals.policy_cost import Admissibility
 from bastion.evals.records import RunRecord
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
@@ -36,20 +37,38 @@ def compare_runs(runs: Sequence[RunRecord]) -> dict[str, Any]:
                 cells.append(None)
                 continue
             comparable = base is not None and base.scoring == s.scoring and base.n == s.n
-            cells.append({"value": s.value, "ci_low": s.ci_low, "ci_high": s.ci_high, "n": s.n,
-                          "scoring": s.scoring, "metric": s.metric,
-                          # A difference is only shown between like-for-like scores (same scoring, same n).
-                          "delta": (s.value - base.value) if comparable and base is not None else None})
+            cells.append(
+                {
+                    "value": s.value,
+                    "ci_low": s.ci_low,
+                    "ci_high": s.ci_high,
+                    "n": s.n,
+                    "scoring": s.scoring,
+                    "metric": s.metric,
+                    # A difference is only shown between like-for-like scores (same scoring, same n).
+                    "delta": (s.value - base.value) if comparable and base is not None else None,
+                }
+            )
         rows.append({"task": task, "cells": cells})
-    return {"runs": [{"run": r.id, "target": r.target.get("name"), "digest": r.model_digest,
-                      "suite_version": r.suite_version} for r in runs], "tasks": rows}
+    return {
+        "runs": [
+            {
+                "run": r.id,
+                "target": r.target.get("name"),
+                "digest": r.model_digest,
+                "suite_version": r.suite_version,
+            }
+            for r in runs
+        ],
+        "tasks": rows,
+    }
 
 
 def _svg(fig: Any) -> str:
     buf = io.StringIO()
     fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
     text = buf.getvalue()
-    return text[text.index("<svg"):]  # drop the XML prolog and doctype: the SVG is inlined in HTML
+    return text[text.index("<svg") :]  # drop the XML prolog and doctype: the SVG is inlined in HTML
 
 
 def _bar_chart(runs: Sequence[RunRecord], kind: str, title: str, value: str) -> str | None:
@@ -74,8 +93,14 @@ def _bar_chart(runs: Sequence[RunRecord], kind: str, title: str, value: str) -> 
             xs.append(100 * v if value == "score" else v)
             lo.append(100 * (s.value - s.ci_low) if value == "score" else 0)
             hi.append(100 * (s.ci_high - s.value) if value == "score" else 0)
-        ax.barh(ys, xs, height=height * 0.9, xerr=[lo, hi] if value == "score" else None, capsize=3,
-                label=f"{r.target.get('name')} ({r.id[-6:]})")
+        ax.barh(
+            ys,
+            xs,
+            height=height * 0.9,
+            xerr=[lo, hi] if value == "score" else None,
+            capsize=3,
+            label=f"{r.target.get('name')} ({r.id[-6:]})",
+        )
     if value == "score":
         for i, task in enumerate(tasks):
             chance = next((s.chance for r in runs if (s := r.summary(task)) and s.chance), None)
@@ -92,40 +117,92 @@ def _bar_chart(runs: Sequence[RunRecord], kind: str, title: str, value: str) -> 
     return _svg(fig)
 
 
+def _mean_capability(run: RunRecord) -> float | None:
+    values = [s.value for s in run.summaries if s.kind == "capability"]
+    return sum(values) / len(values) if values else None
+
+
+def _word(v: Admissibility) -> str:
+    return {True: "admissible", False: "not admissible", None: "unidentified"}[v.allowed]
+
+
+def _policy_chart(runs: Sequence[RunRecord], verdicts: Sequence[Admissibility]) -> tuple[str, str]:
+    """Capability against admissibility: the chart and the sentence stating the gap."""
+    from matplotlib.figure import Figure
+
+    colours = {True: "#2e7d32", False: "#c62828", None: "#9e9e9e"}
+    by_run = {v.run_id: v for v in verdicts}
+    rows = [(r, by_run[r.id], m) for r in runs if (m := _mean_capability(r)) is not None]
+    fig = Figure(figsize=(7.5, 0.8 + 0.4 * max(1, len(rows))))
+    ax = fig.add_subplot()
+    for i, (r, v, m) in enumerate(rows):
+        label = _word(v)
+        ax.barh([i], [100 * m], color=colours[v.allowed], height=0.7)
+        ax.text(100 * m + 1, i, f"{v.identity or r.target.get('name')} ({label})", va="center", fontsize=8)
+    ax.set_yticks(range(len(rows)), [r.id[-6:] for r, _, _ in rows])
+    ax.set_xlim(0, 115)
+    ax.invert_yaxis()
+    ax.set_xlabel("mean capability score % over the run's tasks")
+    policy = verdicts[0].policy if verdicts else ""
+    ax.set_title(f"What your policy costs you ({policy})")
+    best_in = max((m for _, v, m in rows if v.allowed is True), default=None)
+    best_out = max((m for _, v, m in rows if v.allowed is False), default=None)
+    if best_in is not None and best_out is not None:
+        gap = 100 * (best_out - best_in)
+        sentence = (
+            f"Under {policy}, the best admissible model scores {100 * best_in:.1f}% and the best "
+            f"inadmissible one {100 * best_out:.1f}%: your policy costs you {gap:.1f} points "
+            "(mean over each run's tasks; compare runs of the same suite and limit)."
+        )
+    else:
+        sentence = f"Under {policy}: " + ", ".join(f"{v.identity or v.run_id}: {_word(v)}" for v in verdicts)
+    return _svg(fig), sentence
+
+
 def _e(v: Any) -> str:
     return html.escape(str(v), quote=True)
 
 
-def render_html(runs: Sequence[RunRecord]) -> str:
-    """The whole report as one HTML string."""
+def render_html(runs: Sequence[RunRecord], verdicts: Sequence[Admissibility] | None = None) -> str:
+    """The whole report as one HTML string (with a policy-cost chart when ``verdicts`` are given)."""
     if not runs:
         raise UsageError("no runs to report", hint="Give at least one run id (see 'bastion eval list').")
     import matplotlib
 
     matplotlib.rcParams["svg.fonttype"] = "path"  # glyphs as paths: no font files, no external loads
     matplotlib.rcParams["svg.hashsalt"] = "bastion"  # stable element ids between renders
-    charts = [("chart-capability", _bar_chart(runs, "capability", "Capability (higher is better)", "score")),
-              ("chart-safety", _bar_chart(runs, "safety", "Safety: share of items handled safely", "score")),
-              ("chart-throughput", _bar_chart(runs, "capability", "Throughput on this machine", "speed"))]
+    charts = [
+        ("chart-capability", _bar_chart(runs, "capability", "Capability (higher is better)", "score")),
+        ("chart-safety", _bar_chart(runs, "safety", "Safety: share of items handled safely", "score")),
+        ("chart-throughput", _bar_chart(runs, "capability", "Throughput on this machine", "speed")),
+    ]
     comp = compare_runs(runs)
-    parts = [f"<!doctype html><html lang=en><head><meta charset=utf-8>"
-             f"<meta http-equiv=Content-Security-Policy content=\"{CSP}\">"
-             "<title>Bastion evaluation report</title><style>"
-             "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
-             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;"
-             "font-size:13px;text-align:left}th{background:#f3f3f3}figure{margin:1em 0}"
-             "code{font-size:12px}</style></head><body><h1>Bastion evaluation report</h1>"]
-    parts.append("<h2>Runs</h2><table><tr><th>run</th><th>target</th><th>weights sha256</th>"
-                 "<th>suite</th><th>settings</th><th>seconds</th></tr>")
+    parts = [
+        f"<!doctype html><html lang=en><head><meta charset=utf-8>"
+        f'<meta http-equiv=Content-Security-Policy content="{CSP}">'
+        "<title>Bastion evaluation report</title><style>"
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;"
+        "font-size:13px;text-align:left}th{background:#f3f3f3}figure{margin:1em 0}"
+        "code{font-size:12px}</style></head><body><h1>Bastion evaluation report</h1>"
+    ]
+    parts.append(
+        "<h2>Runs</h2><table><tr><th>run</th><th>target</th><th>weights sha256</th>"
+        "<th>suite</th><th>settings</th><th>seconds</th></tr>"
+    )
     for r in runs:
         settings = ", ".join(f"{k}={v}" for k, v in r.settings.items())
         target = f"{_e(r.target.get('name'))} ({_e(r.target.get('kind'))})"
-        parts.append(f"<tr><td>{_e(r.id)}</td><td>{target}</td>"
-                     f"<td><code>{_e(r.model_digest or 'unknown: not reported by the server')}</code></td>"
-                     f"<td>{_e(r.suite_version)}</td><td>{_e(settings)}</td><td>{r.seconds:.0f}</td></tr>")
-    parts.append("</table><h2>Scores</h2><table><tr><th>task</th>"
-                 + "".join(f"<th>{_e(x['target'])} ({_e(x['run'][-6:])})</th>" for x in comp["runs"])
-                 + "</tr>")
+        parts.append(
+            f"<tr><td>{_e(r.id)}</td><td>{target}</td>"
+            f"<td><code>{_e(r.model_digest or 'unknown: not reported by the server')}</code></td>"
+            f"<td>{_e(r.suite_version)}</td><td>{_e(settings)}</td><td>{r.seconds:.0f}</td></tr>"
+        )
+    parts.append(
+        "</table><h2>Scores</h2><table><tr><th>task</th>"
+        + "".join(f"<th>{_e(x['target'])} ({_e(x['run'][-6:])})</th>" for x in comp["runs"])
+        + "</tr>"
+    )
     for row in comp["tasks"]:
         cells = []
         for c in row["cells"]:
@@ -133,37 +210,61 @@ def render_html(runs: Sequence[RunRecord]) -> str:
                 cells.append("<td>-</td>")
                 continue
             delta = "" if c["delta"] is None or c is row["cells"][0] else f" ({100 * c['delta']:+.1f})"
-            cells.append(f"<td>{100 * c['value']:.1f}% [{100 * c['ci_low']:.1f}-{100 * c['ci_high']:.1f}]"
-                         f"{delta}<br><small>{_e(c['metric'])}, {_e(c['scoring'])}, n={c['n']}</small></td>")
+            cells.append(
+                f"<td>{100 * c['value']:.1f}% [{100 * c['ci_low']:.1f}-{100 * c['ci_high']:.1f}]"
+                f"{delta}<br><small>{_e(c['metric'])}, {_e(c['scoring'])}, n={c['n']}</small></td>"
+            )
         parts.append(f"<tr><td>{_e(row['task'])}</td>{''.join(cells)}</tr>")
-    parts.append("</table><p><small>Intervals are 95% Wilson score intervals. Log-likelihood and generative "
-                 "scores of the same task are not comparable, so no difference is shown between them. "
-                 "Safety rules are transparent string rules (see bastion/evals/safety.py); a pass is a "
-                 "lower bound on unsafe behaviour, not a guarantee.</small></p>")
+    parts.append(
+        "</table><p><small>Intervals are 95% Wilson score intervals. Log-likelihood and generative "
+        "scores of the same task are not comparable, so no difference is shown between them. "
+        "Safety rules are transparent string rules (see bastion/evals/safety.py); a pass is a "
+        "lower bound on unsafe behaviour, not a guarantee.</small></p>"
+    )
     for cid, svg in charts:
         if svg is not None:
             parts.append(f"<figure class=chart id={cid}>{svg}</figure>")
-    parts.append("<h2>Speed and cost</h2><table><tr><th>run</th><th>task</th><th>items/s</th>"
-                 "<th>tokens/s</th><th>cost per 1M tokens</th></tr>")
+    if verdicts:
+        svg, sentence = _policy_chart(runs, verdicts)
+        parts.append(
+            f"<h2>Capability and admissibility</h2><p>{_e(sentence)}</p>"
+            f"<figure class=chart id=chart-policy>{svg}</figure>"
+            "<p><small>Admissibility assumes a clean vet and the organisation's signature, as "
+            "admission would establish; statements: "
+            + "; ".join(_e(f"{v.identity or v.run_id}: {', '.join(v.reasons) or '-'}") for v in verdicts)
+            + "</small></p>"
+        )
+    parts.append(
+        "<h2>Speed and cost</h2><table><tr><th>run</th><th>task</th><th>items/s</th>"
+        "<th>tokens/s</th><th>cost per 1M tokens</th></tr>"
+    )
     for r in runs:
         for s in r.summaries:
             ips, tps, cost = (s.extra.get(k) for k in ("items_per_s", "tokens_per_s", "cost_per_1m_tokens"))
-            parts.append(f"<tr><td>{_e(r.id[-6:])}</td><td>{_e(s.task)}</td><td>{ips or 0:.2f}</td>"
-                         f"<td>{'' if tps is None else f'{tps:.1f}'}</td>"
-                         f"<td>{'' if cost is None else f'{cost:.2f}'}</td></tr>")
-    parts.append("</table><h2>Data sets</h2><table><tr><th>run</th><th>data set</th><th>sha256</th>"
-                 "<th>licence</th><th>source</th></tr>")
+            parts.append(
+                f"<tr><td>{_e(r.id[-6:])}</td><td>{_e(s.task)}</td><td>{ips or 0:.2f}</td>"
+                f"<td>{'' if tps is None else f'{tps:.1f}'}</td>"
+                f"<td>{'' if cost is None else f'{cost:.2f}'}</td></tr>"
+            )
+    parts.append(
+        "</table><h2>Data sets</h2><table><tr><th>run</th><th>data set</th><th>sha256</th>"
+        "<th>licence</th><th>source</th></tr>"
+    )
     for r in runs:
         for d in r.datasets:
-            parts.append(f"<tr><td>{_e(r.id[-6:])}</td><td>{_e(d['name'])}</td><td><code>{_e(d['sha256'])}"
-                         f"</code></td><td>{_e(d['licence'])}</td><td>{_e(d['source'])}</td></tr>")
+            parts.append(
+                f"<tr><td>{_e(r.id[-6:])}</td><td>{_e(d['name'])}</td><td><code>{_e(d['sha256'])}"
+                f"</code></td><td>{_e(d['licence'])}</td><td>{_e(d['source'])}</td></tr>"
+            )
     parts.append("</table></body></html>\n")
     return "".join(parts)
 
 
-def write_report(runs: Sequence[RunRecord], output: Path) -> Path:
+def write_report(
+    runs: Sequence[RunRecord], output: Path, verdicts: Sequence[Admissibility] | None = None
+) -> Path:
     """Render the report and write it atomically (temporary file, then rename)."""
-    text = render_html(runs)
+    text = render_html(runs, verdicts)
     output = output.expanduser()
     output.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".html", dir=output.parent)
