@@ -9,6 +9,7 @@ Public face:
 
 from bastion.lineage.check import LineageVerdict, check_lineage, load_or_fingerprint
 from bastion.lineage.compare import Comparison, compare
+from bastion.lineage.evidence import WeightEvidence, reference_name
 from bastion.lineage.fingerprint import Fingerprint, fingerprint, load, save
 from bastion.lineage.references import ReferenceInfo, ReferenceStore
 
@@ -18,10 +19,12 @@ __all__ = [
     "LineageVerdict",
     "ReferenceInfo",
     "ReferenceStore",
+    "WeightEvidence",
     "check_lineage",
     "compare",
     "fingerprint",
     "load",
     "load_or_fingerprint",
+    "reference_name",
     "save",
 ]

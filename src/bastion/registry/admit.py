@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bastion.catalog import Identification, identify, load_catalog
+from bastion.catalog import EvidenceSource, Identification, identify, load_catalog
 from bastion.errors import NotFound, PolicyDenied, VerdictFail
 from bastion.hashing import Manifest, file_digest, manifest_of
 from bastion.policy import ArtifactAttributes, Decision, Organisation, admission_decision, load_policy
@@ -55,6 +55,17 @@ def weights_digest(path: Path) -> str:
     raise NotFound(f"{path} has no weights file (model.safetensors)", hint="Point at the model folder.")
 
 
+def _weight_evidence() -> list[EvidenceSource]:
+    """Weight fingerprints as identification evidence, when the local reference store has any."""
+    from bastion.lineage import ReferenceStore, WeightEvidence
+    from bastion.lineage.references import default_path
+
+    if not default_path().exists():
+        return []
+    store = ReferenceStore()
+    return [WeightEvidence(store)] if store.list() else []
+
+
 def assess(
     path: Path, policy: str | Path, organisation: Organisation, signer: str, strict: bool = False
 ) -> Assessment:
@@ -68,7 +79,7 @@ def assess(
         )
     manifest = manifest_of(path)
     catalog = load_catalog()
-    identity = identify(path, catalog)
+    identity = identify(path, catalog, evidence_sources=_weight_evidence())
     best = identity.best
     findings = tuple(sorted({f.code for f in report.findings}))
     if best is not None:
