@@ -27,22 +27,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from lineage_models import make_all  # noqa: E402
+from lineage_models import DERIVED, UNRELATED, make_all  # noqa: E402
 
 from bastion import bundled  # noqa: E402
 from bastion.lineage import compare, fingerprint  # noqa: E402
 from bastion.lineage.gguf_tensors import GGUFTensors  # noqa: E402
-
-DERIVED = (
-    "requant-q8_0",
-    "requant-q4_k_m",
-    "permuted",
-    "finetuned",
-    "lora-merged",
-    "pruned-10",
-    "vocab-extended",
-)
-UNRELATED = ("gemma3-270m", "seed-1", "seed-2", "seed-3")
 
 
 def weight_change(base: Path, other: Path) -> float:

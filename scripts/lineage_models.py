@@ -33,6 +33,17 @@ from bastion.lineage.gguf_tensors import GGUFTensors
 
 Tensors = dict[str, np.ndarray]
 SEEDS = (1, 2, 3)
+#: the models make_all() builds, by how they relate to SmolLM2 (shared by tests/lineage and bench/)
+DERIVED = (
+    "requant-q8_0",
+    "requant-q4_k_m",
+    "permuted",
+    "finetuned",
+    "lora-merged",
+    "pruned-10",
+    "vocab-extended",
+)
+UNRELATED = ("gemma3-270m", "seed-1", "seed-2", "seed-3")
 FT_STEPS = int(os.environ.get("BASTION_LINEAGE_FT_STEPS", "40"))
 SEED_STEPS = 3
 CACHE = Path(os.environ.get("BASTION_LINEAGE_CACHE", Path(tempfile.gettempdir()) / "bastion-lineage-cache"))

@@ -46,7 +46,7 @@ from bastion.errors import (
 from bastion.keys import KeyStore
 from bastion.registry import Registry, verify_for_serving
 from bastion.serve import openapi
-from bastion.serve.auth import Authorizer, KeyModelListAuthorizer, bearer_token
+from bastion.serve.auth import Authorizer, bearer_token
 from bastion.serve.backends import Backend, Cancel, Endpoint, Usage
 from bastion.serve.http_errors import error_response, sse_error, validation_error
 from bastion.serve.metrics import Metrics
@@ -96,7 +96,7 @@ class Gateway:
         settings: Settings,
         keys: KeyStore,
         router: Router,
-        authorizer: Authorizer | None = None,
+        authorizer: Authorizer,
         audit: AuditLog | None = None,
         admission: AdmissionCheck | None = None,
     ) -> None:
@@ -106,7 +106,7 @@ class Gateway:
         self.refused: dict[str, BastionError] = {}
         self.keys = keys
         self.router = router
-        self.authorizer: Authorizer = authorizer or KeyModelListAuthorizer()
+        self.authorizer = authorizer
         self.audit = audit
         self.metrics = Metrics()
         self.load_errors: dict[str, str] = {}
@@ -202,6 +202,8 @@ class Gateway:
         for backend in self.router.backends.values():
             await backend.aclose()
         self.keys.close()
+        if self.admission is not None:
+            self.admission.registry.close()
         if self.audit is not None:
             self.audit.close()  # flushes and signs a final tree head
 
@@ -299,13 +301,17 @@ class Gateway:
             ) from exc
 
     def _chain(self, name: str) -> list[Backend]:
-        """The model's backends to try, leaving out fallbacks that are refused or revoked."""
+        """The model's backends to try, leaving out fallbacks that are refused or revoked.
+
+        The requested model itself was checked by ``infer`` just before; only fallbacks are checked here.
+        """
         chain = []
         for backend in self.router.chain(name):
-            try:
-                self._servable(backend.info.name)
-            except PolicyDenied:
-                continue
+            if backend.info.name != name:
+                try:
+                    self._servable(backend.info.name)
+                except PolicyDenied:
+                    continue
             chain.append(backend)
         if not chain:
             raise BackendUnavailable(f"model {name!r} and its fallbacks cannot be served now")
