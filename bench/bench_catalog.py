@@ -24,7 +24,7 @@ import gguf
 from bastion import bundled
 from bastion.formats.gguf import read_gguf
 from bastion.keys import Principal
-from bastion.policy import AccessPolicy, ServedModel
+from bastion.policy import AccessPolicy, ModelResource
 from bastion.policy.source import _read_text, schema_text
 
 OUT = Path(__file__).parent / "results" / "catalog.json"
@@ -64,7 +64,7 @@ def bench_authorize(n: int = 2000) -> dict[str, object]:
     policy_text = _read_text("sovereign-strict")[0]
     ap = AccessPolicy("sovereign-strict", {"analysts": 2})
     principal = Principal("k1", "alice", ("smollm2",), ("analysts",))
-    model = ServedModel("smollm2", 1)
+    model = ModelResource("smollm2", 1)
     first = timed(
         lambda: AccessPolicy("sovereign-strict", {"analysts": 2}).authorize(principal, "chat", model), 5
     )
@@ -79,7 +79,7 @@ def bench_authorize(n: int = 2000) -> dict[str, object]:
         {"uid": {"type": "Bastion::Group", "id": "analysts"}, "attrs": {}, "parents": []},
         {
             "uid": {"type": "Bastion::ServedModel", "id": "smollm2"},
-            "attrs": {"name": "smollm2", "classification_ceiling": 1},
+            "attrs": {"name": "smollm2", "classification_ceiling": 1, "local": True},
             "parents": [],
         },
     ]

@@ -19,6 +19,10 @@ from bastion.errors import ConfigError
 ENV_PREFIX = "BASTION_"
 
 
+#: backends whose weights are files on this host; every other backend is an upstream HTTP server
+LOCAL_BACKENDS = frozenset({"llama_cpp", "minilm"})
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -30,6 +34,11 @@ class ServerSettings(_Strict):
     max_body_bytes: int = Field(1_048_576, ge=1024)
     #: uvicorn access log (off by default: the audit log is the record)
     access_log: bool = False
+    #: callers on this host count as administrators (health details, /metrics, POST /admin/reload);
+    #: turn off behind a reverse proxy on the same host, where every caller looks local
+    admin_loopback: bool = True
+    #: API keys in this group are administrators wherever they call from
+    admin_group: str = "bastion-admin"
 
 
 class StoreSettings(_Strict):
@@ -70,6 +79,12 @@ class RegistrySettings(_Strict):
     enforce: bool = True
     #: the organisation's public key (PEM) that verifies admission signatures
     public_key: Path = Field(default_factory=lambda: data_home() / "org" / "signing-key.pub.pem")
+    #: also serve every admitted model that is not configured under [[models]], under its admitted
+    #: name (a GGUF with llama.cpp, a folder with the MiniLM encoder); `bastion import` then
+    #: `bastion policy reload` (or POST /admin/reload) makes a new model servable without a restart
+    serve_admitted: bool = False
+    #: classification ceiling of models served that way (callers need that clearance)
+    admitted_classification: Literal["public", "official", "secret", "top-secret"] = "official"
 
 
 class PolicySettings(_Strict):
@@ -106,6 +121,11 @@ class ModelSettings(_Strict):
     default_max_tokens: int = Field(256, ge=1)
     #: highest data classification this model may hold or return; callers need that clearance
     classification: Literal["public", "official", "secret", "top-secret"] = "public"
+
+    @property
+    def local(self) -> bool:
+        """Whether the weights are on this host (admitted, hashed, loaded here) rather than upstream."""
+        return self.backend in LOCAL_BACKENDS
 
     @model_validator(mode="after")
     def _backend_fields(self) -> ModelSettings:

@@ -69,7 +69,7 @@ def _bundled() -> list[Check]:
 def _models(settings: Settings) -> list[Check]:
     checks = []
     for m in settings.models:
-        if m.backend == "openai":
+        if not m.local:
             host = (m.url or "").split("//", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0].strip("[]")
             local = host in ("localhost",) or _is_loopback(host)
             checks.append(

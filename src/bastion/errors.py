@@ -170,3 +170,11 @@ class EgressBlocked(PermissionDenied):
     """An outbound connection to a host that is not loopback or a configured upstream."""
 
     code = "egress_blocked"
+
+
+def internal_error() -> BastionError:
+    """What a caller sees of an unexpected failure: a 500 that points at the log, never a traceback."""
+    return BastionError(
+        "internal error; the gateway log has the details",
+        hint="Report it to the administrator with the request id.",
+    )

@@ -8,11 +8,11 @@ import pytest
 
 from bastion.errors import UsageError
 from bastion.keys import KeyStore, Principal
-from bastion.policy import AccessPolicy, ServedModel
+from bastion.policy import AccessPolicy, ModelResource
 from bastion.policy.source import _read_text
 
-SMOL = ServedModel("smollm2", classification_ceiling=0)
-SECRET_MODEL = ServedModel("analyst-model", classification_ceiling=2)
+SMOL = ModelResource("smollm2", classification_ceiling=0)
+SECRET_MODEL = ModelResource("analyst-model", classification_ceiling=2)
 
 
 def test_key_may_call_only_its_models() -> None:
@@ -20,7 +20,7 @@ def test_key_may_call_only_its_models() -> None:
     alice = Principal("k1", "alice", ("smollm2",), ())
     allowed = ap.authorize(alice, "chat", SMOL)
     assert allowed.allowed and [r.id for r in allowed.reasons] == ["access.key-model-list"]
-    assert not ap.authorize(alice, "chat", ServedModel("gemma3")).allowed
+    assert not ap.authorize(alice, "chat", ModelResource("gemma3")).allowed
 
 
 def test_star_key_and_principal_from_the_real_key_store(tmp_path: Path) -> None:
@@ -77,14 +77,26 @@ def test_cedar_authorizer_fits_the_gateway_seam_and_cites_the_statement() -> Non
     from bastion.policy import CedarAuthorizer
     from bastion.serve.auth import Authorizer
 
-    authorizer: Authorizer = CedarAuthorizer(
-        AccessPolicy("sovereign-strict", {"analysts": 2}), ceilings={"analyst-model": 2}
-    )
+    authorizer: Authorizer = CedarAuthorizer(AccessPolicy("sovereign-strict", {"analysts": 2}))
     analyst = Principal("k2", "bob", ("*",), ("analysts",))
     intern = Principal("k4", "dan", ("*",), ())
-    authorizer.authorize(analyst, "chat", "analyst-model")
-    authorizer.authorize(intern, "chat", "smollm2")
+    authorizer.authorize(analyst, "chat", SECRET_MODEL)
+    authorizer.authorize(intern, "chat", SMOL)
     with pytest.raises(PermissionDenied, match=r"access\.clearance-below-ceiling \(line \d+\)"):
-        authorizer.authorize(intern, "chat", "analyst-model")
+        authorizer.authorize(intern, "chat", SECRET_MODEL)
     with pytest.raises(PermissionDenied, match="no permit statement matched"):
-        authorizer.authorize(Principal("k5", "eve", ("smollm2",), ()), "embedding", "gemma3")
+        authorizer.authorize(Principal("k5", "eve", ("smollm2",), ()), "embedding", ModelResource("gemma3"))
+
+
+def test_visible_lists_what_cedar_permits_not_the_key_model_list() -> None:
+    from bastion.policy import CedarAuthorizer
+
+    authorizer = CedarAuthorizer(AccessPolicy("sovereign-strict", {"analysts": 2}))
+    models = [SMOL, SECRET_MODEL, ModelResource("gemma3")]
+    # The key lists every model ("*"), but Cedar forbids the secret one to an uncleared key.
+    assert authorizer.visible(Principal("k4", "dan", ("*",), ()), models) == ["smollm2", "gemma3"]
+    assert authorizer.visible(Principal("k2", "bob", ("*",), ("analysts",)), models) == [
+        "smollm2",
+        "analyst-model",
+        "gemma3",
+    ]

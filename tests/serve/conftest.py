@@ -6,6 +6,7 @@ port to exercise 503 and fallback routing. Started once per session: model loadi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -73,6 +74,36 @@ def admit_all(home: Path, models: dict[str, str], policy: str = "permissive") ->
             os.environ["BASTION_HOME"] = old
     registry.close()
     return pair.private_key
+
+
+@contextlib.contextmanager
+def serving(
+    home: Path, config_body: str, admit: dict[str, str] | None = None, server: str = ""
+) -> Iterator[str]:
+    """Run ``bastion serve`` on a free port with ``config_body`` (plus [server] port and [store] path).
+
+    ``server`` holds extra lines for the [server] table.
+    The home gets an initialised audit log and, signed by a new organisation key, the ``admit``
+    models (name -> path). Yields the base URL; stops the gateway on exit.
+    """
+    port = free_port()
+    config = home / "bastion.toml"
+    config.write_text(f'[server]\nport = {port}\n{server}\n\n[store]\npath = "{home / "bastion.db"}"\n\n{config_body}',
+                      encoding="utf-8")
+    env = {**os.environ, "BASTION_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    subprocess.run([sys.executable, "-m", "bastion.cli.main", "audit", "init", "--config", str(config)],
+                   env=env, check=True, capture_output=True)
+    admit_all(home, admit or {})
+    log = home / "serve.log"
+    with log.open("wb") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "bastion.cli.main", "serve", "--config", str(config)],
+                                stdout=fh, stderr=fh, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(base + "/healthz", proc, log)
+        yield base
+    finally:
+        stop(proc)
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,8 @@ class RequestRecord:
     request_sha256: str | None = None
     response_sha256: str | None = None
     partial: bool = False
+    #: candidates of the route that did not answer, with why: ((model, reason code), ...)
+    skipped: tuple[tuple[str, str], ...] = ()
     time: str = field(default_factory=utc_now)
     request_body: bytes | None = field(default=None, repr=False, compare=False)
     response_body: bytes | None = field(default=None, repr=False, compare=False)
@@ -82,6 +84,8 @@ class RequestRecord:
             "request_sha256": req,
             "response_sha256": resp,
             "partial": self.partial,
+            # Only when a fallback was considered, so the leaves of plain requests keep their v1 form.
+            **({"skipped": [{"model": m, "reason": r} for m, r in self.skipped]} if self.skipped else {}),
         }
 
     def bodies(self) -> dict[str, bytes]:

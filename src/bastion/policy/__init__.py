@@ -3,7 +3,7 @@
 Public face used by admission and the gateway: ``admission_decision``, ``AccessPolicy``, ``Decision``.
 """
 
-from bastion.policy.access import LEVELS, AccessPolicy, CedarAuthorizer, ServedModel
+from bastion.policy.access import LEVELS, AccessPolicy, CedarAuthorizer, ModelResource
 from bastion.policy.decision import ArtifactAttributes, Decision, Organisation, Reason, admission_decision
 from bastion.policy.source import PACKS, PolicyProblem, PolicySource, load_policy, read_policy, schema_text
 
@@ -14,11 +14,11 @@ __all__ = [
     "CedarAuthorizer",
     "ArtifactAttributes",
     "Decision",
+    "ModelResource",
     "Organisation",
     "PolicyProblem",
     "PolicySource",
     "Reason",
-    "ServedModel",
     "admission_decision",
     "load_policy",
     "read_policy",

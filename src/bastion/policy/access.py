@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -33,23 +33,29 @@ class PrincipalLike(Protocol):
 
 
 @dataclass(frozen=True)
-class ServedModel:
-    """A model the gateway serves, with the highest data classification it holds or may return."""
+class ModelResource:
+    """What Cedar sees of a served model (the ``Bastion::ServedModel`` entity).
+
+    ``classification_ceiling`` is the highest data classification the model holds or may return;
+    ``local`` is False for a model that runs outside this host (an upstream), so a policy can keep data
+    that may not leave the building away from it.
+    """
 
     name: str
     classification_ceiling: int = 0
+    local: bool = True
 
     def to_json(self) -> dict[str, Any]:
-        """The model as a plain mapping."""
-        return {"name": self.name, "classification_ceiling": self.classification_ceiling}
+        """The model as a plain mapping (the entity's attributes)."""
+        return {"name": self.name, "classification_ceiling": self.classification_ceiling, "local": self.local}
 
 
 class AccessPolicy:
     """Authorises gateway requests with Cedar; decisions are cached until ``reload()``.
 
-    The cache key is (key id, model name, model ceiling, action). That is sound because everything the
-    policy sees about a key (its models and groups) is fixed when the key is created; a changed policy
-    or group clearance takes effect on ``reload()``.
+    The cache key is (key id, model name, model ceiling, locality, action). That is sound because
+    everything the policy sees about a key (its models and groups) is fixed when the key is created; a
+    changed policy or group clearance takes effect on ``reload()``.
     Clearance comes from groups: ``group_clearance`` maps a group name to a level, and a principal's
     clearance is the highest level of its groups (0 when none is listed).
     """
@@ -58,7 +64,7 @@ class AccessPolicy:
         self._spec = policy
         self._clearance = dict(group_clearance or {})
         self._lock = threading.Lock()
-        self._cache: dict[tuple[str, str, int, str], Decision] = {}
+        self._cache: dict[tuple[str, str, int, bool, str], Decision] = {}
         self._source, self._set = self._load()
 
     def _load(self) -> tuple[PolicySource, cedarpy.PolicySet]:
@@ -81,13 +87,13 @@ class AccessPolicy:
         """The principal's clearance: the highest level among its groups."""
         return max((self._clearance.get(g, 0) for g in principal.groups), default=0)
 
-    def authorize(self, principal: PrincipalLike, action: str, model: ServedModel) -> Decision:
+    def authorize(self, principal: PrincipalLike, action: str, model: ModelResource) -> Decision:
         """Decide whether ``principal`` may run ``action`` (chat, completion, embedding) on ``model``."""
         if action not in ACTIONS:
             raise ValueError(f"action must be one of {ACTIONS}, not {action!r}")
-        # The ceiling is part of the key so a model re-configured at a higher level is never served
-        # from a decision made at the lower one.
-        key = (principal.key_id, model.name, model.classification_ceiling, action)
+        # The ceiling and locality are part of the key so a model re-configured at a higher level (or
+        # moved off this host) is never served from a decision made for the old one.
+        key = (principal.key_id, model.name, model.classification_ceiling, model.local, action)
         with self._lock:
             hit = self._cache.get(key)
             source, policy_set = self._source, self._set
@@ -106,7 +112,7 @@ class AccessPolicy:
         policy_set: cedarpy.PolicySet,
         principal: PrincipalLike,
         action: str,
-        model: ServedModel,
+        model: ModelResource,
     ) -> Decision:
         key_uid = {"type": f"{NAMESPACE}::ApiKey", "id": principal.key_id}
         entities: list[dict[str, Any]] = [
@@ -147,24 +153,40 @@ class AccessPolicy:
 class CedarAuthorizer:
     """The gateway's ``Authorizer`` seam (``bastion.serve.auth``) backed by an :class:`AccessPolicy`.
 
-    ``ceilings`` maps a served model name to its classification ceiling (0 when not listed). A denial
-    raises PermissionDenied naming the Cedar statements that decided it.
+    Every decision is Cedar's: a denial raises PermissionDenied naming the statements that decided it,
+    and ``visible`` lists what a principal may call by asking Cedar about each model (not by reading the
+    key's model list, which is only one input of the policy).
     """
 
-    def __init__(self, policy: AccessPolicy, ceilings: Mapping[str, int] | None = None) -> None:
+    def __init__(self, policy: AccessPolicy) -> None:
         self.policy = policy
-        self.ceilings = dict(ceilings or {})
 
-    def authorize(self, principal: PrincipalLike, action: str, model: str) -> None:
+    @property
+    def origin(self) -> str:
+        """Where the policy in force came from."""
+        return self.policy.origin
+
+    def reload(self) -> None:
+        """Re-read the policy; a bad file raises and the old policy stays in force."""
+        self.policy.reload()
+
+    def authorize(self, principal: PrincipalLike, action: str, model: ModelResource) -> None:
         """Return if Cedar allows ``principal`` to ``action`` on ``model``; raise PermissionDenied if not."""
-        decision = self.policy.authorize(principal, action, ServedModel(model, self.ceilings.get(model, 0)))
+        decision = self.policy.authorize(principal, action, model)
         if decision.allowed:
             return
         cited = (
             ", ".join(f"{r.id} (line {r.line})" for r in decision.reasons) or "no permit statement matched"
         )
         raise PermissionDenied(
-            f"API key {principal.key_id} ({principal.name}) may not {action} with model {model!r}: {cited}",
+            f"API key {principal.key_id} ({principal.name}) may not {action} with model {model.name!r}:"
+            f" {cited}",
             hint=f"See policy {self.policy.origin}; 'bastion policy check' lists its statements.",
             param="model",
         )
+
+    def visible(self, principal: PrincipalLike, models: Iterable[ModelResource]) -> list[str]:
+        """The names among ``models`` that Cedar lets ``principal`` use for at least one action."""
+        return [
+            m.name for m in models if any(self.policy.authorize(principal, a, m).allowed for a in ACTIONS)
+        ]

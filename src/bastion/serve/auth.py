@@ -1,20 +1,34 @@
 """Authentication (API key -> principal) and authorisation (principal x action x model).
 
-``Authorizer`` is the seam; the gateway is given ``bastion.policy.CedarAuthorizer`` (keys' model lists
-and clearances, decided by Cedar) and calls nothing else.
+``Authorizer`` is the seam; the gateway is given ``bastion.policy.CedarAuthorizer`` and calls nothing
+else. Every model that may answer a request is authorised through it: the requested model and each
+fallback the router walks to. There is no path around it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Protocol
 
 from bastion.keys import Principal
+from bastion.policy import ModelResource
 
 
 class Authorizer(Protocol):
-    """Decide whether ``principal`` may perform ``action`` on ``model``; raise PermissionDenied if not."""
+    """Decide what a principal may do with a served model."""
 
-    def authorize(self, principal: Principal, action: str, model: str) -> None: ...
+    @property
+    def origin(self) -> str:
+        """Where the policy in force came from (for logs and audit entries)."""
+
+    def authorize(self, principal: Principal, action: str, model: ModelResource) -> None:
+        """Return if ``principal`` may perform ``action`` on ``model``; raise PermissionDenied if not."""
+
+    def visible(self, principal: Principal, models: Iterable[ModelResource]) -> list[str]:
+        """The names among ``models`` the principal may use for at least one action."""
+
+    def reload(self) -> None:
+        """Re-read the policy; raise (keeping the old policy) when the new one does not validate."""
 
 
 def bearer_token(header: str | None) -> str | None:

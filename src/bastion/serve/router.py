@@ -1,10 +1,13 @@
-"""Route a request to a model's backend, falling back along the configured chain when it is down."""
+"""Route a request along a model's candidates: the model itself, then its fallbacks, healthy ones first.
+
+The router only orders names; whether each candidate may answer *for this caller* is decided by the
+gateway (Cedar, admission) as the route reaches it.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from bastion.errors import BackendUnavailable, NotFound
 from bastion.serve.backends import Backend
 
 
@@ -15,29 +18,22 @@ class Router:
         self.backends = dict(backends)
         self.fallbacks = dict(fallbacks)
 
-    def get(self, name: str) -> Backend:
-        """The backend serving ``name``, or NotFound."""
-        try:
-            return self.backends[name]
-        except KeyError:
-            raise NotFound(
-                f"model {name!r} is not served here",
-                hint="List the models you may call with GET /v1/models.",
-                param="model",
-            ) from None
-
-    def chain(self, name: str) -> list[Backend]:
-        """The backends to try for ``name``: healthy ones in configured order, then the others.
+    def route(self, name: str) -> list[str]:
+        """The names to try for ``name``: healthy ones in configured order, then the others.
 
         A backend whose last health check failed is still tried as a last resort: it may have come
         back since, and a real failure answers 503 at once anyway.
         """
-        names = (name, *self.fallbacks.get(name, ()))
-        backends = [self.backends[n] for n in names if n in self.backends]
-        ordered = [b for b in backends if b.healthy()] + [b for b in backends if not b.healthy()]
-        if not ordered:
-            raise BackendUnavailable(
-                f"model {name!r} and its fallbacks are unavailable",
-                hint="Check 'GET /healthz' and the gateway log for the backend's error.",
-            )
-        return ordered
+        names = [n for n in (name, *self.fallbacks.get(name, ())) if n in self.backends]
+        healthy = [n for n in names if self.backends[n].healthy()]
+        return healthy + [n for n in names if n not in healthy]
+
+    def add(self, name: str, backend: Backend) -> None:
+        """Serve a model that was not served before (an admission picked up at reload)."""
+        self.backends[name] = backend
+
+    def swap(self, name: str, backend: Backend) -> Backend:
+        """Serve ``name`` from ``backend`` from now on; returns the one it replaces (to close)."""
+        old = self.backends[name]
+        self.backends[name] = backend
+        return old

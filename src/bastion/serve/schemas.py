@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class _Body(BaseModel):
@@ -31,12 +31,28 @@ class _Sampling(_Body):
     user: str | None = None
 
 
+class TextPart(BaseModel):
+    """One part of a message's content list. Only text: the served models read no images or audio."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["text"]
+    text: str
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[dict[str, Any]] | None = None
+    content: str | list[TextPart] | None = None
     name: str | None = None
+
+    @model_validator(mode="after")
+    def _content_present(self) -> ChatMessage:
+        # Only an assistant turn (one that called tools) may come without content.
+        if self.content is None and self.role != "assistant":
+            raise ValueError(f"a {self.role} message needs content (a string or a list of text parts)")
+        return self
 
 
 class ResponseFormat(BaseModel):
@@ -81,3 +97,30 @@ class ErrorEnvelope(BaseModel):
     """Every error response, whatever the endpoint: OpenAI's envelope."""
 
     error: ErrorBody
+
+
+SCHEMAS: dict[str, type[_Body]] = {
+    "chat": ChatCompletionRequest,
+    "completion": CompletionRequest,
+    "embedding": EmbeddingRequest,
+}
+
+
+def normalise(endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Validate ``body`` for ``endpoint`` (pydantic ValidationError on a bad field) and normalise it.
+
+    ``null`` means "not set" in OpenAI's API, so top-level nulls are dropped (a backend then applies its
+    default instead of receiving ``None``); a message's list of text parts becomes one string.
+    """
+    SCHEMAS[endpoint].model_validate(body)
+    out = {k: v for k, v in body.items() if v is not None}
+    if endpoint == "chat":
+        out["messages"] = [_flatten(m) for m in out["messages"]]
+    return out
+
+
+def _flatten(message: dict[str, Any]) -> dict[str, Any]:
+    content = message.get("content")
+    if isinstance(content, list):
+        return {**message, "content": "\n".join(part["text"] for part in content)}
+    return message

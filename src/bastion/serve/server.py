@@ -39,16 +39,17 @@ def make_backend(model: ModelSettings) -> Backend:
 
 
 def build_authorizer(settings: Settings) -> CedarAuthorizer:
-    """Per-request access by Cedar: the configured policy, group clearances and model ceilings."""
+    """Per-request access by Cedar: the configured policy and group clearances (models carry ceilings)."""
     policy = AccessPolicy(
         settings.policy.access, {group: LEVELS[level] for group, level in settings.policy.clearance.items()}
     )
-    return CedarAuthorizer(policy, {m.name: LEVELS[m.classification] for m in settings.models})
+    return CedarAuthorizer(policy)
 
 
 def build_admission_check(settings: Settings) -> AdmissionCheck | None:
     """When the registry is enforced: the check that a local model is admitted and unchanged."""
-    if not settings.registry.enforce or all(m.backend == "openai" for m in settings.models):
+    local = any(m.local for m in settings.models) or settings.registry.serve_admitted
+    if not settings.registry.enforce or not local:
         return None  # nothing local to admit: upstream weights are not on this host
     key_file = settings.registry.public_key
     if not key_file.exists():
@@ -81,6 +82,7 @@ def build_gateway(settings: Settings) -> Gateway:
         authorizer=authorizer,
         audit=audit,
         admission=admission,
+        backend_factory=make_backend,
     )
 
 

@@ -1,0 +1,581 @@
+"""The gateway: what requests share, its lifecycle, and the request flow.
+
+The request flow reads top to bottom in :meth:`Gateway.infer`:
+
+    authenticate (API key -> principal) -> read + validate body -> resolve the requested model
+    -> authorise it (Cedar) -> admitted now? -> for each candidate of its route: authorise (Cedar)
+    -> admitted now? -> backend -> audit (durable before the response) -> response / SSE stream
+
+Every model that may answer is authorised for the caller: the requested one and each fallback as the
+route reaches it. A fallback the caller may not use is skipped and named in the audit entry.
+Everything a request needs (keys, backends, digests, :class:`ServedModel` records) is in memory from
+start-up; the hot path does no disk hashing and no configuration parsing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ipaddress
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from cryptography.hazmat.primitives.asymmetric import ec
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from bastion import __version__
+from bastion.audit import AuditLog, RequestRecord, os_actor
+from bastion.bundled import resolve
+from bastion.config import ModelSettings, Settings
+from bastion.errors import (
+    AuthenticationFailed,
+    BackendUnavailable,
+    BastionError,
+    NotFound,
+    PayloadTooLarge,
+    PermissionDenied,
+    PolicyDenied,
+    UsageError,
+    internal_error,
+)
+from bastion.keys import KeyStore, Principal
+from bastion.registry import Registry, verify_for_serving
+from bastion.serve.auth import Authorizer, bearer_token
+from bastion.serve.backends import Backend, Cancel, Endpoint, Usage
+from bastion.serve.http_errors import error_response, validation_error
+from bastion.serve.metrics import Metrics
+from bastion.serve.router import Router
+from bastion.serve.schemas import normalise
+from bastion.serve.served import ServedModel, admitted_model_settings, served_models
+from bastion.serve.sse import SSE, watch_disconnect
+
+log = logging.getLogger("bastion.serve")
+JSON = "application/json"
+
+
+@dataclass
+class _Trace:
+    """What the audit record of one request needs, filled in as the request moves along the flow."""
+
+    request_id: str
+    started: float
+    endpoint: Endpoint | str
+    principal: str = "-"
+    model: str = "-"
+    raw: bytes = b""
+    authorised: bool = False
+    #: candidates of the route that did not answer, with why: (model, reason code)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def answered_by(self, name: str) -> None:
+        """Note who answered: a requested model passed over as unhealthy is named in ``skipped``."""
+        if name != self.model and all(m != self.model for m, _ in self.skipped):
+            self.skipped.insert(0, (self.model, "unhealthy"))
+
+    def decision(self, error: BastionError | None) -> str:
+        if self.authorised:
+            return "allow"
+        return f"deny:{error.code}" if error is not None else "deny"
+
+
+@dataclass(frozen=True)
+class AdmissionCheck:
+    """The registry and the organisation key: serve a local model only while it is admitted."""
+
+    registry: Registry
+    public_key: ec.EllipticCurvePublicKey
+
+
+class Gateway:
+    """Holds what requests share: settings, served models, keys, authoriser, router, metrics, audit."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        keys: KeyStore,
+        router: Router,
+        authorizer: Authorizer,
+        audit: AuditLog | None = None,
+        admission: AdmissionCheck | None = None,
+        backend_factory: Callable[[ModelSettings], Backend] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.admission = admission
+        #: one record per served model; replaced (never mutated) when an admission is verified
+        self.models: dict[str, ServedModel] = served_models(settings)
+        #: local models refused (not admitted, or changed since), with the reason
+        self.refused: dict[str, BastionError] = {}
+        self.keys = keys
+        self.router = router
+        self.authorizer = authorizer
+        self.audit = audit
+        self.metrics = Metrics()
+        self.load_errors: dict[str, str] = {}
+        self._backend_factory = backend_factory
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start every backend; one that fails is reported and the others still serve.
+
+        With the registry enforced, a local model is loaded only after its admission signature is
+        verified and its files re-hashed against the signed manifest.
+        """
+        if self.audit is not None:
+            # The configuration in force is part of the record: who started what, with which policy.
+            config = self.settings.model_dump_json().encode()
+            await asyncio.to_thread(
+                self.audit.append_admin,
+                "gateway.start",
+                os_actor(),
+                None,
+                "sha256:" + hashlib.sha256(config).hexdigest(),
+                {
+                    "config": self.settings.source,
+                    "models": list(self.models),
+                    "access_policy": self.settings.policy.access,
+                    "registry_enforced": self.admission is not None,
+                },
+            )
+        for name, backend in self.router.backends.items():
+            await self._load(name, backend)
+        await self._serve_new_admissions()
+
+    async def _load(self, name: str, backend: Backend) -> bool:
+        """Verify ``name``'s admission (local models) and start ``backend``; False when refused or down."""
+        try:
+            await self._check_admitted(name)
+            await backend.start()
+        except BastionError as exc:
+            self.load_errors[name] = exc.message
+            log.error("model %s unavailable: %s", name, exc.message)
+            return False
+        finally:
+            self.metrics.model_up.labels(name).set(1 if backend.healthy() else 0)
+        self.load_errors.pop(name, None)
+        return True
+
+    async def _check_admitted(self, name: str) -> None:
+        model = self.models[name]
+        if self.admission is None or not model.local:
+            return  # an upstream's weights are not on this host: nothing to admit or re-hash
+        path = resolve(model.settings.path or "")
+        try:
+            admission = await asyncio.to_thread(
+                verify_for_serving, self.admission.registry, name, path, self.admission.public_key
+            )
+        except BastionError as exc:
+            self.refused[name] = exc
+            log.error("model %s REFUSED: %s", name, exc.message)
+            await self._admin("model.refused", {"name": name, "error": exc.message})
+            raise
+        self.refused.pop(name, None)
+        self.models[name] = model.verified(admission.weights_digest, admission.id)
+
+    def _servable(self, model: ServedModel) -> None:
+        """Raise unless ``model`` may be served now (not refused at start-up, not revoked since)."""
+        if model.name in self.refused:
+            exc = self.refused[model.name]
+            raise PolicyDenied(
+                f"model {model.name!r} is refused: {exc.message}", hint=exc.hint, param="model"
+            )
+        if self.admission is not None and model.local and not self.admission.registry.is_active(model.name):
+            raise PolicyDenied(
+                f"model {model.name!r} is no longer admitted (revoked)",
+                hint="Ask the administrator; 'bastion models list --all' shows the revocation.",
+                param="model",
+            )
+
+    async def reload(self) -> dict[str, Any]:
+        """Re-read the access policy and the admissions (SIGHUP, ``POST /admin/reload``).
+
+        A policy that fails validation keeps the old one. A local model whose active admission changed
+        (a new admission under its name) is verified and loaded as a fresh backend, and swapped in only
+        once loaded: a new admission never takes effect by name alone.
+        """
+        outcome: dict[str, Any] = {"policy": self._reload_policy(), "models": {}}
+        if self.admission is not None:
+            for name, model in list(self.models.items()):
+                if model.local:
+                    outcome["models"][name] = await self._reload_admission(name, model)
+            outcome["models"].update(await self._serve_new_admissions())
+        return outcome
+
+    async def _serve_new_admissions(self) -> dict[str, str]:
+        """With ``registry.serve_admitted``: serve admitted models that are not served yet."""
+        registry = self.settings.registry
+        if self.admission is None or not registry.serve_admitted or self._backend_factory is None:
+            return {}
+        outcome = {}
+        for admission in self.admission.registry.list():
+            if admission.name in self.models:
+                continue
+            ceiling = registry.admitted_classification
+            settings = admitted_model_settings(admission.name, admission.path, ceiling)
+            if settings is None:
+                outcome[admission.name] = "not servable: no backend runs this kind of artifact"
+                continue
+            backend = self._backend_factory(settings)
+            self.models[admission.name] = ServedModel.from_settings(settings)
+            self.router.add(admission.name, backend)
+            loaded = await self._load(admission.name, backend)
+            outcome[admission.name] = "loaded" if loaded else f"refused: {self.load_errors[admission.name]}"
+            await self._admin("model.served", {"name": admission.name, "outcome": outcome[admission.name]})
+        return outcome
+
+    def _reload_policy(self) -> str:
+        try:
+            self.authorizer.reload()
+        except BastionError as exc:
+            log.error("policy reload failed, keeping the previous policy: %s", exc.message)
+            return f"kept (new policy invalid: {exc.message})"
+        log.info("access policy reloaded from %s", self.authorizer.origin)
+        if self.audit is not None:
+            origin = self.authorizer.origin
+            self.audit.append_admin("policy.reload", "gateway", None, None, {"policy": origin})
+        return "reloaded"
+
+    async def _reload_admission(self, name: str, model: ServedModel) -> str:
+        assert self.admission is not None
+        try:
+            active = self.admission.registry.get(name)
+        except NotFound:
+            return "not admitted"
+        if active.id == model.admission_id:
+            return "unchanged"
+        if self._backend_factory is None:
+            return "changed: restart to load it"
+        fresh = self._backend_factory(model.settings)
+        if not await self._load(name, fresh):
+            await fresh.aclose()
+            return f"refused: {self.load_errors.get(name, '')}"
+        old = self.router.swap(name, fresh)
+        await self._admin("model.reloaded", {"name": name, "admission": self.models[name].admission_id})
+        await old.aclose()
+        return "reloaded"
+
+    async def stop(self) -> None:
+        for backend in self.router.backends.values():
+            await backend.aclose()
+        self.keys.close()
+        if self.admission is not None:
+            self.admission.registry.close()
+        if self.audit is not None:
+            self.audit.close()  # flushes and signs a final tree head
+
+    async def _admin(self, action: str, details: dict[str, Any]) -> None:
+        if self.audit is not None:
+            await asyncio.to_thread(self.audit.append_admin, action, "gateway", None, None, details)
+
+    # -- the request flow ---------------------------------------------------------------------------
+
+    async def infer(self, request: Request, endpoint: Endpoint) -> Response:
+        trace = _Trace(uuid.uuid4().hex, time.perf_counter(), endpoint)
+        try:
+            principal = self._authenticate(request, trace)
+            trace.raw, body = await self._read_body(request, endpoint)
+            trace.model = body["model"]
+            requested = self._model(trace.model)
+            self.authorizer.authorize(principal, endpoint, requested.resource)
+            self._servable(requested)
+            trace.authorised = True
+            if body.get("stream"):
+                return await self._stream(request, principal, body, trace)
+            cancel = Cancel()
+            async with watch_disconnect(request, cancel):
+                backend, reply = await self._run(principal, body, trace, cancel)
+        except BastionError as exc:
+            return await self._refuse(trace, exc)
+        except Exception:  # noqa: BLE001 - an unexpected failure is a logged, audited 500, never silent
+            log.exception("request %s failed", trace.request_id)
+            return await self._refuse(trace, internal_error())
+        response = Response(reply.body, media_type=JSON, headers=self._headers(trace.request_id, backend))
+        return await self._finish(trace, backend, 200, reply.usage, response)
+
+    def _authenticate(self, request: Request, trace: _Trace) -> Principal:
+        principal = self.keys.authenticate(bearer_token(request.headers.get("authorization")))
+        trace.principal = principal.key_id
+        return principal
+
+    def _model(self, name: str) -> ServedModel:
+        try:
+            return self.models[name]
+        except KeyError:
+            raise NotFound(
+                f"model {name!r} is not served here",
+                hint="List the models you may call with GET /v1/models.",
+                param="model",
+            ) from None
+
+    def _candidates(self, principal: Principal, trace: _Trace) -> Iterator[tuple[ServedModel, Backend]]:
+        """The route's models that may answer for this principal, authorised one by one as reached."""
+        for name in self.router.route(trace.model):
+            model = self.models[name]
+            if name != trace.model:  # the requested model was authorised by infer already
+                try:
+                    self.authorizer.authorize(principal, trace.endpoint, model.resource)
+                    self._servable(model)
+                except (PermissionDenied, PolicyDenied) as exc:
+                    trace.skipped.append((name, exc.code))
+                    log.info("request %s: fallback %s refused: %s", trace.request_id, name, exc.message)
+                    continue
+            yield model, self.router.backends[name]
+
+    def _exhausted(self, trace: _Trace, last: BastionError | None) -> BastionError:
+        if last is not None and not trace.skipped:
+            return last
+        tried = ", ".join(f"{m} ({why})" for m, why in trace.skipped)
+        return BackendUnavailable(
+            f"model {trace.model!r} cannot answer now and no fallback is available to this key: {tried}",
+            hint="Check 'GET /healthz' (details for administrators) and the gateway log.",
+        )
+
+    async def _run(
+        self, principal: Principal, body: dict[str, Any], trace: _Trace, cancel: Cancel
+    ) -> tuple[Backend, Any]:
+        last: BastionError | None = None
+        for model, backend in self._candidates(principal, trace):
+            try:
+                reply = await backend.run(trace.endpoint, body, cancel)  # type: ignore[arg-type]
+            except BackendUnavailable as exc:
+                if cancel.is_set():
+                    raise
+                last = exc
+                trace.skipped.append((model.name, exc.code))
+                log.warning("model %s failed: %s", model.name, exc.message)
+                continue
+            trace.answered_by(model.name)
+            return backend, reply
+        raise self._exhausted(trace, last)
+
+    async def _stream(
+        self, request: Request, principal: Principal, body: dict[str, Any], trace: _Trace
+    ) -> Response:
+        cancel = Cancel()
+        usage = Usage()
+        last: BastionError | None = None
+        for model, backend in self._candidates(principal, trace):
+            chunks = backend.stream(trace.endpoint, body, cancel, usage).__aiter__()  # type: ignore[arg-type]
+            try:
+                # Pull the first chunk before answering 200, so that a backend that fails at once
+                # gets a proper status code (and a fallback) instead of a broken stream.
+                first = await chunks.__anext__()
+            except StopAsyncIteration:
+                first = None
+            except BackendUnavailable as exc:
+                last = exc
+                trace.skipped.append((model.name, exc.code))
+                await chunks.aclose()  # type: ignore[attr-defined]
+                continue
+            except BaseException:
+                await chunks.aclose()  # type: ignore[attr-defined]
+                raise
+
+            trace.answered_by(model.name)
+
+            async def finish(status: int, partial: bool, sha256: str, b: Backend = backend) -> None:
+                self.metrics.observe(
+                    b.info.name,
+                    trace.endpoint,
+                    status,
+                    time.perf_counter() - trace.started,
+                    usage.prompt_tokens,
+                    usage.completion_tokens,
+                )
+                await self._record(trace, b, status, usage, response_sha256=sha256, partial=partial)
+
+            return SSE(first, chunks, cancel, self._headers(trace.request_id, backend), finish)
+        raise self._exhausted(trace, last)
+
+    async def _read_body(self, request: Request, endpoint: Endpoint) -> tuple[bytes, dict[str, Any]]:
+        """The raw body (for the audit digest) and the validated, normalised request."""
+        limit = self.settings.server.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
+        raw = bytearray()
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > limit:
+                raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise UsageError(f"request body is not valid JSON: {exc}") from exc
+        if not isinstance(body, dict):
+            raise UsageError("request body must be a JSON object")
+        try:
+            return bytes(raw), normalise(endpoint, body)
+        except ValidationError as exc:
+            raise validation_error(exc) from exc
+
+    async def _refuse(self, trace: _Trace, exc: BastionError) -> Response:
+        response = error_response(exc, {"x-request-id": trace.request_id})
+        return await self._finish(trace, None, exc.http_status, Usage(), response, error=exc)
+
+    async def _finish(
+        self,
+        trace: _Trace,
+        backend: Backend | None,
+        status: int,
+        usage: Usage,
+        response: Response,
+        error: BastionError | None = None,
+    ) -> Response:
+        """Count the request and make its audit entry durable before the response leaves."""
+        model = backend.info.name if backend else trace.model
+        self.metrics.observe(
+            model,
+            trace.endpoint,
+            status,
+            time.perf_counter() - trace.started,
+            usage.prompt_tokens,
+            usage.completion_tokens,
+        )
+        try:
+            await self._record(trace, backend, status, usage, response_body=bytes(response.body), error=error)
+        except BastionError as exc:
+            return error_response(exc, {"x-request-id": trace.request_id})
+        return response
+
+    async def _record(
+        self,
+        trace: _Trace,
+        backend: Backend | None,
+        status: int,
+        usage: Usage,
+        *,
+        response_body: bytes | None = None,
+        response_sha256: str | None = None,
+        partial: bool = False,
+        error: BastionError | None = None,
+    ) -> None:
+        if self.audit is None:
+            return
+        record = RequestRecord(
+            request_id=trace.request_id,
+            principal=trace.principal,
+            model=backend.info.name if backend else trace.model,
+            weights_digest=(backend.info.digest or "") if backend else "",
+            backend=backend.info.kind if backend else "",
+            decision=trace.decision(error),
+            status=status,
+            tokens_in=usage.prompt_tokens,
+            tokens_out=usage.completion_tokens,
+            latency_ms=round((time.perf_counter() - trace.started) * 1000, 3),
+            request_body=trace.raw,
+            response_body=response_body,
+            response_sha256=response_sha256,
+            partial=partial,
+            skipped=tuple(trace.skipped),
+        )
+        try:
+            await self.audit.append_request(record)
+        except BastionError as exc:
+            # Fail closed: an answer that cannot be recorded is not delivered.
+            log.error("audit append failed for request %s: %s", trace.request_id, exc.message)
+            raise BackendUnavailable(
+                "the audit log could not record this request, so it is refused",
+                hint="Check the gateway log and the audit database's disk.",
+            ) from exc
+
+    def _headers(self, request_id: str, backend: Backend) -> dict[str, str]:
+        headers = {"x-request-id": request_id, "x-bastion-model": backend.info.name}
+        if backend.info.digest:
+            headers["x-bastion-model-digest"] = backend.info.digest
+        return headers
+
+    # -- other endpoints ----------------------------------------------------------------------------
+
+    async def list_models(self, request: Request) -> Response:
+        """The models Cedar lets this key use (no server paths or upstream URLs: those are not theirs)."""
+        trace = _Trace(uuid.uuid4().hex, time.perf_counter(), "models")
+        try:
+            principal = self._authenticate(request, trace)
+        except BastionError as exc:
+            return await self._refuse(trace, exc)
+        visible = self.authorizer.visible(principal, (m.resource for m in self.models.values()))
+        data = []
+        for name in visible:
+            model, backend = self.models[name], self.router.backends[name]
+            data.append(
+                {
+                    "id": name,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": "bastion",
+                    "bastion": {
+                        "backend": model.backend,
+                        "local": model.local,
+                        "classification": model.classification,
+                        "digest": backend.info.digest,
+                        "endpoints": sorted(backend.info.endpoints),
+                        "healthy": backend.healthy() and name not in self.refused,
+                    },
+                }
+            )
+        return Response(orjson.dumps({"object": "list", "data": data}), media_type=JSON)
+
+    def is_admin(self, request: Request) -> bool:
+        """Loopback callers (unless ``server.admin_loopback`` is off) and keys in ``server.admin_group``."""
+        server = self.settings.server
+        client = request.client.host if request.client else ""
+        try:
+            if server.admin_loopback and ipaddress.ip_address(client).is_loopback:
+                return True
+        except ValueError:
+            pass
+        token = bearer_token(request.headers.get("authorization"))
+        if token is None:
+            return False
+        try:
+            principal = self.keys.authenticate(token)
+        except AuthenticationFailed:
+            return False
+        return server.admin_group in principal.groups
+
+    async def admin_only(self, request: Request, what: str) -> Response | None:
+        """None for an administrator; otherwise the (audited) 403 to send."""
+        if self.is_admin(request):
+            return None
+        trace = _Trace(uuid.uuid4().hex, time.perf_counter(), what)
+        return await self._refuse(
+            trace,
+            PermissionDenied(
+                f"{what} is for administrators",
+                hint="Call it from the gateway host, or with a key in group"
+                f" {self.settings.server.admin_group!r}.",
+            ),
+        )
+
+    async def healthz(self, request: Request) -> Response:
+        """Up or down for anyone; per-model health and load errors for administrators only."""
+        models = {}
+        for name, backend in self.router.backends.items():
+            up = backend.healthy() and name not in self.refused
+            self.metrics.model_up.labels(name).set(1 if up else 0)
+            models[name] = {"healthy": up, "error": self.load_errors.get(name)}
+        ok = any(m["healthy"] for m in models.values())
+        body: dict[str, Any] = {"status": "ok" if ok else "unavailable"}
+        if self.is_admin(request):
+            body.update(version=__version__, models=models)
+        return Response(orjson.dumps(body), 200 if ok else 503, media_type=JSON)
+
+    async def prometheus(self, request: Request) -> Response:
+        refused = await self.admin_only(request, "GET /metrics")
+        if refused is not None:
+            return refused
+        return Response(self.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    async def admin_reload(self, request: Request) -> Response:
+        refused = await self.admin_only(request, "POST /admin/reload")
+        if refused is not None:
+            return refused
+        return Response(orjson.dumps(await self.reload()), media_type=JSON)

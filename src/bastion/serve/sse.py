@@ -1,0 +1,121 @@
+"""Server-sent events: a streaming response that stops the backend as soon as the client goes away."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from bastion.errors import BastionError, internal_error
+from bastion.serve.backends import Cancel
+from bastion.serve.http_errors import sse_error
+
+log = logging.getLogger("bastion.serve")
+
+
+class SSE(Response):
+    """A server-sent-events response that stops the backend as soon as the client goes away.
+
+    Its audit entry (with the SHA-256 of every byte sent, and ``partial`` when cut off) is made
+    durable before the final event, so a client that saw ``[DONE]`` can count on the record.
+    """
+
+    def __init__(
+        self,
+        first: bytes | None,
+        chunks: AsyncIterator[bytes],
+        cancel: Cancel,
+        headers: dict[str, str],
+        finish: Callable[[int, bool, str], Awaitable[None]],
+    ) -> None:
+        self.first = first
+        self.chunks = chunks
+        self.cancel = cancel
+        self.extra_headers = [(k.encode(), v.encode()) for k, v in headers.items()]
+        self.finish = finish
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        gone = False
+        sent = hashlib.sha256()
+
+        async def watch() -> None:
+            nonlocal gone
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone = True
+            self.cancel.set()
+
+        async def body(data: bytes, more: bool = True) -> None:
+            sent.update(data)
+            await send({"type": "http.response.body", "body": data, "more_body": more})
+
+        watcher = asyncio.create_task(watch())
+        status = 200
+        finished = False
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [
+                        (b"content-type", b"text/event-stream"),
+                        (b"cache-control", b"no-cache"),
+                        *self.extra_headers,
+                    ],
+                }
+            )
+            if self.first is not None:
+                await body(b"data: " + self.first + b"\n\n")
+            try:
+                async for chunk in self.chunks:
+                    if gone:
+                        break
+                    await body(b"data: " + chunk + b"\n\n")
+            except BastionError as exc:
+                status = exc.http_status
+                await body(sse_error(exc))
+            except Exception:  # noqa: BLE001 - never a silent clean finish: an error event, audited
+                log.exception("stream failed")
+                err = internal_error()
+                status = err.http_status
+                await body(sse_error(err))
+            if gone:
+                status = 499  # client closed the connection (nginx's convention)
+            else:
+                finished = True
+                try:
+                    await self.finish(status, status != 200, sent.hexdigest())
+                except BastionError as exc:
+                    await body(sse_error(exc), more=False)
+                else:
+                    await body(b"data: [DONE]\n\n", more=False)
+        except OSError:
+            status = 499
+        finally:
+            watcher.cancel()
+            self.cancel.set()
+            await self.chunks.aclose()  # type: ignore[attr-defined]
+            if not finished:
+                await self.finish(status, True, sent.hexdigest())
+
+
+@contextlib.asynccontextmanager
+async def watch_disconnect(request: Request, cancel: Cancel) -> AsyncIterator[None]:
+    """While the body of the ``with`` runs, set ``cancel`` if the client disconnects."""
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        cancel.set()
+
+    task = asyncio.create_task(watch())
+    try:
+        yield
+    finally:
+        task.cancel()
