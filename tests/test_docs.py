@@ -48,7 +48,7 @@ def test_every_setting_is_in_the_example_configuration() -> None:
         if f"[{section}]" not in example:
             missing.append(f"[{section}]")
         for key in model.model_fields:
-            if f"{key} =" not in example and f"# {key} =" not in example:
+            if f"{key} =" not in example and f"[{section}.{key}]" not in example:
                 missing.append(f"{section}.{key}")
     from bastion.config import ModelSettings
 

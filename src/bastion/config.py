@@ -96,6 +96,28 @@ class PolicySettings(_Strict):
     clearance: dict[str, Literal["public", "official", "secret", "top-secret"]] = Field(default_factory=dict)
 
 
+class LimitSettings(_Strict):
+    #: requests per minute (sliding window); unset = unlimited
+    rpm: int | None = Field(None, ge=1)
+    #: tokens (prompt + completion) per minute; a request reserves its prompt and max_tokens up front
+    tpm: int | None = Field(None, ge=1)
+    #: tokens per budget period (quotas.period)
+    budget_tokens: int | None = Field(None, ge=1)
+
+
+class QuotaSettings(_Strict):
+    #: reserve before sending, settle on completion; 429 with Retry-After and x-ratelimit-* headers
+    enabled: bool = False
+    #: budget period: "day", "week" (from Monday) or "month", UTC
+    period: Literal["day", "week", "month"] = "month"
+    #: limits of every API key
+    key: LimitSettings = LimitSettings()
+    #: limits per group name (a key in several groups is held to each)
+    groups: dict[str, LimitSettings] = Field(default_factory=dict)
+    #: limits of the whole organisation (every key together)
+    organisation: LimitSettings = LimitSettings()
+
+
 class ModelSettings(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
     #: "llama_cpp" (embedded GGUF), "openai" (an OpenAI-compatible upstream), "minilm" (embeddings)
@@ -143,6 +165,7 @@ class Settings(_Strict):
     audit: AuditSettings = AuditSettings()
     registry: RegistrySettings = RegistrySettings()
     policy: PolicySettings = PolicySettings()
+    quotas: QuotaSettings = QuotaSettings()
     models: tuple[ModelSettings, ...] = ()
     #: where the settings came from (for `bastion doctor` and logs)
     source: str = "defaults"

@@ -18,6 +18,7 @@ from bastion.cli import (
     policy,
     serve,
     signing,
+    usage,
     vet,
 )
 from bastion.cli.render import render_error
@@ -42,6 +43,7 @@ signing.register(app)
 models.register(app)
 app.add_typer(lineage.app, name="lineage")
 app.add_typer(evals.app, name="eval")
+usage.register(app)
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ import asyncio
 import hashlib
 import ipaddress
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -46,6 +47,8 @@ from bastion.errors import (
     internal_error,
 )
 from bastion.keys import KeyStore, Principal
+from bastion.quota import QuotaExceeded
+from bastion.quota.quotas import Held, Quotas
 from bastion.registry import Registry, verify_for_serving
 from bastion.serve.auth import Authorizer, bearer_token
 from bastion.serve.backends import Backend, Cancel, Endpoint, Usage
@@ -105,6 +108,7 @@ class Gateway:
         audit: AuditLog | None = None,
         admission: AdmissionCheck | None = None,
         backend_factory: Callable[[ModelSettings], Backend] | None = None,
+        quotas: Quotas | None = None,
     ) -> None:
         self.settings = settings
         self.admission = admission
@@ -119,6 +123,7 @@ class Gateway:
         self.metrics = Metrics()
         self.load_errors: dict[str, str] = {}
         self._backend_factory = backend_factory
+        self.quotas = quotas
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -265,6 +270,8 @@ class Gateway:
         for backend in self.router.backends.values():
             await backend.aclose()
         self.keys.close()
+        if self.quotas is not None:
+            self.quotas.close()
         if self.admission is not None:
             self.admission.registry.close()
         if self.audit is not None:
@@ -286,18 +293,47 @@ class Gateway:
             self.authorizer.authorize(principal, endpoint, requested.resource)
             self._servable(requested)
             trace.authorised = True
-            if body.get("stream"):
-                return await self._stream(request, principal, body, trace)
-            cancel = Cancel()
-            async with watch_disconnect(request, cancel):
-                backend, reply = await self._run(principal, body, trace, cancel)
+            held = self._reserve(principal, body, requested)
+            try:
+                if body.get("stream"):
+                    return await self._stream(request, principal, body, trace, held)
+                cancel = Cancel()
+                async with watch_disconnect(request, cancel):
+                    backend, reply = await self._run(principal, body, trace, cancel)
+            except BaseException:
+                await self._settle(held, trace.model, Usage())
+                raise
+            await self._settle(held, backend.info.name, reply.usage)
         except BastionError as exc:
             return await self._refuse(trace, exc)
         except Exception:  # noqa: BLE001 - an unexpected failure is a logged, audited 500, never silent
             log.exception("request %s failed", trace.request_id)
             return await self._refuse(trace, internal_error())
-        response = Response(reply.body, media_type=JSON, headers=self._headers(trace.request_id, backend))
+        headers = {**self._headers(trace.request_id, backend), **self._quota_headers(principal)}
+        response = Response(reply.body, media_type=JSON, headers=headers)
         return await self._finish(trace, backend, 200, reply.usage, response)
+
+    def _reserve(self, principal: Principal, body: dict[str, Any], model: ServedModel) -> Held | None:
+        """Hold this request's worst-case cost against every quota it counts against (429 if none left).
+
+        ``max_tokens`` is made explicit so that whichever candidate answers is bound by what was reserved.
+        """
+        if self.quotas is None:
+            return None
+        if "messages" in body or "prompt" in body:
+            default = model.settings.default_max_tokens
+            limit = body.get("max_tokens") or body.get("max_completion_tokens") or default
+            body["max_tokens"] = limit
+        else:
+            limit = 0  # embeddings: the input is the whole cost
+        return self.quotas.reserve(principal.key_id, principal.groups, body, limit)
+
+    async def _settle(self, held: Held | None, model: str, usage: Usage) -> None:
+        if held is not None and self.quotas is not None:
+            await self.quotas.settle(held, model, usage.prompt_tokens, usage.completion_tokens)
+
+    def _quota_headers(self, principal: Principal) -> dict[str, str]:
+        return self.quotas.headers(principal.key_id, principal.groups) if self.quotas is not None else {}
 
     def _authenticate(self, request: Request, trace: _Trace) -> Principal:
         principal = self.keys.authenticate(bearer_token(request.headers.get("authorization")))
@@ -356,7 +392,7 @@ class Gateway:
         raise self._exhausted(trace, last)
 
     async def _stream(
-        self, request: Request, principal: Principal, body: dict[str, Any], trace: _Trace
+        self, request: Request, principal: Principal, body: dict[str, Any], trace: _Trace, held: Held | None
     ) -> Response:
         cancel = Cancel()
         usage = Usage()
@@ -389,9 +425,11 @@ class Gateway:
                     usage.prompt_tokens,
                     usage.completion_tokens,
                 )
+                await self._settle(held, b.info.name, usage)
                 await self._record(trace, b, status, usage, response_sha256=sha256, partial=partial)
 
-            return SSE(first, chunks, cancel, self._headers(trace.request_id, backend), finish)
+            headers = {**self._headers(trace.request_id, backend), **self._quota_headers(principal)}
+            return SSE(first, chunks, cancel, headers, finish)
         raise self._exhausted(trace, last)
 
     async def _read_body(self, request: Request, endpoint: Endpoint) -> tuple[bytes, dict[str, Any]]:
@@ -417,7 +455,11 @@ class Gateway:
             raise validation_error(exc) from exc
 
     async def _refuse(self, trace: _Trace, exc: BastionError) -> Response:
-        response = error_response(exc, {"x-request-id": trace.request_id})
+        headers = {"x-request-id": trace.request_id}
+        if isinstance(exc, QuotaExceeded):
+            headers["retry-after"] = str(max(1, math.ceil(exc.retry_after_s)))
+            headers.update(exc.headroom.headers())
+        response = error_response(exc, headers)
         return await self._finish(trace, None, exc.http_status, Usage(), response, error=exc)
 
     async def _finish(

@@ -13,6 +13,7 @@ from bastion.config import ModelSettings, Settings
 from bastion.errors import ConfigError
 from bastion.keys import KeyStore
 from bastion.policy import LEVELS, AccessPolicy, CedarAuthorizer
+from bastion.quota.quotas import Quotas
 from bastion.registry import Registry
 from bastion.serve.app import AdmissionCheck, Gateway, build_app
 from bastion.serve.backends import Backend
@@ -83,6 +84,7 @@ def build_gateway(settings: Settings) -> Gateway:
         audit=audit,
         admission=admission,
         backend_factory=make_backend,
+        quotas=Quotas.open(settings.quotas, settings.store.path),
     )
 
 

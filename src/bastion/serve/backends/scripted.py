@@ -8,6 +8,7 @@ router directly. Everything about the flow is real; only the text generation is 
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -27,6 +28,8 @@ class ScriptedBackend:
         self.up = True
         #: raised by the next requests when set: how a test plays a backend with a bug in it
         self.error: Exception | None = None
+        #: seconds between streamed words (keeps many streams open at once in concurrency tests)
+        self.delay_s = 0.0
         #: every request body this backend received, in order (what a test inspects)
         self.received: list[dict[str, Any]] = []
         self.info = BackendInfo(name, "scripted", digest, frozenset({"chat", "completion"}))
@@ -66,9 +69,12 @@ class ScriptedBackend:
         self, endpoint: Endpoint, body: dict[str, Any], cancel: Cancel, usage: Usage
     ) -> AsyncIterator[bytes]:
         self._check(body)
+        usage.prompt_tokens = 1
         for word in self.text.split(" "):
             if cancel.is_set():
                 return
+            if self.delay_s:
+                await asyncio.sleep(self.delay_s)
             usage.completion_tokens += 1
             yield orjson.dumps(
                 {

@@ -1,0 +1,103 @@
+"""Durable usage: tokens and requests per scope and budget period, and per key and model per day.
+
+It lives in the gateway's database (``store.path``) beside the keys. Budget counters are added to when a
+request settles, so a restarted gateway starts from what was already spent this period.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from bastion.store import Migrations, open_database
+
+migrations = Migrations("quota")
+
+
+@migrations
+def m001_usage(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        """CREATE TABLE budget_usage (
+             scope TEXT NOT NULL,          -- key:ID, group:NAME or org
+             period TEXT NOT NULL,         -- first day of the budget period (UTC, ISO date)
+             tokens INTEGER NOT NULL,
+             PRIMARY KEY (scope, period)
+           )"""
+    )
+    conn.execute(
+        """CREATE TABLE daily_usage (
+             day TEXT NOT NULL,            -- UTC date
+             key_id TEXT NOT NULL,
+             model TEXT NOT NULL,          -- the model that answered
+             requests INTEGER NOT NULL,
+             tokens_in INTEGER NOT NULL,
+             tokens_out INTEGER NOT NULL,
+             PRIMARY KEY (day, key_id, model)
+           )"""
+    )
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    """Requests and tokens of one key on one model on one day."""
+
+    day: str
+    key_id: str
+    model: str
+    requests: int
+    tokens_in: int
+    tokens_out: int
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class UsageStore:
+    """Budget counters and daily usage in the SQLite database at ``path``."""
+
+    def __init__(self, path: Path) -> None:
+        self._conn = open_database(path, migrations)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def budget_used(self, scope: str, period: str) -> int:
+        """Tokens spent by ``scope`` in the budget period starting ``period``."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT tokens FROM budget_usage WHERE scope = ? AND period = ?", (scope, period)
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def record(
+        self, scopes: tuple[str, ...], period: str, day: str, key_id: str, model: str, tokens_in: int,
+        tokens_out: int,
+    ) -> None:
+        """Add one settled request to its scopes' budgets and to the key's daily usage, in one transaction."""
+        tokens = tokens_in + tokens_out
+        with self._lock, self._conn:
+            self._conn.executemany(
+                "INSERT INTO budget_usage (scope, period, tokens) VALUES (?, ?, ?)"
+                " ON CONFLICT (scope, period) DO UPDATE SET tokens = tokens + excluded.tokens",
+                [(scope, period, tokens) for scope in scopes],
+            )
+            self._conn.execute(
+                "INSERT INTO daily_usage VALUES (?, ?, ?, 1, ?, ?) ON CONFLICT (day, key_id, model) DO UPDATE"
+                " SET requests = requests + 1, tokens_in = tokens_in + excluded.tokens_in,"
+                " tokens_out = tokens_out + excluded.tokens_out",
+                (day, key_id, model, tokens_in, tokens_out),
+            )
+
+    def daily(self, since: str | None = None) -> list[UsageRow]:
+        """Daily usage rows from ``since`` (an ISO date) on, oldest first."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT day, key_id, model, requests, tokens_in, tokens_out FROM daily_usage"
+                " WHERE day >= ? ORDER BY day, key_id, model",
+                (since or "",),
+            ).fetchall()
+        return [UsageRow(*r) for r in rows]
