@@ -59,3 +59,43 @@ def test_revoking_twice_or_unknown_id_is_a_clear_error(tmp_path: Path) -> None:
 def test_key_needs_a_model(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="at least one model"):
         KeyStore(tmp_path / "b.db").create("alice", [])
+
+
+def test_an_expired_key_is_refused_with_its_expiry(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+
+    store = KeyStore(tmp_path / "k.db")
+    past = store.create("temp", ["*"], expires_at=datetime.now(UTC) - timedelta(seconds=1))
+    future = store.create("temp", ["*"], expires_at=datetime.now(UTC) + timedelta(days=1))
+    with pytest.raises(AuthenticationFailed, match="expired at"):
+        store.authenticate(past.key)
+    assert store.authenticate(future.key).name == "temp"
+
+
+def test_rotation_keeps_the_old_key_for_the_overlap_only(tmp_path: Path) -> None:
+    from datetime import timedelta
+
+
+    store = KeyStore(tmp_path / "k.db")
+    old = store.create("svc", ["smollm2"], ["analysts"])
+    new, old_rec = store.rotate(old.record.id, timedelta(hours=1))
+    assert new.record.rotated_from == old.record.id and new.record.groups == ("analysts",)
+    assert store.authenticate(old.key).key_id == old.record.id  # still inside the overlap
+    assert store.authenticate(new.key).models == ("smollm2",)
+    assert old_rec.expires_at is not None
+    store.rotate(new.record.id, timedelta(0))  # no overlap: the rotated key stops at once
+    with pytest.raises(AuthenticationFailed, match="expired"):
+        store.authenticate(new.key)
+
+
+def test_last_used_is_recorded_without_a_write_per_request(tmp_path: Path) -> None:
+    store = KeyStore(tmp_path / "k.db")
+    key = store.create("busy", ["*"])
+    for _ in range(100):
+        store.authenticate(key.key)
+    other = KeyStore(tmp_path / "k.db")
+    assert other.get(key.record.id).last_used_at is None  # not flushed yet
+    store.close()  # closing flushes
+    assert other.get(key.record.id).last_used_at is not None
+    other.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -18,3 +19,12 @@ ConfigOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON document instead of text.")]
+
+
+def duration(text: str) -> timedelta:
+    """``30d``, ``12h``, ``90m`` or ``45s`` as a timedelta (a usage error otherwise)."""
+    units = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+    number, unit = text[:-1], text[-1:]
+    if unit not in units or not number.isdigit() or int(number) == 0:
+        raise typer.BadParameter(f"{text!r} is not a duration; write e.g. 30d, 12h, 90m or 45s")
+    return timedelta(**{units[unit]: int(number)})

@@ -14,8 +14,9 @@ import json
 import secrets
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,17 @@ def m001_api_keys(conn: sqlite3.Connection) -> None:
              revoked_at TEXT
            )"""
     )
+
+
+@migrations
+def m002_expiry_rotation_last_used(conn: sqlite3.Connection) -> None:
+    conn.execute("ALTER TABLE api_keys ADD COLUMN expires_at TEXT")  # NULL: never expires
+    conn.execute("ALTER TABLE api_keys ADD COLUMN last_used_at TEXT")  # written every LAST_USED_FLUSH_S
+    conn.execute("ALTER TABLE api_keys ADD COLUMN rotated_from TEXT")  # id of the key it replaced
+
+
+#: how often the store writes keys' last-used times (a write per request would cost the hot path)
+LAST_USED_FLUSH_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -69,6 +81,9 @@ class ApiKey:
     groups: tuple[str, ...]
     created_at: str
     revoked_at: str | None
+    expires_at: str | None = None
+    last_used_at: str | None = None
+    rotated_from: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -78,6 +93,9 @@ class ApiKey:
             "groups": list(self.groups),
             "created_at": self.created_at,
             "revoked_at": self.revoked_at,
+            "expires_at": self.expires_at,
+            "last_used_at": self.last_used_at,
+            "rotated_from": self.rotated_from,
         }
 
 
@@ -100,8 +118,19 @@ def _sha256(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+#: every public column, in ApiKey's field order (a constant: never built from input)
+_SELECT = (
+    "SELECT id, name, models, groups, created_at, revoked_at, expires_at, last_used_at, rotated_from"
+    " FROM api_keys"
+)
+
+
 def _row(row: sqlite3.Row | tuple[Any, ...]) -> ApiKey:
-    return ApiKey(row[0], row[1], tuple(json.loads(row[2])), tuple(json.loads(row[3])), row[4], row[5])
+    return ApiKey(row[0], row[1], tuple(json.loads(row[2])), tuple(json.loads(row[3])), *row[4:])
+
+
+def _expired(expires_at: str | None, now: datetime) -> bool:
+    return expires_at is not None and datetime.fromisoformat(expires_at) <= now
 
 
 class KeyStore:
@@ -113,13 +142,23 @@ class KeyStore:
         self._lock = threading.Lock()
         # In-memory view for the request hot path, refreshed when another connection commits
         # (PRAGMA data_version changes), so a revoke from the CLI takes effect without a restart.
-        self._cache: dict[str, tuple[str, Principal]] = {}
+        self._cache: dict[str, tuple[str, Principal, str | None]] = {}
         self._data_version = -1
+        self._last_used: dict[str, str] = {}
+        self._flushed = time.monotonic()
 
     def close(self) -> None:
+        self.flush_last_used()
         self._conn.close()
 
-    def create(self, name: str, models: list[str], groups: list[str] | None = None) -> NewKey:
+    def create(
+        self,
+        name: str,
+        models: list[str],
+        groups: list[str] | None = None,
+        expires_at: datetime | None = None,
+        rotated_from: str | None = None,
+    ) -> NewKey:
         """Create a key for ``name`` that may call ``models`` (``["*"]`` for every model)."""
         if not name.strip():
             raise UsageError("a key needs a non-empty name", param="name")
@@ -131,11 +170,14 @@ class KeyStore:
             )
         key_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(32)
-        record = ApiKey(key_id, name, tuple(models), tuple(groups or ()), _now(), None)
+        expires = expires_at.astimezone(UTC).isoformat(timespec="seconds") if expires_at else None
+        record = ApiKey(
+            key_id, name, tuple(models), tuple(groups or ()), _now(), None, expires, None, rotated_from
+        )
         with self._lock, self._conn:
             self._conn.execute(
-                "INSERT INTO api_keys (id, name, secret_sha256, models, groups, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO api_keys (id, name, secret_sha256, models, groups, created_at, expires_at,"
+                " rotated_from) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     key_id,
                     name,
@@ -143,16 +185,27 @@ class KeyStore:
                     json.dumps(models),
                     json.dumps(groups or []),
                     record.created_at,
+                    expires,
+                    rotated_from,
                 ),
             )
             self._data_version = -1  # our own commits do not change data_version for this connection
         return NewKey(record, f"{PREFIX}_{key_id}_{secret}")
 
+    def get(self, key_id: str) -> ApiKey:
+        """One key's public record; NotFound if there is none."""
+        with self._lock:
+            row = self._conn.execute(_SELECT + " WHERE id = ?", (key_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no API key with id {key_id!r}", hint="List keys with 'bastion keys list'.")
+        return _row(row)
+
     def list(self, include_revoked: bool = False) -> list[ApiKey]:
         """Every key's public record, oldest first."""
-        sql = "SELECT id, name, models, groups, created_at, revoked_at FROM api_keys"
+        sql = _SELECT
         if not include_revoked:
             sql += " WHERE revoked_at IS NULL"
+        self.flush_last_used()
         with self._lock:
             return [_row(r) for r in self._conn.execute(sql + " ORDER BY created_at, id")]
 
@@ -162,16 +215,33 @@ class KeyStore:
             cur = self._conn.execute(
                 "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (_now(), key_id)
             )
-            row = self._conn.execute(
-                "SELECT id, name, models, groups, created_at, revoked_at FROM api_keys WHERE id = ?",
-                (key_id,),
-            ).fetchone()
             self._data_version = -1
-        if row is None:
-            raise NotFound(f"no API key with id {key_id!r}", hint="List keys with 'bastion keys list'.")
+        rec = self.get(key_id)
         if cur.rowcount == 0:
-            raise UsageError(f"API key {key_id} was already revoked at {row[5]}")
-        return _row(row)
+            raise UsageError(f"API key {key_id} was already revoked at {rec.revoked_at}")
+        return rec
+
+    def rotate(
+        self, key_id: str, overlap: timedelta, expires_at: datetime | None = None
+    ) -> tuple[NewKey, ApiKey]:
+        """A new key with the same name, models and groups; the old one expires after ``overlap``.
+
+        Clients switch to the new key during the overlap; after it the old key fails like any expired
+        key (sooner if it already expired sooner). Returns the new key and the old key's record.
+        """
+        old = self.get(key_id)
+        if old.revoked_at is not None:
+            raise UsageError(f"API key {key_id} is revoked; create a new key instead of rotating it")
+        new = self.create(old.name, list(old.models), list(old.groups), expires_at, rotated_from=old.id)
+        ends = datetime.now(UTC) + overlap
+        if old.expires_at is None or ends < datetime.fromisoformat(old.expires_at):
+            with self._lock, self._conn:
+                self._conn.execute(
+                    "UPDATE api_keys SET expires_at = ? WHERE id = ?",
+                    (ends.isoformat(timespec="seconds"), key_id),
+                )
+                self._data_version = -1
+        return new, self.get(key_id)
 
     def authenticate(self, presented: str | None) -> Principal:
         """Return the principal for a presented key, or raise :class:`AuthenticationFailed`."""
@@ -187,7 +257,28 @@ class KeyStore:
         expected = entry[0] if entry else "0" * 64
         if not hmac.compare_digest(expected, digest) or entry is None:
             raise AuthenticationFailed("the API key is unknown or revoked")
+        now = datetime.now(UTC)
+        if _expired(entry[2], now):
+            raise AuthenticationFailed(
+                f"the API key {parts[1]} expired at {entry[2]}",
+                hint="Ask the administrator for a new key ('bastion keys rotate' or 'bastion keys create').",
+            )
+        self._last_used[parts[1]] = now.isoformat(timespec="seconds")
+        if time.monotonic() - self._flushed > LAST_USED_FLUSH_S:
+            self.flush_last_used()
         return entry[1]
+
+    def flush_last_used(self) -> None:
+        """Write the keys' last-used times gathered since the last flush (also done on close)."""
+        with self._lock:
+            pending, self._last_used = self._last_used, {}
+            self._flushed = time.monotonic()
+            if pending:
+                with self._conn:
+                    self._conn.executemany(
+                        "UPDATE api_keys SET last_used_at = ? WHERE id = ?",
+                        [(t, k) for k, t in pending.items()],
+                    )
 
     def _refresh(self) -> None:
         with self._lock:
@@ -195,10 +286,11 @@ class KeyStore:
             if version == self._data_version:
                 return
             rows = self._conn.execute(
-                "SELECT id, name, secret_sha256, models, groups FROM api_keys WHERE revoked_at IS NULL"
+                "SELECT id, name, secret_sha256, models, groups, expires_at FROM api_keys"
+                " WHERE revoked_at IS NULL"
             ).fetchall()
             self._cache = {
-                r[0]: (r[2], Principal(r[0], r[1], tuple(json.loads(r[3])), tuple(json.loads(r[4]))))
+                r[0]: (r[2], Principal(r[0], r[1], tuple(json.loads(r[3])), tuple(json.loads(r[4]))), r[5])
                 for r in rows
             }
             self._data_version = version
