@@ -139,6 +139,10 @@ class ModelSettings(_Strict):
     max_queue: int = Field(8, ge=0)
     #: models to try, in order, when this one's backend is unavailable
     fallbacks: tuple[str, ...] = ()
+    #: consecutive failures (unavailable, timed out) that open this deployment's circuit breaker
+    breaker_failures: int = Field(3, ge=1)
+    #: seconds an open circuit skips this deployment before one probe request is let through
+    breaker_cooldown_s: float = Field(30.0, gt=0)
     #: default max_tokens when a request sets none
     default_max_tokens: int = Field(256, ge=1)
     #: highest data classification this model may hold or return; callers need that clearance

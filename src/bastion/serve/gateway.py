@@ -52,6 +52,7 @@ from bastion.quota.quotas import Held, Quotas
 from bastion.registry import Registry, verify_for_serving
 from bastion.serve.auth import Authorizer, bearer_token
 from bastion.serve.backends import Backend, Cancel, Endpoint, Usage
+from bastion.serve.breaker import STATES, Breaker
 from bastion.serve.http_errors import error_response, validation_error
 from bastion.serve.metrics import Metrics
 from bastion.serve.router import Router
@@ -124,6 +125,7 @@ class Gateway:
         self.load_errors: dict[str, str] = {}
         self._backend_factory = backend_factory
         self.quotas = quotas
+        self.breakers = {name: self._breaker(m.settings) for name, m in self.models.items()}
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -152,6 +154,10 @@ class Gateway:
         for name, backend in self.router.backends.items():
             await self._load(name, backend)
         await self._serve_new_admissions()
+
+    @staticmethod
+    def _breaker(settings: ModelSettings) -> Breaker:
+        return Breaker(settings.breaker_failures, settings.breaker_cooldown_s)
 
     async def _load(self, name: str, backend: Backend) -> bool:
         """Verify ``name``'s admission (local models) and start ``backend``; False when refused or down."""
@@ -229,6 +235,7 @@ class Gateway:
                 continue
             backend = self._backend_factory(settings)
             self.models[admission.name] = ServedModel.from_settings(settings)
+            self.breakers[admission.name] = self._breaker(settings)
             self.router.add(admission.name, backend)
             loaded = await self._load(admission.name, backend)
             outcome[admission.name] = "loaded" if loaded else f"refused: {self.load_errors[admission.name]}"
@@ -362,7 +369,21 @@ class Gateway:
                     trace.skipped.append((name, exc.code))
                     log.info("request %s: fallback %s refused: %s", trace.request_id, name, exc.message)
                     continue
+            if not self.breakers[name].allow():
+                trace.skipped.append((name, "circuit_open"))
+                continue
             yield model, self.router.backends[name]
+
+    def _outcome(self, name: str, failed: bool | None) -> None:
+        """Tell ``name``'s breaker how the attempt went (None: neither, e.g. the request was bad)."""
+        breaker = self.breakers[name]
+        if failed is None:
+            breaker.release()
+        elif failed:
+            breaker.failure()
+        else:
+            breaker.success()
+        self.metrics.breaker_state.labels(name).set(STATES[breaker.state])
 
     def _exhausted(self, trace: _Trace, last: BastionError | None) -> BastionError:
         if last is not None and not trace.skipped:
@@ -382,11 +403,17 @@ class Gateway:
                 reply = await backend.run(trace.endpoint, body, cancel)  # type: ignore[arg-type]
             except BackendUnavailable as exc:
                 if cancel.is_set():
+                    self._outcome(model.name, None)
                     raise
+                self._outcome(model.name, True)
                 last = exc
                 trace.skipped.append((model.name, exc.code))
                 log.warning("model %s failed: %s", model.name, exc.message)
                 continue
+            except BaseException:
+                self._outcome(model.name, None)
+                raise
+            self._outcome(model.name, False)
             trace.answered_by(model.name)
             return backend, reply
         raise self._exhausted(trace, last)
@@ -406,13 +433,16 @@ class Gateway:
             except StopAsyncIteration:
                 first = None
             except BackendUnavailable as exc:
+                self._outcome(model.name, True)
                 last = exc
                 trace.skipped.append((model.name, exc.code))
                 await chunks.aclose()  # type: ignore[attr-defined]
                 continue
             except BaseException:
+                self._outcome(model.name, None)
                 await chunks.aclose()  # type: ignore[attr-defined]
                 raise
+            self._outcome(model.name, False)  # it answered; a failure mid-stream reaches the client as such
 
             trace.answered_by(model.name)
 

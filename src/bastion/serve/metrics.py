@@ -52,6 +52,12 @@ class Metrics:
         self.model_up = Gauge(
             "bastion_model_up", "1 while the model's backend is healthy.", ["model"], registry=self.registry
         )
+        self.breaker_state = Gauge(
+            "bastion_breaker_state",
+            "Circuit breaker of each deployment: 0 closed, 1 half-open, 2 open.",
+            ["model"],
+            registry=self.registry,
+        )
 
     def observe(
         self, model: str, endpoint: str, status: int, seconds: float, tokens_in: int, tokens_out: int

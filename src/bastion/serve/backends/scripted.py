@@ -28,6 +28,8 @@ class ScriptedBackend:
         self.up = True
         #: raised by the next requests when set: how a test plays a backend with a bug in it
         self.error: Exception | None = None
+        #: requests that reached this backend (including those it failed)
+        self.attempts = 0
         #: seconds between streamed words (keeps many streams open at once in concurrency tests)
         self.delay_s = 0.0
         #: every request body this backend received, in order (what a test inspects)
@@ -44,6 +46,7 @@ class ScriptedBackend:
         return self.up
 
     def _check(self, body: dict[str, Any]) -> None:
+        self.attempts += 1
         if self.error is not None:
             raise self.error
         if not self.up:
