@@ -139,6 +139,10 @@ class ModelSettings(_Strict):
     max_queue: int = Field(8, ge=0)
     #: models to try, in order, when this one's backend is unavailable
     fallbacks: tuple[str, ...] = ()
+    #: who runs this deployment (e.g. "azure-openai", "in-house"); `bastion withdraw --provider` matches it
+    provider: str | None = None
+    #: ISO 3166 country whose jurisdiction the deployment is in; `bastion withdraw --country` matches it
+    country: str | None = None
     #: consecutive failures (unavailable, timed out) that open this deployment's circuit breaker
     breaker_failures: int = Field(3, ge=1)
     #: seconds an open circuit skips this deployment before one probe request is let through

@@ -69,7 +69,8 @@ async def flow(tmp_path: Path) -> AsyncIterator[Flow]:
                 "body_key": str(tmp_path / "body.key"),
             },
             "models": [
-                {"name": "cloud", "backend": "openai", "url": "http://127.0.0.1:9/v1", "fallbacks": ["smol"]},
+                {"name": "cloud", "backend": "openai", "url": "http://127.0.0.1:9/v1", "fallbacks": ["smol"],
+                 "provider": "acme-cloud", "country": "US"},
                 {"name": "smol", "path": "bundled:smollm2", "classification": "secret"},
                 {"name": "gemma", "path": "bundled:gemma3", "fallbacks": ["smol"]},
             ],

@@ -20,6 +20,7 @@ from bastion.cli import (
     signing,
     usage,
     vet,
+    withdraw,
 )
 from bastion.cli.render import render_error
 from bastion.errors import BastionError
@@ -44,6 +45,7 @@ models.register(app)
 app.add_typer(lineage.app, name="lineage")
 app.add_typer(evals.app, name="eval")
 usage.register(app)
+withdraw.register(app)
 
 
 def main() -> None:

@@ -59,6 +59,7 @@ from bastion.serve.router import Router
 from bastion.serve.schemas import normalise
 from bastion.serve.served import ServedModel, admitted_model_settings, served_models
 from bastion.serve.sse import SSE, watch_disconnect
+from bastion.withdrawal import Withdrawal, WithdrawalStore
 
 log = logging.getLogger("bastion.serve")
 JSON = "application/json"
@@ -110,6 +111,7 @@ class Gateway:
         admission: AdmissionCheck | None = None,
         backend_factory: Callable[[ModelSettings], Backend] | None = None,
         quotas: Quotas | None = None,
+        withdrawals: WithdrawalStore | None = None,
     ) -> None:
         self.settings = settings
         self.admission = admission
@@ -125,6 +127,7 @@ class Gateway:
         self.load_errors: dict[str, str] = {}
         self._backend_factory = backend_factory
         self.quotas = quotas
+        self.withdrawals = withdrawals
         self.breakers = {name: self._breaker(m.settings) for name, m in self.models.items()}
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -279,6 +282,8 @@ class Gateway:
         self.keys.close()
         if self.quotas is not None:
             self.quotas.close()
+        if self.withdrawals is not None:
+            self.withdrawals.close()
         if self.admission is not None:
             self.admission.registry.close()
         if self.audit is not None:
@@ -369,10 +374,22 @@ class Gateway:
                     trace.skipped.append((name, exc.code))
                     log.info("request %s: fallback %s refused: %s", trace.request_id, name, exc.message)
                     continue
+            withdrawn = self._withdrawn(model)
+            if withdrawn is not None:
+                trace.skipped.append((name, "withdrawn"))
+                log.info("request %s: %s is withdrawn (%s)", trace.request_id, name, withdrawn.reason)
+                continue
             if not self.breakers[name].allow():
                 trace.skipped.append((name, "circuit_open"))
                 continue
             yield model, self.router.backends[name]
+
+    def _withdrawn(self, model: ServedModel) -> Withdrawal | None:
+        if self.withdrawals is None:
+            return None
+        settings = model.settings
+        return next((w for w in self.withdrawals.active() if w.matches(model.name, settings.provider,
+                                                                       settings.country)), None)
 
     def _outcome(self, name: str, failed: bool | None) -> None:
         """Tell ``name``'s breaker how the attempt went (None: neither, e.g. the request was bad)."""

@@ -6,6 +6,7 @@ import logging
 import os
 
 import uvicorn
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from bastion.audit import AuditLog, require_audit
 from bastion.bundled import data_home
@@ -22,6 +23,7 @@ from bastion.serve.backends.upstream import UpstreamBackend, upstream_host
 from bastion.serve.egress import install_egress_guard
 from bastion.serve.router import Router
 from bastion.signing import load_public_key
+from bastion.withdrawal import WithdrawalStore
 
 log = logging.getLogger("bastion.serve")
 
@@ -85,7 +87,16 @@ def build_gateway(settings: Settings) -> Gateway:
         admission=admission,
         backend_factory=make_backend,
         quotas=Quotas.open(settings.quotas, settings.store.path),
+        withdrawals=WithdrawalStore(
+            settings.store.path, admission.public_key if admission is not None else _org_key(settings)
+        ),
     )
+
+
+def _org_key(settings: Settings) -> ec.EllipticCurvePublicKey | None:
+    """The organisation public key, when there is one, to check signed restorations against."""
+    key_file = settings.registry.public_key
+    return load_public_key(key_file) if key_file.exists() else None
 
 
 def serve(settings: Settings) -> None:
