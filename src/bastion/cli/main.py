@@ -10,6 +10,7 @@ from bastion.cli import (
     audit,
     catalog,
     doctor,
+    drill,
     embed,
     evals,
     keys,
@@ -45,6 +46,7 @@ models.register(app)
 app.add_typer(lineage.app, name="lineage")
 app.add_typer(evals.app, name="eval")
 usage.register(app)
+drill.register(app)
 withdraw.register(app)
 
 

@@ -91,6 +91,8 @@ def build_app(gateway: Gateway) -> Starlette:
         Route("/metrics", gateway.prometheus, methods=["GET"]),
         Route("/openapi.json", openapi_document, methods=["GET"]),
         Route("/admin/reload", gateway.admin_reload, methods=["POST"]),
+        Route("/admin/routes", gateway.admin_routes, methods=["GET"]),
+        Route("/admin/drill", gateway.admin_drill, methods=["POST"]),
     ]
     return Starlette(
         routes=routes,

@@ -129,6 +129,8 @@ class Gateway:
         self.quotas = quotas
         self.withdrawals = withdrawals
         self.breakers = {name: self._breaker(m.settings) for name, m in self.models.items()}
+        #: deployments a running drill has taken away (``POST /admin/drill``); in memory, this gateway only
+        self.drilled: set[str] = set()
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -374,6 +376,9 @@ class Gateway:
                     trace.skipped.append((name, exc.code))
                     log.info("request %s: fallback %s refused: %s", trace.request_id, name, exc.message)
                     continue
+            if name in self.drilled:
+                trace.skipped.append((name, "drill"))
+                continue
             withdrawn = self._withdrawn(model)
             if withdrawn is not None:
                 trace.skipped.append((name, "withdrawn"))
@@ -668,3 +673,39 @@ class Gateway:
         if refused is not None:
             return refused
         return Response(orjson.dumps(await self.reload()), media_type=JSON)
+
+    async def admin_routes(self, request: Request) -> Response:
+        """Each served model's route and state, for administrators and ``bastion drill``."""
+        refused = await self.admin_only(request, "GET /admin/routes")
+        if refused is not None:
+            return refused
+        routes = {
+            name: {
+                "backend": model.backend,
+                "local": model.local,
+                "fallbacks": list(model.fallbacks),
+                "healthy": self.router.backends[name].healthy() and name not in self.refused,
+                "breaker": self.breakers[name].state,
+                "drilled": name in self.drilled,
+                "withdrawn": self._withdrawn(model) is not None,
+            }
+            for name, model in self.models.items()
+        }
+        return Response(orjson.dumps(routes), media_type=JSON)
+
+    async def admin_drill(self, request: Request) -> Response:
+        """Take a deployment away (``{"model": M, "down": true}``) or give it back, for a drill."""
+        refused = await self.admin_only(request, "POST /admin/drill")
+        if refused is not None:
+            return refused
+        try:
+            body = orjson.loads(await request.body())
+            name, down = body["model"], bool(body["down"])
+            self._model(name)
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            return error_response(UsageError(f'body must be {{"model": NAME, "down": true|false}}: {exc}'))
+        except NotFound as exc:
+            return error_response(exc)
+        (self.drilled.add if down else self.drilled.discard)(name)
+        await self._admin("drill.down" if down else "drill.up", {"name": name})
+        return Response(orjson.dumps({"model": name, "down": down}), media_type=JSON)

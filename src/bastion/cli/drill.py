@@ -1,0 +1,69 @@
+"""``bastion drill``: take deployments away from a live gateway, drive traffic, report what clients saw."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+from rich.table import Table
+
+from bastion.audit import record_admin
+from bastion.cli.options import ConfigOpt, JsonOpt
+from bastion.cli.render import emit, out
+from bastion.config import load_settings
+from bastion.drill import Drill, DrillOptions, report, to_html
+from bastion.errors import BackendUnavailable
+from bastion.signing.keys import write_atomic
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``drill`` command to ``app``."""
+
+    @app.command("drill")
+    def drill(
+        gateway: Annotated[str, typer.Option("--gateway", help="Gateway URL, e.g. http://127.0.0.1:8080.")],
+        key: Annotated[str, typer.Option("--key", envvar="BASTION_DRILL_KEY", help="API key for traffic.")],
+        admin_key: Annotated[
+            str | None, typer.Option("--admin-key", help="Administrator key (not on the gateway host).")
+        ] = None,
+        model: Annotated[
+            list[str] | None, typer.Option("--model", help="Deployment (default: upstreams with fallbacks).")
+        ] = None,
+        requests: Annotated[int, typer.Option("--requests", min=1, help="Requests while it is away.")] = 40,
+        concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=256)] = 4,
+        output: Annotated[Path | None, typer.Option("--output", "-o", help="JSON report file.")] = None,
+        html_out: Annotated[Path | None, typer.Option("--html", help="Write the HTML report here.")] = None,
+        config: ConfigOpt = None,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Take each deployment away in turn, drive traffic, give it back; exit 9 if a client saw an error."""
+        settings = load_settings(config)
+        runner = Drill(gateway, key, admin_key)
+        try:
+            targets = runner.targets(model)
+            results = [runner.run(t, DrillOptions(requests, concurrency)) for t in targets]
+        finally:
+            runner.close()
+        doc = report(gateway, results)
+        if output is not None:
+            write_atomic(output, orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
+        if html_out is not None:
+            write_atomic(html_out, to_html(doc).encode())
+        record_admin(settings.audit, "drill.report", details=doc)
+
+        def human() -> None:
+            table = Table("deployment", "fallbacks", "errors", "time to shift", "added p50", "answered by")
+            for t in doc["targets"]:
+                during = t["phases"][1]["answered_by"]
+                table.add_row(t["model"], ", ".join(t["fallbacks"]), str(t["client_errors"]),
+                              f"{t['time_to_shift_s']} s", f"{t['added_p50_ms_during_failover']} ms",
+                              ", ".join(f"{k}: {v}" for k, v in during.items()))
+            out.print(table)
+            if not doc["targets"]:
+                out.print("No upstream deployment with fallbacks to drill; name one with --model.")
+
+        emit(doc, as_json, human)
+        if not doc["ok"]:
+            raise typer.Exit(BackendUnavailable.exit_code)
