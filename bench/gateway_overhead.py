@@ -1,4 +1,4 @@
-"""Gateway overhead: Bastion (audit off and on) vs the LiteLLM proxy, same mock upstream, same run.
+"""Gateway overhead: Bastion (audit off/on, quotas on) vs the LiteLLM proxy, same mock upstream, same run.
 
 The mock upstream is nginx returning a fixed OpenAI chat-completion body (steady, ~0.05 ms). wrk sends
 POST /v1/chat/completions with an API key to (a) nginx directly, (b) Bastion proxying to it and (c) the
@@ -97,14 +97,22 @@ http {{
     return proc, port
 
 
-def start_bastion(tmp: Path, upstream: int, audit: bool) -> tuple[subprocess.Popen[bytes], int, str]:
+#: limits far above what the bench sends, so every request is reserved and settled but none is refused
+QUOTAS = ("[quotas]\nenabled = true\n[quotas.key]\nrpm = 100000000\ntpm = 100000000000\n"
+          "budget_tokens = 100000000000\n[quotas.organisation]\nrpm = 100000000\n")
+
+
+def start_bastion(
+    tmp: Path, upstream: int, audit: bool, quotas: bool = False
+) -> tuple[subprocess.Popen[bytes], int, str]:
     port = free_port()
-    home = tmp / f"bastion-home-{'audit' if audit else 'noaudit'}"
+    home = tmp / f"bastion-home-{'audit' if audit else 'noaudit'}{'-quotas' if quotas else ''}"
     home.mkdir()
     cfg = home / "bastion.toml"
     cfg.write_text(
         f'[server]\nport = {port}\n[store]\npath = "{home}/b.db"\n[audit]\nenabled = {str(audit).lower()}\n'
-        f'[[models]]\nname = "mock"\nbackend = "openai"\nurl = "http://127.0.0.1:{upstream}/v1"\n'
+        + (QUOTAS if quotas else "")
+        + f'[[models]]\nname = "mock"\nbackend = "openai"\nurl = "http://127.0.0.1:{upstream}/v1"\n'
     )
     env = {**os.environ, "BASTION_HOME": str(home)}
     if audit:
@@ -205,6 +213,9 @@ def main() -> None:
             aproc, aport, akey = start_bastion(tmp, nport, audit=True)
             procs.append(aproc)
             targets["bastion+audit -> nginx"] = (aport, akey)
+            qproc, qport, qkey = start_bastion(tmp, nport, audit=False, quotas=True)
+            procs.append(qproc)
+            targets["bastion+quotas -> nginx"] = (qport, qkey)
             if not args.skip_litellm:
                 lproc, lport, lkey = start_litellm(tmp, nport)
                 procs.append(lproc)
@@ -220,7 +231,7 @@ def main() -> None:
             for p in procs:
                 stop(p)
     base = results["nginx (mock upstream alone)"]["c1"]
-    for name in ("bastion -> nginx", "bastion+audit -> nginx", "litellm -> nginx"):
+    for name in ("bastion -> nginx", "bastion+audit -> nginx", "bastion+quotas -> nginx", "litellm -> nginx"):
         if name in results:
             r = results[name]
             r["overhead_p50_ms"] = r["c1"]["p50_ms"] - base["p50_ms"]
@@ -229,6 +240,10 @@ def main() -> None:
     b, a = results["bastion -> nginx"], results["bastion+audit -> nginx"]
     results["audit_p50_overhead_increase"] = a["overhead_p50_ms"] / max(b["overhead_p50_ms"], 1e-6) - 1
     print(f"audit on vs off: p50 overhead +{results['audit_p50_overhead_increase'] * 100:.0f}%")
+    q = results["bastion+quotas -> nginx"]
+    results["quotas_p50_overhead_added_ms"] = q["overhead_p50_ms"] - b["overhead_p50_ms"]
+    print(f"quotas on vs off: p50 overhead {results['quotas_p50_overhead_added_ms']:+.3f} ms "
+          f"(goal: total p50 overhead with quotas <= 1 ms: {q['overhead_p50_ms']:.3f} ms)")
     if "litellm -> nginx" in results:
         lite = results["litellm -> nginx"]
         results["ratios"] = {
