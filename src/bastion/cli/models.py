@@ -15,14 +15,14 @@ from bastion.cli.render import emit, err, out
 from bastion.config import Settings, load_settings
 from bastion.errors import BastionError
 from bastion.policy import Organisation
-from bastion.registry import Registry, admit
+from bastion.registry import Registry, admit, open_registry
 
 app = typer.Typer(help="Admitted models: list, show, revoke.", no_args_is_help=True)
 
 
 def _open(config: Path | None) -> tuple[Settings, Registry]:
     settings = load_settings(config)
-    return settings, Registry(settings.store.path)
+    return settings, open_registry(settings)
 
 
 def register(root: typer.Typer) -> None:
@@ -181,10 +181,13 @@ def revoke(
     if settings.audit.enabled:
         require_audit(settings.audit)
     admission = registry.revoke(name, os_actor(), reason)
+    # The audit entry is the revocation's witness: the registry treats every digest it names as
+    # revoked even if the database row is later deleted (registry/witness.py).
     record_admin(
         settings.audit,
         "model.revoke",
         before_digest=admission.weights_digest,
-        details={"name": name, "reason": reason},
+        details={"name": name, "reason": reason, "root_digest": admission.root_digest,
+                 "admission_id": admission.id},
     )
     emit(admission.to_json(), as_json, lambda: out.print(f"revoked {name!r} at {admission.revoked_at}"))
