@@ -12,7 +12,6 @@ import asyncio
 import hashlib
 import os
 import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,12 +24,12 @@ import pytest
 from bastion import bundled
 from bastion.config import ModelSettings
 from bastion.errors import BastionError, IntegrityError
-from bastion.keys import KeyStore
 from bastion.registry import Registry, ServedWeights, open_admitted
 from bastion.serve.backends import Cancel
 from bastion.serve.backends.llama_cpp import LlamaCppBackend
 from bastion.signing import load_public_key
-from tests.serve.conftest import admit_all, free_port, stop, wait_http
+from tests.adversarial.integrity_gateway import prepare, start_gateway
+from tests.serve.conftest import admit_all, stop
 
 PROMPT = {"prompt": "The capital of France is", "max_tokens": 8, "temperature": 0}
 SMOL = "sha256:b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
@@ -67,26 +66,9 @@ class Served:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     home = tmp_path_factory.mktemp("integrity-weights")
-    model = home / "smol.gguf"
-    model.write_bytes(bundled.smollm2().read_bytes())
-    admit_all(home, {"smol": str(model)})
-    port = free_port()
-    config = home / "bastion.toml"
-    config.write_text(
-        f'[server]\nport = {port}\n[store]\npath = "{home}/bastion.db"\n'
-        f'[registry]\npublic_key = "{home}/org/signing-key.pub.pem"\n'
-        f'[[models]]\nname = "smol"\npath = "{model}"\nn_threads = 1\nn_ctx = 256\n'
-    )
-    env = {**os.environ, "BASTION_HOME": str(home), "HF_HUB_OFFLINE": "1"}
-    subprocess.run([sys.executable, "-m", "bastion.cli.main", "audit", "init", "--config", str(config)],
-                   env=env, check=True, capture_output=True)
-    key = KeyStore(home / "bastion.db").create("ops", ["*"]).key
-    log = home / "serve.log"
-    with log.open("wb") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "bastion.cli.main", "serve", "--config", str(config)],
-                                env=env, stdout=fh, stderr=fh)
+    model, port, key = prepare(home)
+    proc = start_gateway(home, port)
     try:
-        wait_http(f"http://127.0.0.1:{port}/healthz", proc, log)
         yield Served(f"http://127.0.0.1:{port}/v1", key, home, model, proc)
     finally:
         stop(proc)
@@ -108,6 +90,7 @@ def answer_of(path: Path) -> str:
         llm.close()
 
 
+@pytest.mark.slow
 def test_dd_into_the_served_file_never_changes_an_answer_labelled_with_the_admitted_digest(
     served: Served,
 ) -> None:
@@ -170,6 +153,7 @@ def swap_in(other: Path, model: Path) -> Callable[[], None]:
     return swap
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", ["opened", "sealed", "verified"])
 @pytest.mark.parametrize("attack", ["swap", "dd"])
 def test_changing_the_file_after_a_stage_never_loads_unadmitted_bytes(
@@ -197,6 +181,7 @@ def test_changing_the_file_after_a_stage_never_loads_unadmitted_bytes(
     assert text == reference
 
 
+@pytest.mark.slow
 def test_the_real_race_swapping_the_file_in_a_loop_never_loads_unadmitted_bytes(
     admitted: tuple[Registry, Path, Path, object, str],
 ) -> None:

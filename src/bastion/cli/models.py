@@ -176,7 +176,7 @@ def revoke(
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Revoke an admission; a running gateway stops serving the model on its next request."""
+    """Revoke an admission and its bytes under every name; a running gateway refuses them at once."""
     settings, registry = _open(config)
     if settings.audit.enabled:
         require_audit(settings.audit)

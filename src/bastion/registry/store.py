@@ -332,7 +332,9 @@ class Registry:
         witnessed = set(self._witness()) if self._witness is not None else set()
         for digest in digests:
             if digest in witnessed or digest in self._seen_revoked:
-                return {"name": "?", "revoked_at": "?", "revoked_by": "the audit log", "reason": ""}
+                # Known from the audit log (or this process's memory) after the row was removed here.
+                return {"name": "(row deleted)", "revoked_at": "(see the audit log)",
+                        "revoked_by": "a model.revoke entry of the audit log", "reason": ""}
         return None
 
     def _refresh(self) -> _Snapshot:
