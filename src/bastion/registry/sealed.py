@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from bastion.errors import BastionError, NotFound, UnusableInput
+from bastion.errors import BastionError, ConfigError, NotFound, UnusableInput
 from bastion.hashing.manifest import GIT_PATHS, printable
 from bastion.hashing.walk import model_files, normalise_ignores
 
@@ -44,7 +44,6 @@ from bastion.hashing.walk import model_files, normalise_ignores
 #: an exact moment (swap or overwrite the file) without monkeypatching, and for progress logging.
 Observer = Callable[[str], None]
 
-_SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
 _COPY = 1 << 30  # sendfile moves at most ~2 GiB per call; ask for 1 GiB at a time
 
 
@@ -91,8 +90,19 @@ def _open_source(path: Path) -> tuple[int, int]:
     return fd, st.st_size
 
 
+def _seals() -> int:
+    try:
+        return fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
+    except AttributeError:  # not Linux: no memfd seals, and no honest way to serve
+        raise ConfigError(
+            "serving a local model needs Linux (sealed memfd copies of the weights)",
+            hint="Run the gateway on Linux, or serve the model through an upstream (backend = \"openai\").",
+        ) from None
+
+
 def _sealed_copy(src: int, size: int, label: str) -> int:
     """A sealed memfd holding the ``size`` bytes of ``src``; UnusableInput if the source is shorter."""
+    seals = _seals()
     memfd = os.memfd_create(f"bastion:{label}"[:240], os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
     try:
         os.ftruncate(memfd, size)  # one allocation; GROW is sealed next, so the size is final
@@ -104,7 +114,7 @@ def _sealed_copy(src: int, size: int, label: str) -> int:
                     f"{label} became shorter while it was being read", hint="Wait until nothing writes it."
                 )
             done += sent
-        fcntl.fcntl(memfd, fcntl.F_ADD_SEALS, _SEALS)
+        fcntl.fcntl(memfd, fcntl.F_ADD_SEALS, seals)
     except BaseException:
         os.close(memfd)
         raise
