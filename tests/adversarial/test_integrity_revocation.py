@@ -85,14 +85,14 @@ def test_setting_revoked_at_back_to_null_does_not_unrevoke(
     db, key, org, audit = world
     registry = Registry(db)
     ref = admit_smol(registry, key, org)
-    assert registry.still_admitted(ref)
+    assert registry.still_admitted(ref.id, ref.weights_digest)
     revoke(registry, audit, "smol")
-    assert not registry.still_admitted(ref)
+    assert not registry.still_admitted(ref.id, ref.weights_digest)
     with pytest.raises(sqlite3.DatabaseError, match="cannot be undone"):
         attacker(db, "UPDATE admitted_models SET revoked_at = NULL")
     attacker(db, *DROP_GUARDS, "UPDATE admitted_models SET revoked_at = NULL")
-    assert not registry.still_admitted(ref)  # the revocations table still names the bytes
-    assert not Registry(db).still_admitted(ref)  # also after a restart
+    assert not registry.still_admitted(ref.id, ref.weights_digest)  # the revocations table names the bytes
+    assert not Registry(db).still_admitted(ref.id, ref.weights_digest)  # also after a restart
 
 
 def test_deleting_the_revocation_rows_too_does_not_unrevoke(
@@ -105,14 +105,14 @@ def test_deleting_the_revocation_rows_too_does_not_unrevoke(
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
         attacker(db, "DELETE FROM revocations")
     attacker(db, *DROP_GUARDS, "DELETE FROM revocations", "UPDATE admitted_models SET revoked_at = NULL")
-    assert not registry.still_admitted(ref)  # a running registry never forgets
+    assert not registry.still_admitted(ref.id, ref.weights_digest)  # a running registry never forgets
     # A restarted one learns it from the audit log, which the attacker cannot edit unnoticed.
     fresh = Registry(db, witness=lambda: revoked_in_audit_log(audit.path))
-    assert not fresh.still_admitted(ref)
+    assert not fresh.still_admitted(ref.id, ref.weights_digest)
     with pytest.raises(PolicyDenied, match="revoked"):
         open_admitted(fresh, "smol", bundled.smollm2(), load_public_key(key.with_suffix(".pub.pem")))
     # Without a witness the database alone cannot know (the documented limit of audit.enabled = false).
-    assert Registry(db).still_admitted(ref)
+    assert Registry(db).still_admitted(ref.id, ref.weights_digest)
 
 
 def test_a_copied_admission_row_of_revoked_bytes_is_refused(
@@ -135,7 +135,8 @@ def test_revocation_is_of_the_bytes_under_every_name(world: tuple[Path, Path, Or
     first = admit_smol(registry, key, org, "smol")
     twin = admit_smol(registry, key, org, "smol-twin")  # the same file admitted twice
     revoke(registry, audit, "smol")
-    assert not registry.still_admitted(first) and not registry.still_admitted(twin)
+    assert not registry.still_admitted(first.id, first.weights_digest)
+    assert not registry.still_admitted(twin.id, twin.weights_digest)
     with pytest.raises(PolicyDenied, match="final for the bytes"):
         admit_smol(registry, key, org, "smol")
 
@@ -149,7 +150,7 @@ def test_a_new_admission_under_a_revoked_name_does_not_revive_the_verified_one(
     other.write_bytes(bundled.smollm2().read_bytes()[:-1] + b"\x00")
     admit(registry, other, "smol", "permissive", key, org, "tester")
     assert registry.get("smol").weights_digest != SMOL
-    assert not registry.still_admitted(ref)  # what the running gateway asks: its own admission
+    assert not registry.still_admitted(ref.id, ref.weights_digest)  # what the gateway asks: its own admission
 
 
 def test_an_edited_weights_digest_column_is_caught_at_load(

@@ -14,7 +14,7 @@ from bastion.errors import UnusableInput
 from bastion.hashing import manifest_of
 from bastion.hashing.descriptor import manifest_of_descriptors, sha256_fd
 from bastion.registry import Registry, seal, seal_unverified
-from bastion.registry.store import AdmittedRef, m001_admitted_models
+from bastion.registry.store import m001_admitted_models
 from bastion.store import Migrations
 
 SMOL = "sha256:b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
@@ -85,4 +85,4 @@ def test_revocations_are_carried_over_from_a_version_1_database(tmp_path: Path) 
     assert registry.revocation_of(SMOL) == {
         "name": "old", "revoked_at": "2026-02-01", "revoked_by": "me", "reason": ""
     }
-    assert not registry.still_admitted(AdmittedRef(1, "old", SMOL, "sha256:root"))
+    assert not registry.still_admitted(1, SMOL)
