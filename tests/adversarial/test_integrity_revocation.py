@@ -137,6 +137,7 @@ def test_revocation_is_of_the_bytes_under_every_name(world: tuple[Path, Path, Or
     revoke(registry, audit, "smol")
     assert not registry.still_admitted(first.id, first.weights_digest)
     assert not registry.still_admitted(twin.id, twin.weights_digest)
+    assert registry.list() == []  # both rows say so, not only the one named
     with pytest.raises(PolicyDenied, match="final for the bytes"):
         admit_smol(registry, key, org, "smol")
 

@@ -190,4 +190,17 @@ def revoke(
         details={"name": name, "reason": reason, "root_digest": admission.root_digest,
                  "admission_id": admission.id},
     )
-    emit(admission.to_json(), as_json, lambda: out.print(f"revoked {name!r} at {admission.revoked_at}"))
+    twins = [
+        a.name
+        for a in registry.list(include_revoked=True)
+        if a.name != name
+        and a.weights_digest == admission.weights_digest
+        and a.revoked_at == admission.revoked_at
+    ]
+
+    def human() -> None:
+        out.print(f"revoked {name!r} at {admission.revoked_at}")
+        if twins:
+            out.print(f"  the same bytes were admitted as {', '.join(map(repr, twins))}: revoked too")
+
+    emit({**admission.to_json(), "also_revoked": twins}, as_json, human)

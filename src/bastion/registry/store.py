@@ -303,9 +303,11 @@ class Registry:
         current = self.get(name)
         now = _now()
         with self._lock, self._conn:
+            # Every active row of the same bytes goes with it, so 'models list' shows what serves.
             self._conn.execute(
-                "UPDATE admitted_models SET revoked_at = ?, revoked_by = ?, revoke_reason = ? WHERE id = ?",
-                (now, actor, reason, current.id),
+                "UPDATE admitted_models SET revoked_at = ?, revoked_by = ?, revoke_reason = ?"
+                " WHERE revoked_at IS NULL AND (id = ? OR weights_digest = ? OR root_digest = ?)",
+                (now, actor, reason, current.id, current.weights_digest, current.root_digest),
             )
             self._conn.execute(
                 "INSERT INTO revocations (admission_id, name, weights_digest, root_digest, revoked_at,"
