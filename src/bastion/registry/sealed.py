@@ -4,8 +4,10 @@ Why (issue 10, findings 4 and 5). llama.cpp memory-maps a GGUF *by path*. Verify
 loading it leaves two gaps: the file can be swapped (rename) between the check and the load, and it
 can be written in place (``dd conv=notrunc``) while it is served, which changes the answers of the
 running model under the digest that was admitted. Opening once and loading ``/proc/self/fd/N`` closes
-the first gap only; ``use_mmap=False`` narrows the second to the load itself but still reads the
-bytes twice (once to hash, once to load) from a file others may write.
+the first gap only. ``use_mmap=False`` does copy the weights into private memory (checked with
+llama-cpp-python 0.3.36: after a ``dd`` of 90 MB into SmolLM2 the loaded model kept answering
+" Paris.", while the memory-mapped one answered ""), but the file is still read twice, once to hash
+and once to load, so a write between the two reaches the loaded model.
 
 What we do instead, on Linux:
 
