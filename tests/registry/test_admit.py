@@ -9,7 +9,7 @@ import pytest
 from scripts.crafted import gguf_claiming
 
 from bastion import bundled
-from bastion.errors import IntegrityError, PolicyDenied, UsageError, VerdictFail
+from bastion.errors import IntegrityError, NotFound, PolicyDenied, UsageError, VerdictFail
 from bastion.policy import Organisation
 from bastion.registry import Registry, admit, verify_for_serving
 from bastion.signing import generate_key_pair, load_public_key
@@ -90,15 +90,24 @@ def test_a_pickle_with_hidden_code_fails_vet_and_is_not_admitted(
     assert registry.list(include_revoked=True) == []
 
 
-def test_names_are_unique_until_revoked(tmp_path: Path, org: tuple[Path, Organisation]) -> None:
+def test_names_are_unique_until_revoked_and_revoked_bytes_stay_revoked(
+    tmp_path: Path, org: tuple[Path, Organisation]
+) -> None:
     registry = Registry(tmp_path / "b.db")
-    admit(registry, bundled.smollm2(), "m", "permissive", org[0], org[1], "tester")
+    first, _ = admit(registry, bundled.smollm2(), "m", "permissive", org[0], org[1], "tester")
     with pytest.raises(UsageError, match="already admitted"):
         admit(registry, bundled.smollm2(), "m", "permissive", org[0], org[1], "tester")
     registry.revoke("m", "tester", "superseded")
-    assert not registry.is_active("m")
-    admit(registry, bundled.smollm2(), "m", "permissive", org[0], org[1], "tester")
-    assert registry.is_active("m") and len(registry.list(include_revoked=True)) == 2
+    with pytest.raises(NotFound):
+        registry.get("m")
+    # The same bytes cannot come back under any name: a revocation is final for the bytes.
+    with pytest.raises(PolicyDenied, match="were revoked as 'm'.*superseded"):
+        admit(registry, bundled.smollm2(), "m", "permissive", org[0], org[1], "tester")
+    other = tmp_path / "other.gguf"
+    other.write_bytes(bundled.smollm2().read_bytes()[:-1] + b"\x00")  # another build: last byte differs
+    second, _ = admit(registry, other, "m", "permissive", org[0], org[1], "tester")
+    assert registry.get("m").id == second.id != first.id
+    assert len(registry.list(include_revoked=True)) == 2
 
 
 def test_bytes_changed_after_admission_are_caught_at_load(tmp_path: Path, org: tuple[Path, Organisation]) -> None:

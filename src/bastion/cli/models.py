@@ -15,14 +15,14 @@ from bastion.cli.render import emit, err, out
 from bastion.config import Settings, load_settings
 from bastion.errors import BastionError
 from bastion.policy import Organisation
-from bastion.registry import Registry, admit
+from bastion.registry import Registry, admit, open_registry
 
 app = typer.Typer(help="Admitted models: list, show, revoke.", no_args_is_help=True)
 
 
 def _open(config: Path | None) -> tuple[Settings, Registry]:
     settings = load_settings(config)
-    return settings, Registry(settings.store.path)
+    return settings, open_registry(settings)
 
 
 def register(root: typer.Typer) -> None:
@@ -176,15 +176,31 @@ def revoke(
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Revoke an admission; a running gateway stops serving the model on its next request."""
+    """Revoke an admission and its bytes under every name; a running gateway refuses them at once."""
     settings, registry = _open(config)
     if settings.audit.enabled:
         require_audit(settings.audit)
     admission = registry.revoke(name, os_actor(), reason)
+    # The audit entry is the revocation's witness: the registry treats every digest it names as
+    # revoked even if the database row is later deleted (registry/witness.py).
     record_admin(
         settings.audit,
         "model.revoke",
         before_digest=admission.weights_digest,
-        details={"name": name, "reason": reason},
+        details={"name": name, "reason": reason, "root_digest": admission.root_digest,
+                 "admission_id": admission.id},
     )
-    emit(admission.to_json(), as_json, lambda: out.print(f"revoked {name!r} at {admission.revoked_at}"))
+    twins = [
+        a.name
+        for a in registry.list(include_revoked=True)
+        if a.name != name
+        and a.weights_digest == admission.weights_digest
+        and a.revoked_at == admission.revoked_at
+    ]
+
+    def human() -> None:
+        out.print(f"revoked {name!r} at {admission.revoked_at}")
+        if twins:
+            out.print(f"  the same bytes were admitted as {', '.join(map(repr, twins))}: revoked too")
+
+    emit({**admission.to_json(), "also_revoked": twins}, as_json, human)

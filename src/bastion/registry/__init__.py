@@ -1,7 +1,25 @@
 """Admitted models: admission (vet -> hash -> identify -> decide -> sign -> record) and load-time checks."""
 
 from bastion.registry.admit import Assessment, admit, assess, weights_digest
-from bastion.registry.store import Admission, Registry
-from bastion.registry.verify import verify_for_serving
+from bastion.registry.sealed import SealedModel, seal
+from bastion.registry.store import Admission, AdmittedRef, Registry
+from bastion.registry.verify import ServedWeights, open_admitted, seal_unverified, verify_for_serving
+from bastion.registry.witness import open_registry, revoked_in_audit_log
 
-__all__ = ["Admission", "Assessment", "Registry", "admit", "assess", "verify_for_serving", "weights_digest"]
+__all__ = [
+    "Admission",
+    "AdmittedRef",
+    "Assessment",
+    "Registry",
+    "SealedModel",
+    "ServedWeights",
+    "admit",
+    "assess",
+    "open_admitted",
+    "open_registry",
+    "revoked_in_audit_log",
+    "seal",
+    "seal_unverified",
+    "verify_for_serving",
+    "weights_digest",
+]

@@ -3,6 +3,17 @@
 One row per admission: the signed manifest (a model-signing bundle), the weights digest, the vet
 verdict and findings, the AI-BOM, the catalog match and the Cedar decision. At most one active
 admission per name; a revocation keeps the row (the record of what was once allowed stays).
+
+Revocation is of *bytes*, not of a name (issue 10, findings 6 and 7). ``revoke(name)`` marks the
+name's admission and appends a row to ``revocations`` naming its weights and root digests; from then
+on no admission of those bytes is servable, whatever its name or row: a row copied with the same
+signature, a re-admission, or ``UPDATE ... SET revoked_at = NULL`` all leave the digest revoked.
+The revocation list only grows: triggers refuse updates and deletes (a guard against mistakes, not
+against someone who can drop a trigger), and a :class:`Registry` never forgets a revocation it has
+seen. Against deletion by someone with write access to the database, the audit log is the witness:
+``revoked_in_audit_log`` reads the ``model.revoke`` entries of the Merkle log, which cannot be removed
+without breaking the signed tree heads, and the gateway adds them to this set at start-up and whenever
+the registry changes (see :mod:`bastion.registry.witness`).
 """
 
 from __future__ import annotations
@@ -10,12 +21,13 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bastion.errors import NotFound, UsageError
+from bastion.errors import NotFound, PolicyDenied, UsageError
 from bastion.store import Migrations, open_database
 
 migrations = Migrations("registry")
@@ -47,6 +59,43 @@ def m001_admitted_models(conn: sqlite3.Connection) -> None:
     )
     conn.execute(
         "CREATE UNIQUE INDEX admitted_models_active ON admitted_models (name) WHERE revoked_at IS NULL"
+    )
+
+
+@migrations
+def m002_revocations_by_digest(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        """CREATE TABLE revocations (
+             id INTEGER PRIMARY KEY,
+             admission_id INTEGER NOT NULL,
+             name TEXT NOT NULL,
+             weights_digest TEXT NOT NULL,
+             root_digest TEXT NOT NULL,
+             revoked_at TEXT NOT NULL,
+             revoked_by TEXT NOT NULL,
+             reason TEXT NOT NULL
+           )"""
+    )
+    conn.execute("CREATE INDEX revocations_weights ON revocations (weights_digest)")
+    conn.execute(
+        "INSERT INTO revocations (admission_id, name, weights_digest, root_digest, revoked_at, revoked_by,"
+        " reason) SELECT id, name, weights_digest, root_digest, revoked_at, coalesce(revoked_by, ''),"
+        " coalesce(revoke_reason, '') FROM admitted_models WHERE revoked_at IS NOT NULL"
+    )
+    # Append-only by construction: these catch a mistaken UPDATE/DELETE (an attacker with the file
+    # can drop them; the audit log and the gateway's memory are what hold against that).
+    conn.execute(
+        "CREATE TRIGGER revocations_no_update BEFORE UPDATE ON revocations"
+        " BEGIN SELECT RAISE(ABORT, 'revocations are append-only'); END"
+    )
+    conn.execute(
+        "CREATE TRIGGER revocations_no_delete BEFORE DELETE ON revocations"
+        " BEGIN SELECT RAISE(ABORT, 'revocations are append-only'); END"
+    )
+    conn.execute(
+        "CREATE TRIGGER admitted_models_no_unrevoke BEFORE UPDATE OF revoked_at ON admitted_models"
+        " WHEN OLD.revoked_at IS NOT NULL"
+        " BEGIN SELECT RAISE(ABORT, 'a revocation cannot be undone'); END"
     )
 
 
@@ -124,14 +173,42 @@ def _row(r: tuple[Any, ...]) -> Admission:
     )
 
 
-class Registry:
-    """Admitted models in the SQLite database at ``path``."""
+@dataclass(frozen=True)
+class AdmittedRef:
+    """Which admission a running gateway verified and loaded: its row and the digests of its bytes.
 
-    def __init__(self, path: Path) -> None:
+    The digests are the ones the gateway computed from the sealed bytes it serves (not the row's
+    columns), so revocation checks use values a database edit cannot change.
+    """
+
+    id: int
+    name: str
+    weights_digest: str
+    root_digest: str
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    active_ids: frozenset[int]
+    revoked_digests: frozenset[str]
+
+
+class Registry:
+    """Admitted models in the SQLite database at ``path``.
+
+    ``witness`` (optional) returns digests revoked according to a record kept elsewhere (the audit
+    log); they are merged into the revocation set at every refresh, so deleting a revocation row
+    does not bring a model back.
+    """
+
+    def __init__(self, path: Path, witness: Callable[[], Iterable[str]] | None = None) -> None:
         self.path = path
         self._conn = open_database(path, migrations)
         self._lock = threading.Lock()
-        self._active: frozenset[str] = frozenset()
+        self._witness = witness
+        #: every digest this instance has ever seen revoked: a running gateway never un-revokes
+        self._seen_revoked: set[str] = set()
+        self._snapshot = _Snapshot(frozenset(), frozenset())
         self._version = -1
 
     def close(self) -> None:
@@ -154,7 +231,19 @@ class Registry:
         policy: str,
         admitted_by: str,
     ) -> Admission:
-        """Record an admission in one transaction; UsageError if ``name`` is already admitted."""
+        """Record an admission in one transaction; UsageError if ``name`` is already admitted.
+
+        PolicyDenied if these bytes were revoked: a revocation is final for the bytes it names.
+        """
+        revoked = self.revocation_of(weights_digest, root_digest)
+        if revoked is not None:
+            raise PolicyDenied(
+                f"these bytes ({weights_digest}) were revoked as {revoked['name']!r}"
+                f" at {revoked['revoked_at']} by {revoked['revoked_by']}"
+                + (f" ({revoked['reason']})" if revoked["reason"] else "")
+                + "; a revocation is final for the bytes it names",
+                hint="Admit a different build of the model; revoked weights are never served again.",
+            )
         with self._lock:
             try:
                 with self._conn:
@@ -207,24 +296,80 @@ class Registry:
             return [_row(r) for r in self._conn.execute(sql + " ORDER BY id")]
 
     def revoke(self, name: str, actor: str, reason: str = "") -> Admission:
-        """Revoke the active admission of ``name``; a running gateway stops serving it at once."""
+        """Revoke the active admission of ``name`` and, with it, its bytes under every name.
+
+        A running gateway stops serving them on its next request.
+        """
         current = self.get(name)
+        now = _now()
         with self._lock, self._conn:
+            # Every active row of the same bytes goes with it, so 'models list' shows what serves.
             self._conn.execute(
-                "UPDATE admitted_models SET revoked_at = ?, revoked_by = ?, revoke_reason = ? WHERE id = ?",
-                (_now(), actor, reason, current.id),
+                "UPDATE admitted_models SET revoked_at = ?, revoked_by = ?, revoke_reason = ?"
+                " WHERE revoked_at IS NULL AND (id = ? OR weights_digest = ? OR root_digest = ?)",
+                (now, actor, reason, current.id, current.weights_digest, current.root_digest),
+            )
+            self._conn.execute(
+                "INSERT INTO revocations (admission_id, name, weights_digest, root_digest, revoked_at,"
+                " revoked_by, reason) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (current.id, name, current.weights_digest, current.root_digest, now, actor, reason),
             )
             self._version = -1
+        self._seen_revoked.update((current.weights_digest, current.root_digest))
         got = self._by_id(current.id)
         assert got is not None
         return got
 
-    def is_active(self, name: str) -> bool:
-        """Whether ``name`` is admitted now; cheap enough for every request (re-read only on change)."""
+    def revocation_of(self, *digests: str) -> dict[str, str] | None:
+        """The first revocation naming any of ``digests`` (registry rows or the witness), else None."""
         with self._lock:
-            version = self._conn.execute("PRAGMA data_version").fetchone()[0]
-            if version != self._version:
-                rows = self._conn.execute("SELECT name FROM admitted_models WHERE revoked_at IS NULL")
-                self._active = frozenset(r[0] for r in rows)
-                self._version = version
-            return name in self._active
+            for digest in digests:
+                r = self._conn.execute(
+                    "SELECT name, revoked_at, revoked_by, reason FROM revocations"
+                    " WHERE weights_digest = ? OR root_digest = ? ORDER BY id LIMIT 1",
+                    (digest, digest),
+                ).fetchone()
+                if r is not None:
+                    return {"name": r[0], "revoked_at": r[1], "revoked_by": r[2], "reason": r[3]}
+        witnessed = set(self._witness()) if self._witness is not None else set()
+        for digest in digests:
+            if digest in witnessed or digest in self._seen_revoked:
+                # Known from the audit log (or this process's memory) after the row was removed here.
+                return {"name": "(row deleted)", "revoked_at": "(see the audit log)",
+                        "revoked_by": "a model.revoke entry of the audit log", "reason": ""}
+        return None
+
+    def _refresh(self) -> _Snapshot:
+        # Caller holds the lock. Re-read only when another connection committed (PRAGMA data_version),
+        # so the request path costs one pragma while nothing changes.
+        version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._version:
+            active = frozenset(
+                r[0] for r in self._conn.execute("SELECT id FROM admitted_models WHERE revoked_at IS NULL")
+            )
+            revoked = {
+                d
+                for r in self._conn.execute(
+                    "SELECT weights_digest, root_digest FROM revocations UNION ALL"
+                    " SELECT weights_digest, root_digest FROM admitted_models WHERE revoked_at IS NOT NULL"
+                )
+                for d in r
+            }
+            if self._witness is not None:
+                revoked.update(self._witness())
+            self._seen_revoked |= revoked
+            self._snapshot = _Snapshot(active, frozenset(self._seen_revoked))
+            self._version = version
+        return self._snapshot
+
+    def still_admitted(self, admission_id: int | None, weights_digest: str | None) -> bool:
+        """Whether the admission a gateway verified may still answer: its row is active and its
+        bytes (``weights_digest``, as the gateway computed it) are not revoked under any name.
+
+        Cheap enough for every request: one ``PRAGMA data_version`` while nothing changes.
+        """
+        if admission_id is None or weights_digest is None:
+            return False
+        with self._lock:
+            snap = self._refresh()
+        return admission_id in snap.active_ids and weights_digest not in snap.revoked_digests

@@ -49,7 +49,7 @@ from bastion.errors import (
 from bastion.keys import KeyStore, Principal
 from bastion.quota import QuotaExceeded
 from bastion.quota.quotas import Held, Quotas
-from bastion.registry import Registry, verify_for_serving
+from bastion.registry import Registry, ServedWeights, open_admitted
 from bastion.serve.auth import Authorizer, bearer_token
 from bastion.serve.backends import Backend, Cancel, Endpoint, Usage
 from bastion.serve.breaker import STATES, Breaker
@@ -167,8 +167,8 @@ class Gateway:
     async def _load(self, name: str, backend: Backend) -> bool:
         """Verify ``name``'s admission (local models) and start ``backend``; False when refused or down."""
         try:
-            await self._check_admitted(name)
-            await backend.start()
+            weights = await self._check_admitted(name)
+            await backend.start(weights)  # the sealed bytes just verified: nothing re-reads the path
         except BastionError as exc:
             self.load_errors[name] = exc.message
             log.error("model %s unavailable: %s", name, exc.message)
@@ -178,14 +178,15 @@ class Gateway:
         self.load_errors.pop(name, None)
         return True
 
-    async def _check_admitted(self, name: str) -> None:
+    async def _check_admitted(self, name: str) -> ServedWeights | None:
+        """The sealed bytes of ``name``'s admission, verified against its signed manifest, to load."""
         model = self.models[name]
         if self.admission is None or not model.local:
-            return  # an upstream's weights are not on this host: nothing to admit or re-hash
+            return None  # an upstream's weights are not on this host: nothing to admit or re-hash
         path = resolve(model.settings.path or "")
         try:
-            admission = await asyncio.to_thread(
-                verify_for_serving, self.admission.registry, name, path, self.admission.public_key
+            weights = await asyncio.to_thread(
+                open_admitted, self.admission.registry, name, path, self.admission.public_key
             )
         except BastionError as exc:
             self.refused[name] = exc
@@ -193,7 +194,9 @@ class Gateway:
             await self._admin("model.refused", {"name": name, "error": exc.message})
             raise
         self.refused.pop(name, None)
-        self.models[name] = model.verified(admission.weights_digest, admission.id)
+        assert weights.admission is not None
+        self.models[name] = model.verified(weights.digest, weights.admission.id)
+        return weights
 
     def _servable(self, model: ServedModel) -> None:
         """Raise unless ``model`` may be served now (not refused at start-up, not revoked since)."""
@@ -202,7 +205,13 @@ class Gateway:
             raise PolicyDenied(
                 f"model {model.name!r} is refused: {exc.message}", hint=exc.hint, param="model"
             )
-        if self.admission is not None and model.local and not self.admission.registry.is_active(model.name):
+        if (
+            self.admission is not None
+            and model.local
+            # the admission this gateway verified, by row and by the digest of the bytes it loaded:
+            # never the name, which a new admission may carry before it has been verified and loaded
+            and not self.admission.registry.still_admitted(model.admission_id, model.admitted_digest)
+        ):
             raise PolicyDenied(
                 f"model {model.name!r} is no longer admitted (revoked)",
                 hint="Ask the administrator; 'bastion models list --all' shows the revocation.",

@@ -15,7 +15,7 @@ from bastion.errors import ConfigError
 from bastion.keys import KeyStore
 from bastion.policy import LEVELS, AccessPolicy, CedarAuthorizer
 from bastion.quota.quotas import Quotas
-from bastion.registry import Registry
+from bastion.registry import open_registry
 from bastion.serve.app import AdmissionCheck, Gateway, build_app
 from bastion.serve.backends import Backend
 from bastion.serve.backends.llama_cpp import LlamaCppBackend
@@ -61,7 +61,7 @@ def build_admission_check(settings: Settings) -> AdmissionCheck | None:
             hint="Set registry.public_key to the .pub.pem of the key models are admitted with"
             " ('bastion signing-key generate'), or set registry.enforce = false.",
         )
-    return AdmissionCheck(Registry(settings.store.path), load_public_key(key_file))
+    return AdmissionCheck(open_registry(settings), load_public_key(key_file))
 
 
 def build_gateway(settings: Settings) -> Gateway:

@@ -10,7 +10,10 @@ from __future__ import annotations
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+if TYPE_CHECKING:
+    from bastion.registry import ServedWeights
 
 Endpoint = Literal["chat", "completion", "embedding"]
 
@@ -70,8 +73,13 @@ class Backend(Protocol):
 
     info: BackendInfo
 
-    async def start(self) -> None:
-        """Load the model or open the connection pool; raise BackendUnavailable on failure."""
+    async def start(self, weights: ServedWeights | None = None) -> None:
+        """Load the model or open the connection pool; raise BackendUnavailable on failure.
+
+        ``weights``: sealed bytes the gateway verified against the admission; a local backend loads
+        exactly those (and owns them from then on). Without them it seals its configured path itself,
+        so the digest it reports always describes the bytes that answer. Upstreams ignore it.
+        """
 
     async def aclose(self) -> None:
         """Release everything; safe to call twice."""

@@ -4,6 +4,11 @@ One model instance is not thread-safe, so each model has one worker thread that 
 at a time; the event loop never blocks on inference. Requests beyond the running one wait in a bounded
 queue (``max_queue``); past that the gateway answers 429 at once instead of letting latency grow without
 limit. A client that disconnects sets its ``Cancel``; generation stops at the next token.
+
+Only verified bytes answer: llama.cpp never opens the configured path. It loads ``/proc/self/fd/N`` of a
+sealed in-memory copy whose hash the gateway compared with the signed manifest
+(:mod:`bastion.registry.sealed`), so neither a swap of the file before the load nor an in-place write
+while serving can change the weights behind the reported digest.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import orjson
 from bastion import bundled
 from bastion.config import ModelSettings
 from bastion.errors import BackendUnavailable, BastionError, Busy, UsageError
-from bastion.hashing import manifest_of
+from bastion.registry import ServedWeights, seal_unverified
 from bastion.serve.backends.base import BackendInfo, Cancel, Endpoint, Reply, Usage
 
 log = logging.getLogger("bastion.serve")
@@ -61,19 +66,28 @@ class LlamaCppBackend:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"llama-{settings.name}")
         self._pending = 0
         self._failed: str | None = None
+        self._weights: ServedWeights | None = None
 
-    async def start(self) -> None:
+    async def start(self, weights: ServedWeights | None = None) -> None:
         path = bundled.resolve(self.settings.path or "")
-        if not path.is_file():
-            raise BackendUnavailable(
-                f"model {self.settings.name!r}: GGUF file {path} does not exist",
-                hint="Fix models.path in the configuration, or run 'make demo' to install bundled models.",
-            )
         loop = asyncio.get_running_loop()
-        # Through the digest cache: an unchanged multi-GB GGUF is not re-read at every start.
-        digest = await loop.run_in_executor(self._executor, lambda: manifest_of(path).digest_of("."))
+        if weights is None:
+            if not path.is_file():
+                raise BackendUnavailable(
+                    f"model {self.settings.name!r}: GGUF file {path} does not exist",
+                    hint="Fix models.path in the configuration, or run 'make demo' to install bundled"
+                    " models.",
+                )
+            try:
+                weights = await loop.run_in_executor(self._executor, seal_unverified, path)
+            except BastionError as exc:
+                raise BackendUnavailable(
+                    f"model {self.settings.name!r}: {exc.message}", hint=exc.hint
+                ) from exc
+        self._weights = weights
+        digest = weights.digest
         try:
-            self._llm = await loop.run_in_executor(self._executor, self._load, str(path))
+            self._llm = await loop.run_in_executor(self._executor, self._load, str(weights.sealed.load_path))
         except ValueError as exc:  # llama-cpp-python's way of saying the file would not load
             raise BackendUnavailable(
                 f"model {self.settings.name!r}: llama.cpp could not load {path}: {exc}",
@@ -112,6 +126,9 @@ class LlamaCppBackend:
         if self._llm is not None:
             self._llm.close()
             self._llm = None
+        if self._weights is not None:
+            self._weights.close()
+            self._weights = None
 
     def healthy(self) -> bool:
         return self._llm is not None

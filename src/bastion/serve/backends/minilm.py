@@ -13,6 +13,7 @@ import orjson
 from bastion import bundled
 from bastion.config import ModelSettings
 from bastion.errors import BackendUnavailable, BastionError, Busy, UsageError
+from bastion.registry import ServedWeights, seal_unverified
 from bastion.serve.backends.base import BackendInfo, Cancel, Endpoint, Reply, Usage
 
 MAX_INPUTS = 2048
@@ -28,16 +29,27 @@ class MiniLMBackend:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"embed-{settings.name}")
         self._pending = 0
 
-    async def start(self) -> None:
+    async def start(self, weights: ServedWeights | None = None) -> None:
         from bastion.embeddings import MiniLMEmbedder
 
         path = bundled.resolve(self.settings.path or "")
+        loop = asyncio.get_running_loop()
         try:
-            self._embedder = await asyncio.get_running_loop().run_in_executor(
-                self._executor, MiniLMEmbedder.load, path
+            if weights is None:
+                weights = await loop.run_in_executor(self._executor, seal_unverified, path)
+            # Load from the sealed copies (a private folder of links to them), then drop them: the
+            # embedder holds its weights and tokenizer in its own memory, so nothing on disk is read
+            # again and a later write to the folder cannot reach it.
+            sealed = weights
+            self._embedder = await loop.run_in_executor(
+                self._executor,
+                lambda: MiniLMEmbedder.load(sealed.sealed.load_path, expected_digest=sealed.digest),
             )
         except BastionError as exc:
             raise BackendUnavailable(f"model {self.settings.name!r}: {exc.message}", hint=exc.hint) from exc
+        finally:
+            if weights is not None:
+                weights.close()
         self.info = BackendInfo(
             self.settings.name,
             "minilm",

@@ -12,12 +12,15 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from bastion.errors import BackendUnavailable
 from bastion.serve.backends.base import BackendInfo, Cancel, Endpoint, Reply, Usage
+
+if TYPE_CHECKING:
+    from bastion.registry import ServedWeights
 
 
 class ScriptedBackend:
@@ -36,8 +39,8 @@ class ScriptedBackend:
         self.received: list[dict[str, Any]] = []
         self.info = BackendInfo(name, "scripted", digest, frozenset({"chat", "completion"}))
 
-    async def start(self) -> None:
-        """Nothing to load."""
+    async def start(self, weights: ServedWeights | None = None) -> None:
+        """Nothing to load (a scripted backend has no weights; ``weights`` is ignored)."""
 
     async def aclose(self) -> None:
         """Nothing to release."""

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -22,6 +22,9 @@ import orjson
 from bastion.config import ModelSettings
 from bastion.errors import BackendUnavailable, BastionError, Busy, NotFound, UsageError
 from bastion.serve.backends.base import BackendInfo, Cancel, Endpoint, Reply, Usage
+
+if TYPE_CHECKING:
+    from bastion.registry import ServedWeights
 
 log = logging.getLogger("bastion.serve")
 HEALTH_INTERVAL_S = 5.0
@@ -64,7 +67,7 @@ class UpstreamBackend:
                 )
             self._headers["Authorization"] = f"Bearer {key}"
 
-    async def start(self) -> None:
+    async def start(self, weights: ServedWeights | None = None) -> None:
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=256, ttl_dns_cache=300),
             timeout=aiohttp.ClientTimeout(total=self.settings.timeout_s, connect=5.0),

@@ -1,0 +1,74 @@
+"""The audit log as a witness of revocations the registry database could lose.
+
+Anyone who can write ``bastion.db`` can delete a revocation row (after dropping the trigger that
+refuses it). They cannot remove the ``model.revoke`` entry from the audit log without breaking its
+RFC 6962 tree: every leaf carries its index, heads are signed with a key that is not in the database,
+and ``bastion audit verify`` (against a head kept elsewhere) reports the gap. So the registry treats
+every digest named by a ``model.revoke`` entry as revoked, whatever its own tables say.
+
+Why not sign revocations with the organisation key instead: a signature proves who revoked, but the
+attack is *removing* the revocation, and a missing signed row looks exactly like no row. Revocation
+needs no key on purpose: making a model unservable is the safe direction, and whoever can write the
+database can already stop a model by other means.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from pathlib import Path
+
+import orjson
+
+from bastion.config import Settings
+from bastion.registry.store import Registry
+
+log = logging.getLogger("bastion.registry")
+
+#: the admin action ``bastion models revoke`` records (cli/models.py)
+REVOKE_ACTION = "model.revoke"
+
+
+def revoked_in_audit_log(path: Path) -> set[str]:
+    """Weights and root digests named by ``model.revoke`` entries of the audit log at ``path``.
+
+    Reads the database read-only. An unreadable log gives an empty set and a warning: the registry
+    keeps every revocation it has already seen, so this never un-revokes anything.
+    """
+    if not path.exists():
+        return set()
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
+        try:
+            rows = conn.execute(
+                # kind is indexed; the LIKE only narrows admin leaves (few), the JSON decides.
+                "SELECT leaf FROM audit_entries WHERE kind = 'admin' AND CAST(leaf AS TEXT) LIKE ?",
+                (f'%"action":"{REVOKE_ACTION}"%',),
+            ).fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        log.warning("cannot read revocations from the audit log %s: %s", path, exc)
+        return set()
+    digests: set[str] = set()
+    for (leaf,) in rows:
+        try:
+            doc = orjson.loads(leaf)
+        except orjson.JSONDecodeError:
+            continue  # a damaged leaf is for 'bastion audit verify' to report
+        if not isinstance(doc, dict) or doc.get("action") != REVOKE_ACTION:
+            continue
+        details = doc.get("details")
+        if not isinstance(details, dict):
+            details = {}
+        for value in (doc.get("before_digest"), details.get("root_digest")):
+            if isinstance(value, str) and value:
+                digests.add(value)
+    return digests
+
+
+def open_registry(settings: Settings) -> Registry:
+    """The registry of ``settings``, with the audit log as witness of revocations when auditing is on."""
+    audit_path = settings.audit.path
+    witness = (lambda: revoked_in_audit_log(audit_path)) if settings.audit.enabled else None
+    return Registry(settings.store.path, witness=witness)
