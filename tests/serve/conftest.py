@@ -158,6 +158,7 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def gateway(tmp_path_factory: pytest.TempPathFactory, upstream: str) -> Iterator[Gateway]:
     home = tmp_path_factory.mktemp("gateway-home")
+    keys = tmp_path_factory.mktemp("gateway-keys")  # operator keys live outside BASTION_HOME
     dead = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
     port = free_port()
     config = home / "bastion.toml"
@@ -169,6 +170,10 @@ max_body_bytes = 65536
 
 [store]
 path = "{home / "bastion.db"}"
+
+[audit]
+signing_key = "{keys / "audit-signing.key"}"
+body_key = "{keys / "audit-body.key"}"
 
 [[models]]
 name = "smollm2"
