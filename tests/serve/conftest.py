@@ -30,16 +30,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 180.0) -> None:
+def wait_http(
+    url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 180.0, any_status: bool = False
+) -> None:
+    """Wait until ``url`` answers 200 (or, with ``any_status``, answers at all)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"process exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
         try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
+            status: int | None = httpx.get(url, timeout=2).status_code
         except httpx.HTTPError:
-            pass
+            status = None
+        if status == 200 or (any_status and status is not None):
+            return
         time.sleep(0.3)
     raise RuntimeError(f"{url} not ready in {timeout}s:\n{log.read_text()[-3000:]}")
 
