@@ -130,6 +130,9 @@ def test_a_signing_key_others_can_read_is_refused_by_sign_and_by_the_gateway(mod
     config.write_text('[registry]\nenforce = false\n[[models]]\nname = "smollm2"\npath = "bundled:smollm2"\n')
     served = bastion("serve", "--config", str(config), "--port", str(free_port()))
     assert served.returncode == 4 and f"chmod 600 {key}" in served.stderr
+    doctor = json.loads(bastion("doctor", "--json").stdout)
+    check = next(c for c in doctor["checks"] if c["name"] == "audit signing key")
+    assert check["status"] == "fail" and f"chmod 600 {key}" in check["fix"]
     key.chmod(0o600)
     assert bastion("audit", "sign").returncode == 0
 

@@ -94,7 +94,8 @@ def serving(
     config = home / "bastion.toml"
     config.write_text(f'[server]\nport = {port}\n{server}\n\n[store]\npath = "{home / "bastion.db"}"\n\n{config_body}',
                       encoding="utf-8")
-    env = {**os.environ, "BASTION_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    # operator keys beside the home, not in it (and the same for every command run on this gateway)
+    env = {**os.environ, "BASTION_HOME": str(home), "BASTION_KEY_HOME": f"{home}-keys", "HF_HUB_OFFLINE": "1"}
     subprocess.run([sys.executable, "-m", "bastion.cli.main", "audit", "init", "--config", str(config)],
                    env=env, check=True, capture_output=True)
     admit_all(home, admit or {})
