@@ -60,15 +60,19 @@ def wait_healthy(base: str, proc: subprocess.Popen[bytes], timeout: float = 120.
 
 def main() -> None:
     demo = ROOT / ".demo"
-    home = demo / "home"
-    shutil.rmtree(home, ignore_errors=True)  # a fresh registry, key store and audit log every run
-    home.mkdir(parents=True)
-    env = {**os.environ, "BASTION_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    home, keys, siem = demo / "home", demo / "keys", demo / "siem"
+    for folder in (home, keys, siem):  # a fresh registry, key store, audit log and audit keys every run
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+    # The audit signing key lives outside BASTION_HOME (a writer of the log must not read it); signed
+    # heads are copied to a third place, as a SIEM or a witness would keep them.
+    env = {**os.environ, "BASTION_HOME": str(home), "BASTION_KEY_HOME": str(keys), "HF_HUB_OFFLINE": "1"}
     env.pop("BASTION_CONFIG", None)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
 
     bastion("audit", "init", env=env)
+    (siem / "head-start.json").write_text(bastion("audit", "sign", "--json", env=env))
     pair = json.loads(bastion("signing-key", "generate", "-o", str(home / "org"), "--json", env=env))
     org = home / "organisation.toml"
     org.write_text(f'denied_countries = ["CN", "RU", "IR", "KP"]\ntrusted_signers = ["{pair["key_hint"]}"]\n')
@@ -162,11 +166,18 @@ def main() -> None:
         log.close()
         bastion("keys", "revoke", key["id"], env=env)
     entry = next(e for e in json.loads(bastion("audit", "search", "--json", env=env)) if e.get("request_id") == request_id)
-    verify = json.loads(bastion("audit", "verify", "--json", env=env))
+    (siem / "head-end.json").write_text(bastion("audit", "sign", "--json", env=env))
+    heads = [str(siem / "head-start.json"), str(siem / "head-end.json")]
+    verify = json.loads(
+        bastion("audit", "verify", "--against", heads[0], "--against", heads[1], "--json", env=env)
+    )
+    proof = json.loads(bastion("audit", "consistency", *heads, "--json", env=env))
     console.print(
         f"[bold]5.[/] audit entry #{entry['seq']}: key {entry['principal']} -> {entry['model']} "
         f"on {entry['weights_digest'][:19]}..., status {entry['status']}, {entry['tokens_out']} tokens out; "
-        f"'bastion audit verify': {'ok' if verify.get('ok') else 'FAILED'} over {verify.get('entries')} entries"
+        f"'bastion audit verify --against' the heads kept in .demo/siem: "
+        f"{'ok' if verify.get('ok') else 'FAILED'} over {verify.get('entries')} entries; the log grew from "
+        f"{proof['old_size']} to {proof['new_size']} entries without a rewrite (RFC 6962 consistency proof)"
     )
     how = (
         "graceful shutdown on SIGTERM"

@@ -1,4 +1,4 @@
-"""Suite-wide settings: offline, and every test gets its own BASTION_HOME."""
+"""Suite-wide settings: offline, and every test gets its own BASTION_HOME and BASTION_KEY_HOME."""
 
 from __future__ import annotations
 
@@ -15,5 +15,7 @@ os.environ.setdefault("BASTION_TEST", "1")
 def _bastion_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path_factory.mktemp("bastion-home")
     monkeypatch.setenv("BASTION_HOME", str(home))
+    # operator keys (the audit signing key) live outside BASTION_HOME, as they do by default
+    monkeypatch.setenv("BASTION_KEY_HOME", str(tmp_path_factory.mktemp("bastion-keys")))
     monkeypatch.delenv("BASTION_CONFIG", raising=False)
     return home

@@ -41,10 +41,8 @@ def test_every_setting_is_in_the_example_configuration() -> None:
     for section, field in Settings.model_fields.items():
         if section in ("models", "source"):
             continue
-        assert isinstance(field.default, BaseModel) or field.default_factory is not None
-        model = type(field.default) if isinstance(field.default, BaseModel) else None
-        if model is None:
-            continue
+        model = field.annotation
+        assert isinstance(model, type) and issubclass(model, BaseModel), section
         if f"[{section}]" not in example:
             missing.append(f"[{section}]")
         for key in model.model_fields:

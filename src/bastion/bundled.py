@@ -28,6 +28,19 @@ def data_home() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".local" / "share" / "bastion"
 
 
+def key_home() -> Path:
+    """Where operator-held secrets live by default: ``$BASTION_KEY_HOME`` or ``~/.config/bastion/keys``.
+
+    Deliberately outside :func:`data_home`: whoever can write the audit database must not find the key
+    that signs its tree heads beside it (they could rewrite history and re-sign it).
+    """
+    env = os.environ.get("BASTION_KEY_HOME")
+    if env:
+        return Path(env).expanduser()
+    config = os.environ.get("XDG_CONFIG_HOME")
+    return (Path(config).expanduser() if config else Path.home() / ".config") / "bastion" / "keys"
+
+
 def _package_dir(module: str, pip_name: str) -> Path:
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from bastion.bundled import data_home
+from bastion.bundled import data_home, key_home
 from bastion.errors import ConfigError
 
 ENV_PREFIX = "BASTION_"
@@ -32,6 +32,12 @@ class ServerSettings(_Strict):
     port: int = Field(8080, ge=0, le=65535)
     #: largest request body accepted, in bytes (413 above it)
     max_body_bytes: int = Field(1_048_576, ge=1024)
+    #: largest request line + headers, in bytes (431 above it; memory a client can pin per connection)
+    max_header_bytes: int = Field(65_536, ge=4096)
+    #: most header fields in one request (431 above it)
+    max_headers: int = Field(100, ge=16)
+    #: seconds a client may take to send a request's head once it has started (408 after; slow clients)
+    header_timeout_s: float = Field(10.0, gt=0)
     #: uvicorn access log (off by default: the audit log is the record)
     access_log: bool = False
     #: callers on this host count as administrators (health details, /metrics, POST /admin/reload);
@@ -59,11 +65,12 @@ class AuditSettings(_Strict):
     enabled: bool = True
     #: SQLite database of the tamper-evident audit log (its own file: synchronous=FULL writes)
     path: Path = Field(default_factory=lambda: data_home() / "audit" / "audit.db")
-    #: Ed25519 key that signs tree heads (made by `bastion audit init`; keep it off the database disk
-    #: in production). Its public half is `<signing_key>.pub`.
-    signing_key: Path = Field(default_factory=lambda: data_home() / "audit" / "signing.key")
-    #: AES-256 key (hex) that encrypts stored bodies when store_bodies = "full"
-    body_key: Path = Field(default_factory=lambda: data_home() / "audit" / "body.key")
+    #: Ed25519 key that signs tree heads (made by `bastion audit init`). Outside BASTION_HOME by default
+    #: ($BASTION_KEY_HOME, else ~/.config/bastion/keys): a writer of the database must not be able to
+    #: read it. Must be mode 0600 (refused if group or others can read it). Public half: `<key>.pub`.
+    signing_key: Path = Field(default_factory=lambda: key_home() / "audit-signing.key")
+    #: AES-256 key (hex) that encrypts stored bodies when store_bodies = "full" (mode 0600, same place)
+    body_key: Path = Field(default_factory=lambda: key_home() / "audit-body.key")
     #: "none": no body data at all; "hashes": SHA-256 of request and response bodies; "full": hashes
     #: plus the bodies, encrypted with body_key
     store_bodies: Literal["none", "hashes", "full"] = "hashes"
@@ -131,6 +138,9 @@ class ModelSettings(_Strict):
     #: environment variable holding the upstream's API key (never the key itself)
     api_key_env: str | None = None
     timeout_s: float = Field(120.0, gt=0)
+    #: largest upstream answer accepted, in bytes: a whole non-streamed body, or a whole stream's total
+    #: (502 above it; redirects are never followed either)
+    max_response_bytes: int = Field(8_388_608, ge=1024)
     n_ctx: int = Field(2048, ge=128)
     n_threads: int | None = Field(None, ge=1)
     #: llama-cpp-python chat format name (e.g. "gemma", "chatml") for GGUFs without a chat template
@@ -167,13 +177,15 @@ class ModelSettings(_Strict):
 
 
 class Settings(_Strict):
-    server: ServerSettings = ServerSettings()
-    store: StoreSettings = StoreSettings()
-    egress: EgressSettings = EgressSettings()
-    audit: AuditSettings = AuditSettings()
-    registry: RegistrySettings = RegistrySettings()
-    policy: PolicySettings = PolicySettings()
-    quotas: QuotaSettings = QuotaSettings()
+    # Sections are built per load (default_factory), so their path defaults read BASTION_HOME and
+    # BASTION_KEY_HOME when the settings are loaded, not when this module was first imported.
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    egress: EgressSettings = Field(default_factory=EgressSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
+    registry: RegistrySettings = Field(default_factory=RegistrySettings)
+    policy: PolicySettings = Field(default_factory=PolicySettings)
+    quotas: QuotaSettings = Field(default_factory=QuotaSettings)
     models: tuple[ModelSettings, ...] = ()
     #: where the settings came from (for `bastion doctor` and logs)
     source: str = "defaults"

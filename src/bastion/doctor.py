@@ -104,6 +104,25 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _audit_key(settings: Settings) -> Check:
+    """The audit signing key: present, readable by its owner only, and not beside the database."""
+    from bastion.audit.keys import load_signing_key
+
+    audit = settings.audit
+    if not audit.enabled:
+        return Check("audit signing key", "warn", "audit.enabled is false: nothing is recorded",
+                     "Set audit.enabled = true and run 'bastion audit init'.")  # fmt: skip
+    try:
+        load_signing_key(audit.signing_key)  # refuses a missing key or one others can read
+    except BastionError as exc:
+        return Check("audit signing key", "fail", exc.message, exc.hint)
+    if audit.signing_key.resolve().is_relative_to(audit.path.resolve().parent):
+        fix = "Move it outside BASTION_HOME (audit.signing_key): a writer of the log could re-sign it."
+        detail = f"{audit.signing_key} is in the audit database's folder"
+        return Check("audit signing key", "warn", detail, fix)
+    return Check("audit signing key", "ok", f"{audit.signing_key} (mode 0600, apart from the database)")
+
+
 def run_checks(settings: Settings | None, config_error: BastionError | None = None) -> list[Check]:
     """Every check, in the order a person would fix them."""
     checks = [_llama(), *_bundled()]
@@ -118,6 +137,7 @@ def run_checks(settings: Settings | None, config_error: BastionError | None = No
         checks.append(Check("store", "ok", f"{settings.store.path} writable"))
     except BastionError as exc:
         checks.append(Check("store", "fail", exc.message, exc.hint))
+    checks.append(_audit_key(settings))
     guard = settings.egress.guard
     checks.append(
         Check(

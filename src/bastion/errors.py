@@ -23,6 +23,9 @@ exit  class                      HTTP
 12    VerdictFail (vet: fail)    422
 13    PolicyDenied               403
 ====  =========================  ====
+
+Subclasses share their parent's exit status: ``EgressBlocked`` (a ``PermissionDenied``, 403) and
+``BadGateway`` (a ``BackendUnavailable`` whose upstream answered something unusable, 502).
 """
 
 from __future__ import annotations
@@ -127,6 +130,13 @@ class BackendUnavailable(BastionError):
     http_status = 503
     error_type = "server_error"
     code = "backend_unavailable"
+
+
+class BadGateway(BackendUnavailable):
+    """An upstream answered, but with something the gateway will not pass on (a redirect, too large)."""
+
+    http_status = 502
+    code = "bad_upstream_response"
 
 
 class Busy(BastionError):

@@ -31,6 +31,11 @@ def home() -> Path:
 
 
 @pytest.fixture
+def keydir() -> Path:
+    return Path(os.environ["BASTION_KEY_HOME"])
+
+
+@pytest.fixture
 def config(tmp_path: Path) -> Path:
     path = tmp_path / "bastion.toml"
     path.write_text('[audit]\nstore_bodies = "full"\n')
@@ -39,11 +44,11 @@ def config(tmp_path: Path) -> Path:
 
 def fill(home: Path, n: int) -> None:
     """Append ``n`` request records with bodies, as the gateway would, then sign on close."""
-    audit = home / "audit"
+    keys = Path(os.environ["BASTION_KEY_HOME"])
     log = AuditLog(
-        open_store(audit / "audit.db"),
-        signer=load_signing_key(audit / "signing.key"),
-        body_cipher=BodyCipher.from_file(audit / "body.key"),
+        open_store(home / "audit" / "audit.db"),
+        signer=load_signing_key(keys / "audit-signing.key"),
+        body_cipher=BodyCipher.from_file(keys / "audit-body.key"),
         store_bodies="full",
     )
     for i in range(n):
@@ -154,13 +159,13 @@ def test_export_writes_one_checkable_proof_per_line(home: Path, config: Path, tm
     assert len(lines) == 3
     line = tmp_path / "line.json"
     line.write_text(lines[1])
-    pub = home / "audit" / "signing.key.pub"
+    pub = Path(os.environ["BASTION_KEY_HOME"]) / "audit-signing.key.pub"
     assert bastion("audit", "check-proof", str(line), "--pubkey", str(pub)).returncode == 0
 
 
-def test_errors_are_one_line_with_a_hint_and_distinct_exit_codes(home: Path, tmp_path: Path) -> None:
+def test_errors_are_one_line_with_a_hint_and_distinct_exit_codes(home: Path, keydir: Path, tmp_path: Path) -> None:
     missing = bastion("audit", "verify")
-    assert missing.returncode == 4 and "signing.key.pub does not exist" in missing.stderr
+    assert missing.returncode == 4 and "audit-signing.key.pub does not exist" in missing.stderr
     assert "bastion audit init" in missing.stderr and "Traceback" not in missing.stderr
     assert bastion("audit", "init").returncode == 0
     again = bastion("audit", "init")
@@ -169,12 +174,12 @@ def test_errors_are_one_line_with_a_hint_and_distinct_exit_codes(home: Path, tmp
     assert nope.returncode == 5 and "entry 999 does not exist" in nope.stderr
     junk = tmp_path / "junk.json"
     junk.write_text("{not json")
-    bad = bastion("audit", "check-proof", str(junk), "--pubkey", str(home / "audit" / "signing.key.pub"))
+    bad = bastion("audit", "check-proof", str(junk), "--pubkey", str(keydir / "audit-signing.key.pub"))
     assert bad.returncode == 3 and "cannot read" in bad.stderr
     date = bastion("audit", "prune", "--before", "yesterday")
     assert date.returncode == 2 and "not a date" in date.stderr
-    for name in ("signing.key", "signing.key.pub", "body.key"):
-        (home / "audit" / name).unlink()
+    for name in ("audit-signing.key", "audit-signing.key.pub", "audit-body.key"):
+        (keydir / name).unlink()
     rekey = bastion("audit", "init")  # new keys over an old log would orphan its signed heads
     assert rekey.returncode == 2 and "an audit log already exists" in rekey.stderr
-    assert not (home / "audit" / "signing.key").exists()
+    assert not (keydir / "audit-signing.key").exists()

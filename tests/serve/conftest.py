@@ -30,16 +30,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 180.0) -> None:
+def wait_http(
+    url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 180.0, any_status: bool = False
+) -> None:
+    """Wait until ``url`` answers 200 (or, with ``any_status``, answers at all)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"process exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
         try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
+            status: int | None = httpx.get(url, timeout=2).status_code
         except httpx.HTTPError:
-            pass
+            status = None
+        if status == 200 or (any_status and status is not None):
+            return
         time.sleep(0.3)
     raise RuntimeError(f"{url} not ready in {timeout}s:\n{log.read_text()[-3000:]}")
 
@@ -90,7 +94,8 @@ def serving(
     config = home / "bastion.toml"
     config.write_text(f'[server]\nport = {port}\n{server}\n\n[store]\npath = "{home / "bastion.db"}"\n\n{config_body}',
                       encoding="utf-8")
-    env = {**os.environ, "BASTION_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    # operator keys beside the home, not in it (and the same for every command run on this gateway)
+    env = {**os.environ, "BASTION_HOME": str(home), "BASTION_KEY_HOME": f"{home}-keys", "HF_HUB_OFFLINE": "1"}
     subprocess.run([sys.executable, "-m", "bastion.cli.main", "audit", "init", "--config", str(config)],
                    env=env, check=True, capture_output=True)
     admit_all(home, admit or {})
@@ -158,6 +163,7 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def gateway(tmp_path_factory: pytest.TempPathFactory, upstream: str) -> Iterator[Gateway]:
     home = tmp_path_factory.mktemp("gateway-home")
+    keys = tmp_path_factory.mktemp("gateway-keys")  # operator keys live outside BASTION_HOME
     dead = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
     port = free_port()
     config = home / "bastion.toml"
@@ -169,6 +175,10 @@ max_body_bytes = 65536
 
 [store]
 path = "{home / "bastion.db"}"
+
+[audit]
+signing_key = "{keys / "audit-signing.key"}"
+body_key = "{keys / "audit-body.key"}"
 
 [[models]]
 name = "smollm2"

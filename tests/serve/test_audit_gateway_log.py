@@ -50,7 +50,7 @@ def start_stack(home: Path) -> tuple[Stack, subprocess.Popen[bytes], subprocess.
         f'[server]\nport = {port}\n[store]\npath = "{home}/bastion.db"\n[audit]\nsth_every = 500\n'
         f'[[models]]\nname = "mock"\nbackend = "openai"\nurl = "http://127.0.0.1:{upstream_port}/v1"\n'
     )
-    env = {**os.environ, "BASTION_HOME": str(home)}
+    env = {**os.environ, "BASTION_HOME": str(home), "BASTION_KEY_HOME": f"{home}-keys"}
     if not (home / "audit" / "audit.db").exists():
         subprocess.run(
             [sys.executable, "-m", "bastion.cli.main", "audit", "init", "-c", str(config)],
@@ -105,7 +105,7 @@ def fire(stack: Stack, n: int, threads: int = 16, stop_at: threading.Event | Non
 def verify(db: Path, home: Path) -> VerifyReport:
     store = open_store(db)
     try:
-        return verify_log(store, load_public_key(public_key_path(home / "audit" / "signing.key")))
+        return verify_log(store, load_public_key(public_key_path(Path(f"{home}-keys") / "audit-signing.key")))
     finally:
         store.close()
 

@@ -17,14 +17,18 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import orjson
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from bastion.audit.keys import key_id
+from bastion.errors import NotFound, UnusableInput
 
 HEAD_FORMAT = "bastion-audit-sth/v1"
+ORIGIN_PREFIX = "bastion-audit/"  # + the random log id fixed when the log is created
 
 
 def checkpoint(origin: str, tree_size: int, root: bytes, timestamp_ms: int) -> bytes:
@@ -93,3 +97,34 @@ class SignedTreeHead:
             key_id=str(doc["key_id"]),
             signature=base64.b64decode(doc["signature"], validate=True),
         )
+
+
+def read_document(path: Path, what: str) -> Any:
+    """Parse a JSON file a user handed us (a head, a proof); NotFound or UnusableInput naming it."""
+    try:
+        return orjson.loads(path.read_bytes())
+    except FileNotFoundError as exc:
+        raise NotFound(f"{what} {path} does not exist") from exc
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise UnusableInput(f"cannot read {path} as JSON: {exc}") from exc
+
+
+def read_head(path: Path) -> SignedTreeHead:
+    """Read a signed tree head kept outside the log.
+
+    Accepts what Bastion writes: ``bastion audit sign --json`` (``{"head": {...}}``), a bare head, or an
+    inclusion proof file (its ``head``). The signature is not checked here: callers check it with the
+    public key they trust.
+    """
+    doc = read_document(path, "tree head file")
+    if isinstance(doc, dict) and isinstance(doc.get("head"), dict):
+        doc = doc["head"]
+    try:
+        if not isinstance(doc, dict) or doc.get("format", HEAD_FORMAT) != HEAD_FORMAT:
+            raise ValueError(f"expected a {HEAD_FORMAT} document")
+        return SignedTreeHead.from_json(doc)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UnusableInput(
+            f"{path} is not a signed tree head: {exc}",
+            hint="Keep the output of 'bastion audit sign --json' (or a proof file) as the head.",
+        ) from exc

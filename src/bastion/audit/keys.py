@@ -5,6 +5,10 @@
 * The 256-bit body key encrypts stored bodies with AES-GCM (``store_bodies = "full"``). Each body is
   bound to its entry and part through the associated data, so ciphertexts cannot be moved between
   entries without failing authentication.
+
+Both are secrets: they are refused (:class:`ConfigError`, naming the file and the ``chmod 600`` fix)
+when their mode lets the group or others read them. By default they live in ``$BASTION_KEY_HOME``,
+outside ``$BASTION_HOME``, so that write access to the database does not come with the signing key.
 """
 
 from __future__ import annotations
@@ -93,7 +97,7 @@ def create_keys(signing_key: Path, body_key: Path) -> KeyFiles:
 
 def _write_secret(path: Path, data: bytes, mode: int = 0o600) -> None:
     """Write ``data`` to a new file created with ``mode`` (never world-readable in between)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
@@ -108,8 +112,8 @@ def _write_secret(path: Path, data: bytes, mode: int = 0o600) -> None:
 
 
 def load_signing_key(path: Path) -> Ed25519PrivateKey:
-    """Read the Ed25519 private key at ``path`` (PEM, PKCS#8)."""
-    data = _read(path, "audit signing key")
+    """Read the Ed25519 private key at ``path`` (PEM, PKCS#8); refused unless only its owner can read it."""
+    data = _read_secret(path, "audit signing key")
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:
@@ -134,6 +138,26 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
     return key
 
 
+def _read_secret(path: Path, what: str) -> bytes:
+    """Read a secret key file, refusing one the group or others may read (or write)."""
+    try:
+        with path.open("rb") as fh:
+            # Check the mode of the very file we read (fstat), not of whatever the path names later.
+            mode = os.fstat(fh.fileno()).st_mode & 0o777
+            if mode & 0o077:
+                raise ConfigError(
+                    f"{what} {path} is accessible to group or others (mode {mode:04o});"
+                    " refusing to use a key others can read",
+                    hint=f"Run 'chmod 600 {path}' (and keep it outside BASTION_HOME, readable only by the"
+                    " account that runs Bastion); if others could read it, rotate it.",
+                )
+            return fh.read()
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{what} {path} does not exist", hint=_INIT_HINT) from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc}", hint="Check the file's permissions.") from exc
+
+
 def _read(path: Path, what: str) -> bytes:
     try:
         return path.read_bytes()
@@ -154,7 +178,7 @@ class BodyCipher:
     @classmethod
     def from_file(cls, path: Path) -> BodyCipher:
         """Load the hex-encoded 256-bit key written by ``bastion audit init``."""
-        text = _read(path, "audit body key").strip()
+        text = _read_secret(path, "audit body key").strip()
         try:
             key = bytes.fromhex(text.decode("ascii"))
             return cls(key)

@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from bastion.audit.heads import SignedTreeHead
+from bastion.audit.heads import ORIGIN_PREFIX, SignedTreeHead
 from bastion.audit.keys import BodyCipher, load_signing_key
 from bastion.audit.merkle import LEAF_PREFIX, Frontier
 from bastion.audit.records import AdminRecord, EntryRef, Record, RequestRecord, StoreBodies, leaf_prefix
@@ -40,7 +40,7 @@ from bastion.errors import BastionError, ConfigError, UsageError
 
 def log_origin(store: Store) -> str:
     """The log's origin line for tree heads (``bastion-audit/<random id fixed at creation>``)."""
-    return "bastion-audit/" + store.set_meta_once("log_id", uuid.uuid4().hex)
+    return ORIGIN_PREFIX + store.set_meta_once("log_id", uuid.uuid4().hex)
 
 
 @dataclass

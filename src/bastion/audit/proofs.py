@@ -16,12 +16,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from bastion.audit.heads import SignedTreeHead
 from bastion.audit.keys import key_id
-from bastion.audit.merkle import TreeLevels, leaf_hash, verify_inclusion
+from bastion.audit.merkle import TreeLevels, leaf_hash, verify_consistency, verify_inclusion
 from bastion.audit.records import decode_leaf
 from bastion.audit.store import Store
-from bastion.errors import IntegrityError, NotFound, UnusableInput
+from bastion.errors import IntegrityError, NotFound, UnusableInput, UsageError
 
 PROOF_FORMAT = "bastion-audit-proof/v1"
+CONSISTENCY_FORMAT = "bastion-audit-consistency/v1"
 
 
 @dataclass(frozen=True)
@@ -134,3 +135,72 @@ def check_proof(doc: Any, public_key: Ed25519PublicKey, source: str = "proof") -
     if record.get("seq") != seq:
         raise IntegrityError(f"{source}: the leaf says seq {record.get('seq')} but the proof says {seq}")
     return ProofCheck(seq, head.tree_size, head.key_id, head.time, record)
+
+
+@dataclass(frozen=True)
+class ConsistencyProof:
+    """An RFC 6962 proof that the tree of ``new`` extends the tree of ``old`` (both signed heads)."""
+
+    old: SignedTreeHead
+    new: SignedTreeHead
+    path: tuple[bytes, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """The proof as plain data: both heads and the proof hashes (base64)."""
+        return {
+            "format": CONSISTENCY_FORMAT,
+            "ok": True,
+            "old_size": self.old.tree_size,
+            "new_size": self.new.tree_size,
+            "path": [base64.b64encode(p).decode() for p in self.path],
+            "old": self.old.to_json(),
+            "new": self.new.to_json(),
+        }
+
+
+def prove_consistency(
+    store: Store, old: SignedTreeHead, new: SignedTreeHead, public_key: Ed25519PublicKey
+) -> ConsistencyProof:
+    """Prove from the log's leaves that ``new`` extends ``old``; IntegrityError naming what broke if not.
+
+    Both heads are typically copies kept outside the database (a SIEM, a witness). The proof is built
+    from the stored leaves and checked with the RFC 9162 algorithm against both signed roots, so it
+    holds only if the log still contains exactly the history both heads signed.
+    """
+    for name, head in (("OLD", old), ("NEW", new)):
+        if not head.verify(public_key):
+            raise IntegrityError(
+                f"{name} head (size {head.tree_size}) is not signed by key {key_id(public_key)}"
+                f" (it claims {head.key_id})",
+                hint="Check you were given the log's real public key; otherwise the head is forged.",
+            )
+    if old.origin != new.origin:
+        raise UsageError(f"the heads come from different logs ({old.origin} and {new.origin})")
+    if old.tree_size > new.tree_size:
+        raise UsageError(
+            f"OLD has {old.tree_size} entries and NEW {new.tree_size}: OLD must be the smaller head",
+            hint="Swap the two arguments.",
+        )
+    if old.tree_size == new.tree_size and old.root != new.root:
+        raise IntegrityError(
+            f"two heads of size {old.tree_size} sign different roots: the log was forked or rewritten",
+            hint="Both signatures are valid, so the signing key signed two histories: it is compromised.",
+        )
+    size = store.tree_state()[0]
+    if new.tree_size > size:
+        raise IntegrityError(
+            f"NEW covers {new.tree_size} entries but the log has {size}: entries {size}..{new.tree_size - 1}"
+            " were removed (truncated)",
+        )
+    tree = TreeLevels(store.leaf_hashes(new.tree_size))
+    for name, head in (("OLD", old), ("NEW", new)):
+        if tree.root(head.tree_size) != head.root:
+            raise IntegrityError(
+                f"the log's first {head.tree_size} entries no longer hash to the root {name} signed:"
+                " history was rewritten",
+                hint="Run 'bastion audit verify --against' with your heads to locate the change.",
+            )
+    path = tree.consistency_proof(old.tree_size, new.tree_size) if old.tree_size else []
+    if old.tree_size and not verify_consistency(old.tree_size, new.tree_size, old.root, new.root, path):
+        raise IntegrityError(f"NEW (size {new.tree_size}) is not an extension of OLD (size {old.tree_size})")
+    return ConsistencyProof(old, new, tuple(path))

@@ -15,18 +15,25 @@ If the rows are internally consistent but a head's root differs (someone rewrote
 hashes, e.g. a fake tail), the change is located to the entries between the last head that still
 matches and the first that does not (``bad_range``); nothing short of an outside copy of the original
 leaves can narrow it further, so keep heads frequent (``audit.sth_every``).
+
+4. Heads kept elsewhere (``against``: a SIEM's or a witness's copies): each must be signed by the given
+   key, come from this log (origin), fit in the log (else it was truncated) and equal the root recomputed
+   at its size (else history up to it was rewritten). This is what catches a writer of the database who
+   also holds the signing key, or who cut the log back to an earlier head and deleted the later ones:
+   the database alone cannot.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from bastion.audit.heads import ORIGIN_PREFIX, SignedTreeHead
 from bastion.audit.keys import key_id
 from bastion.audit.merkle import LEAF_PREFIX, TreeLevels, verify_consistency
 from bastion.audit.records import index_prefix, leaf_prefix
@@ -169,9 +176,12 @@ MAX_PROBLEMS = 100  # listed at most; a wholesale rewrite would otherwise list a
 
 
 def verify_log(
-    store: Store, public_key: Ed25519PublicKey, progress: Callable[[int], None] | None = None
+    store: Store,
+    public_key: Ed25519PublicKey,
+    progress: Callable[[int], None] | None = None,
+    against: Sequence[SignedTreeHead] = (),
 ) -> VerifyReport:
-    """Recompute the tree from the stored leaves and check every signed head against it."""
+    """Recompute the tree from the stored leaves; check every stored head and every head in ``against``."""
     started = time.perf_counter()
     problems: list[Problem] = []
     hashes: list[bytes] = []
@@ -187,11 +197,52 @@ def verify_log(
             expected = _walk_batch(store, rows, expected, hashes, problems)
         if progress is not None:
             progress(expected)
-    return _check_tree(store, public_key, hashes, problems, started)
+    return _check_tree(store, public_key, hashes, problems, started, against)
+
+
+def _check_outside_heads(
+    tree: TreeLevels, origin: str | None, public_key: Ed25519PublicKey, against: Sequence[SignedTreeHead]
+) -> list[Problem]:
+    """Step 4: heads kept outside the database, each against the tree recomputed from the leaves."""
+    problems: list[Problem] = []
+    pub_id = key_id(public_key)
+    for i, head in enumerate(against):
+        where = f"the head kept elsewhere #{i} (size {head.tree_size}, signed {head.time})"
+        if not head.verify(public_key):
+            problems.append(
+                Problem("outside-signature", f"{where} is not signed by key {pub_id}; it proves nothing")
+            )
+        elif origin is not None and head.origin != origin:
+            problems.append(
+                Problem("outside-origin", f"{where} belongs to log {head.origin}, not to this log ({origin})")
+            )
+        elif head.tree_size > tree.size:
+            problems.append(
+                Problem(
+                    "outside-truncated",
+                    f"{where} covers {head.tree_size} entries but the log has {tree.size}: entries"
+                    f" {tree.size}..{head.tree_size - 1} were removed (truncated)",
+                    entry=tree.size,
+                )
+            )
+        elif tree.root(head.tree_size) != head.root:
+            problems.append(
+                Problem(
+                    "outside-rewritten",
+                    f"{where}: the log's first {head.tree_size} entries no longer hash to its signed root;"
+                    " history up to it was rewritten (and any heads in the database re-signed or forged)",
+                )
+            )
+    return problems
 
 
 def _check_tree(
-    store: Store, public_key: Ed25519PublicKey, hashes: list[bytes], problems: list[Problem], started: float
+    store: Store,
+    public_key: Ed25519PublicKey,
+    hashes: list[bytes],
+    problems: list[Problem],
+    started: float,
+    against: Sequence[SignedTreeHead] = (),
 ) -> VerifyReport:
     """Steps 2 and 3: the stored tree size, then every signed head against the recomputed tree."""
     n = len(hashes)
@@ -263,7 +314,13 @@ def _check_tree(
         if bad_range is None:
             prev_good = head.tree_size
             signed = head.tree_size
+    log_id = store.meta("log_id")
+    origin = ORIGIN_PREFIX + log_id if log_id else None
+    problems.extend(_check_outside_heads(tree, origin, public_key, against))
     notes = []
+    if against and not any(p.kind.startswith("outside-") for p in problems):
+        covered = max(h.tree_size for h in against)
+        notes.append(f"{len(against)} outside head(s) match: the first {covered} entries are as signed")
     if not heads:
         notes.append("no signed tree head yet: nothing is tamper-evident (run 'bastion audit sign')")
     elif n > signed and not problems:

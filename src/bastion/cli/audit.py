@@ -14,15 +14,16 @@ from rich.table import Table
 
 from bastion.audit import AuditLog, BodyCipher, Filters, create_keys, load_public_key, open_store
 from bastion.audit.admin import os_actor
+from bastion.audit.heads import read_document, read_head
 from bastion.audit.keys import public_key_path
-from bastion.audit.proofs import build_proof, check_proof, iter_proofs
+from bastion.audit.proofs import build_proof, check_proof, iter_proofs, prove_consistency
 from bastion.audit.records import decode_leaf, parse_time
 from bastion.audit.sqlite_store import SqliteStore
 from bastion.audit.verify import verify_log
 from bastion.cli.options import ConfigOpt, JsonOpt
 from bastion.cli.render import emit, err, out
 from bastion.config import AuditSettings, load_settings
-from bastion.errors import IntegrityError, NotFound, UnusableInput, UsageError
+from bastion.errors import IntegrityError, NotFound, UsageError
 
 app = typer.Typer(
     help="Tamper-evident audit log: Merkle tree, signed tree heads, inclusion proofs.", no_args_is_help=True
@@ -60,16 +61,30 @@ def init(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
             "new file to start a new log.",
         )
     keys = create_keys(settings.signing_key, settings.body_key)
+    warnings = []
+    if settings.signing_key.resolve().is_relative_to(settings.path.resolve().parent):
+        warnings.append(
+            f"the signing key {settings.signing_key} is in the database's folder: whoever can write the log"
+            " can read the key and re-sign a rewritten history (set audit.signing_key elsewhere)"
+        )
     log = AuditLog.open(settings)
     ref = log.append_admin("audit.init", os_actor(), details={"key_id": keys.key_id})
     head = log.close()
-    data = {**keys.to_json(), "database": str(settings.path), "entry": ref.to_json(), "head": head}
+    data = {
+        **keys.to_json(),
+        "database": str(settings.path),
+        "entry": ref.to_json(),
+        "head": head.to_json() if head else None,  # orjson would dump the dataclass's bytes as repr()
+        "warnings": warnings,
+    }
 
     def human() -> None:
         out.print(f"audit log   {settings.path}")
-        out.print(f"signing key {keys.signing_key}  (key id {keys.key_id}; keep it off this disk if you can)")
+        out.print(f"signing key {keys.signing_key}  (key id {keys.key_id}; mode 0600, outside BASTION_HOME)")
         out.print(f"public key  {keys.public_key}  (give this to auditors)")
         out.print(f"body key    {keys.body_key}  (needed to read bodies when store_bodies = 'full')")
+        for warning in warnings:
+            err.print(f"[yellow]warning:[/] {warning}")
 
     emit(data, as_json, human)
 
@@ -85,7 +100,7 @@ def sign(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
         heads = open_store(settings.path).heads()
         head = heads[-1] if heads else None
     emit(
-        {"head": head},
+        {"head": head.to_json() if head else None},
         as_json,
         lambda: out.print(
             f"tree head: size {head.tree_size}, signed {head.time}" if head else "log is empty"
@@ -93,17 +108,32 @@ def sign(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     )
 
 
+AgainstOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--against",
+        help="A signed tree head kept outside the database ('audit sign --json' output or a proof file);"
+        " repeatable. Detects truncation and rewrites the database alone cannot show.",
+    ),
+]
+
+
 @app.command("verify")
-def verify(pubkey: PubkeyOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+def verify(
+    pubkey: PubkeyOpt = None, against: AgainstOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False
+) -> None:
     """Recompute the whole tree, check every signed head and their consistency; exit 8 if tampered."""
     settings = _settings(config)
     public_key = load_public_key(pubkey or public_key_path(settings.signing_key))
+    outside = [read_head(path) for path in against or ()]
     store = _store(settings)
     total, _ = store.tree_state()
     columns = (TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
         task = bar.add_task("verify", total=total)
-        report = verify_log(store, public_key, progress=lambda n: bar.update(task, completed=n))
+        report = verify_log(
+            store, public_key, progress=lambda n: bar.update(task, completed=n), against=outside
+        )
     store.close()
 
     def human() -> None:
@@ -128,6 +158,33 @@ def verify(pubkey: PubkeyOpt = None, config: ConfigOpt = None, as_json: JsonOpt 
         raise typer.Exit(IntegrityError.exit_code)
 
 
+@app.command("consistency")
+def consistency(
+    old: Annotated[Path, typer.Argument(help="The older signed tree head (JSON), kept elsewhere.")],
+    new: Annotated[Path, typer.Argument(help="The newer signed tree head (JSON).")],
+    pubkey: PubkeyOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Prove (RFC 6962) from the log that NEW extends OLD: nothing OLD signed was changed or removed."""
+    settings = _settings(config)
+    public_key = load_public_key(pubkey or public_key_path(settings.signing_key))
+    old_head, new_head = read_head(old), read_head(new)
+    store = _store(settings)
+    try:
+        result = prove_consistency(store, old_head, new_head, public_key)
+    finally:
+        store.close()
+    emit(
+        result.to_json(),
+        as_json,
+        lambda: out.print(
+            f"[green]OK[/] the log of {new_head.tree_size} entries (signed {new_head.time}) extends the log"
+            f" of {old_head.tree_size} entries (signed {old_head.time}); proof of {len(result.path)} hashes"
+        ),
+    )
+
+
 @app.command("proof")
 def proof(
     entry_id: Annotated[int, typer.Argument(help="Entry number (leaf index) from 'search' or 'show'.")],
@@ -148,12 +205,7 @@ def check_proof_cmd(
 ) -> None:
     """Check a proof file with only the public key: no database, no configuration."""
     public_key = load_public_key(pubkey)
-    try:
-        doc = orjson.loads(proof_file.read_bytes())
-    except FileNotFoundError as exc:
-        raise NotFound(f"proof file {proof_file} does not exist") from exc
-    except (OSError, orjson.JSONDecodeError) as exc:
-        raise UnusableInput(f"cannot read {proof_file} as JSON: {exc}") from exc
+    doc = read_document(proof_file, "proof file")
     result = check_proof(doc, public_key, source=str(proof_file))
     emit(
         result.to_json(),

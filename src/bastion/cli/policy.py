@@ -137,14 +137,14 @@ def reload_cmd(as_json: JsonOpt = False) -> None:
 
     from bastion.bundled import data_home
     from bastion.errors import NotFound
+    from bastion.serve.pidfile import running_gateway
 
+    # Only a pid whose gateway still holds the pid file's lock is signalled: a stale file left by a
+    # killed gateway could name a pid the kernel has since given to an unrelated process.
     pid_file = data_home() / "serve.pid"
+    pid = running_gateway(pid_file)
     try:
-        pid = int(pid_file.read_text().strip())
         os.kill(pid, signal.SIGHUP)
-    except (OSError, ValueError) as exc:
-        raise NotFound(
-            f"no running gateway found ({pid_file}: {exc})",
-            hint="Start it with 'bastion serve' (same BASTION_HOME), or send SIGHUP to its process.",
-        ) from exc
+    except OSError as exc:
+        raise NotFound(f"cannot signal gateway {pid} ({pid_file}): {exc}") from exc
     emit({"reloaded": True, "pid": pid}, as_json, lambda: out.print(f"asked gateway {pid} to reload"))

@@ -417,8 +417,8 @@ class Gateway:
         self.metrics.breaker_state.labels(name).set(STATES[breaker.state])
 
     def _exhausted(self, trace: _Trace, last: BastionError | None) -> BastionError:
-        if last is not None and not trace.skipped:
-            return last
+        if last is not None and [m for m, _ in trace.skipped] in ([], [trace.model]):
+            return last  # only the requested model was tried: its own error (e.g. a 502) says it best
         tried = ", ".join(f"{m} ({why})" for m, why in trace.skipped)
         return BackendUnavailable(
             f"model {trace.model!r} cannot answer now and no fallback is available to this key: {tried}",

@@ -1,9 +1,19 @@
-"""Assemble the gateway from settings and run it under uvicorn."""
+"""Assemble the gateway from settings and run it under uvicorn.
+
+Start-up order matters: the pid file is locked and the listening socket bound *before* any model is
+loaded, so a second gateway (same home, or same port) fails in milliseconds with a clear error instead
+of loading every model and then dying on uvicorn's raw errno.
+"""
 
 from __future__ import annotations
 
+import errno
 import logging
-import os
+import signal
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
 
 import uvicorn
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -11,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from bastion.audit import AuditLog, require_audit
 from bastion.bundled import data_home
 from bastion.config import ModelSettings, Settings
-from bastion.errors import ConfigError
+from bastion.errors import Busy, ConfigError
 from bastion.keys import KeyStore
 from bastion.policy import LEVELS, AccessPolicy, CedarAuthorizer
 from bastion.quota.quotas import Quotas
@@ -21,6 +31,8 @@ from bastion.serve.backends import Backend
 from bastion.serve.backends.llama_cpp import LlamaCppBackend
 from bastion.serve.backends.upstream import UpstreamBackend, upstream_host
 from bastion.serve.egress import install_egress_guard
+from bastion.serve.limits import HeadLimits, limited_protocol
+from bastion.serve.pidfile import PidFile
 from bastion.serve.router import Router
 from bastion.signing import load_public_key
 from bastion.withdrawal import WithdrawalStore
@@ -99,6 +111,67 @@ def _org_key(settings: Settings) -> ec.EllipticCurvePublicKey | None:
     return load_public_key(key_file) if key_file.exists() else None
 
 
+def bind_listener(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port``; Busy if the port is taken, ConfigError if unusable."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc}", hint="Check server.host.") from exc
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        # as uvicorn does: a port in TIME_WAIT is free, a port with a listener is not
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise Busy(
+                f"cannot listen on {host}:{port}: the address is already in use; no model was loaded",
+                hint="Another process (perhaps a running gateway) listens there: stop it, or choose another"
+                " port (--port or server.port).",
+            ) from exc
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+            hint="Check server.host and server.port (ports below 1024 need privileges).",
+        ) from exc
+    return sock
+
+
+class _Stopped(BaseException):
+    """A stop signal arrived while uvicorn was not handling signals (before it started, or after)."""
+
+    def __init__(self, sig: int) -> None:
+        super().__init__(sig)
+        self.sig = sig
+
+
+@contextmanager
+def _stop_signals_unwind() -> Iterator[None]:
+    """Turn SIGINT/SIGTERM into an exception while uvicorn is not handling them, then die by the signal.
+
+    uvicorn handles the signal gracefully and then re-raises it with the previous handlers restored, so
+    under the default handler the process died before any ``finally`` of ours ran (the pid file was
+    never removed). Unwinding first, then dying by the same signal, keeps the exit status and cleans up.
+    """
+
+    def stop(sig: int, frame: FrameType | None) -> None:
+        raise _Stopped(sig)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    except _Stopped as exc:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        signal.signal(exc.sig, signal.SIG_DFL)
+        signal.raise_signal(exc.sig)
+        raise  # unreachable for SIGINT/SIGTERM under SIG_DFL; kept so nothing is swallowed
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+
+
 def serve(settings: Settings) -> None:
     """Run the gateway until SIGINT/SIGTERM; shuts backends down cleanly."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -106,22 +179,30 @@ def serve(settings: Settings) -> None:
         hosts = [*settings.egress.allow, *(upstream_host(m.url) for m in settings.models if m.url)]
         install_egress_guard(hosts)
         log.info("egress guard on: loopback and %s", ", ".join(sorted(set(hosts))) or "nothing else")
-    gateway = build_gateway(settings)
-    pid_file = data_home() / "serve.pid"
-    pid_file.parent.mkdir(parents=True, exist_ok=True)
-    pid_file.write_text(str(os.getpid()))  # for 'bastion policy reload' (SIGHUP)
-    config = uvicorn.Config(
-        build_app(gateway),
-        host=settings.server.host,
-        port=settings.server.port,
-        loop="asyncio",  # not uvloop: the egress guard must see every connect (see serve/egress.py)
-        http="httptools",
-        access_log=settings.server.access_log,
-        log_level="info",
-        timeout_graceful_shutdown=10,
-        lifespan="on",
-    )
+    with _stop_signals_unwind():
+        _serve_locked(settings)
+
+
+def _serve_locked(settings: Settings) -> None:
+    pid_file = PidFile.acquire(data_home() / "serve.pid")  # for 'bastion policy reload' (SIGHUP)
     try:
-        uvicorn.Server(config).run()
+        listener = bind_listener(settings.server.host, settings.server.port)
+        try:
+            gateway = build_gateway(settings)
+            server = settings.server
+            config = uvicorn.Config(
+                build_app(gateway),
+                loop="asyncio",  # not uvloop: the egress guard must see every connect (see serve/egress.py)
+                http=limited_protocol(
+                    HeadLimits(server.max_header_bytes, server.max_headers, server.header_timeout_s)
+                ),
+                access_log=server.access_log,
+                log_level="info",
+                timeout_graceful_shutdown=10,
+                lifespan="on",
+            )
+            uvicorn.Server(config).run(sockets=[listener])
+        finally:
+            listener.close()
     finally:
-        pid_file.unlink(missing_ok=True)
+        pid_file.release()

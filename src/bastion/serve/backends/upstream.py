@@ -1,9 +1,12 @@
 """OpenAI-compatible upstream backend (vLLM, llama-server, Ollama, TGI, llama-cpp-python's server).
 
-Bodies are passed through as bytes with only the model name rewritten, so the gateway adds parsing
-work proportional to the request, not to the upstream's response. A background task checks the
-upstream's ``/models`` every ``HEALTH_INTERVAL_S`` seconds; while it fails, the router sends requests
-to the model's fallbacks.
+What goes out is an allow-list: the OpenAI fields of each endpoint (messages reduced to their OpenAI
+keys), with the model name rewritten; vendor extensions a client adds are dropped, so a client cannot
+steer an upstream through fields the gateway never checked. What comes back is bounded: redirects are
+never followed (a 307 would re-post the prompt to wherever the upstream points), and an answer larger
+than the model's ``max_response_bytes`` (a whole body, or a whole stream) is a 502. A background task
+checks the upstream's ``/models`` every ``HEALTH_INTERVAL_S`` seconds; while it fails, the router sends
+requests to the model's fallbacks.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import aiohttp
 import orjson
 
 from bastion.config import ModelSettings
-from bastion.errors import BackendUnavailable, BastionError, Busy, NotFound, UsageError
+from bastion.errors import BackendUnavailable, BadGateway, BastionError, Busy, NotFound, UsageError
 from bastion.serve.backends.base import BackendInfo, Cancel, Endpoint, Reply, Usage
 
 if TYPE_CHECKING:
@@ -33,6 +36,24 @@ PATHS: dict[Endpoint, str] = {
     "completion": "/completions",
     "embedding": "/embeddings",
 }
+_SAMPLING = frozenset(
+    {
+        "model", "max_tokens", "temperature", "top_p", "n", "stream", "stream_options", "stop", "seed",
+        "presence_penalty", "frequency_penalty", "logit_bias", "logprobs",
+    }
+)
+#: request fields forwarded upstream, per endpoint ("user" is not: it identifies a person to a third party)
+FORWARDED: dict[Endpoint, frozenset[str]] = {
+    "chat": _SAMPLING
+    | {
+        "messages", "max_completion_tokens", "top_logprobs", "response_format", "tools", "tool_choice",
+        "parallel_tool_calls",
+    },
+    "completion": _SAMPLING | {"prompt", "echo", "suffix"},
+    "embedding": frozenset({"model", "input", "encoding_format", "dimensions"}),
+}
+MESSAGE_FIELDS = frozenset({"role", "content", "name", "tool_calls", "tool_call_id"})
+ERROR_BODY_BYTES = 65_536  # enough for any upstream's error message; the rest is not read
 
 
 def upstream_host(url: str) -> str:
@@ -94,7 +115,9 @@ class UpstreamBackend:
         """Ask the upstream for its model list; remember whether it answered."""
         assert self._session is not None
         try:
-            async with self._session.get(self.base + "/models", timeout=aiohttp.ClientTimeout(total=10)) as r:
+            async with self._session.get(
+                self.base + "/models", timeout=aiohttp.ClientTimeout(total=10), allow_redirects=False
+            ) as r:
                 ok = r.status == 200
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             log.debug("health check of %s failed: %r", self.base, exc)
@@ -111,10 +134,62 @@ class UpstreamBackend:
             await asyncio.sleep(HEALTH_INTERVAL_S)
             await self.check_health()
 
-    def _payload(self, body: dict[str, Any]) -> bytes:
-        out = dict(body)
+    def _payload(self, endpoint: Endpoint, body: dict[str, Any]) -> bytes:
+        """The request as sent upstream: allow-listed fields only, the upstream's model name."""
+        allowed = FORWARDED[endpoint]
+        out = {k: v for k, v in body.items() if k in allowed}
+        if isinstance(out.get("messages"), list):
+            out["messages"] = [
+                {k: v for k, v in m.items() if k in MESSAGE_FIELDS} if isinstance(m, dict) else m
+                for m in out["messages"]
+            ]
         out["model"] = self.settings.upstream_model or self.settings.name
         return orjson.dumps(out)
+
+    def _post(self, endpoint: Endpoint, body: dict[str, Any]) -> Any:
+        session = self._require_session()
+        # Never follow a redirect: it would re-send the prompt to a host nobody configured.
+        url = self.base + PATHS[endpoint]
+        return session.post(url, data=self._payload(endpoint, body), allow_redirects=False)
+
+    def _too_large(self, what: str) -> BadGateway:
+        cap = self.settings.max_response_bytes
+        return BadGateway(
+            f"upstream for model {self.settings.name!r} sent {what} larger than {cap} bytes; it was cut off",
+            hint="Raise the model's max_response_bytes if such answers are expected, or lower max_tokens.",
+        )
+
+    async def _read_capped(self, r: aiohttp.ClientResponse) -> bytes:
+        """The whole (decompressed) body, refused as soon as it exceeds max_response_bytes."""
+        cap = self.settings.max_response_bytes
+        if r.content_length is not None and r.content_length > cap:
+            raise self._too_large("an answer")
+        data = bytearray()
+        async for piece in r.content.iter_chunked(65_536):
+            data += piece
+            if len(data) > cap:
+                raise self._too_large("an answer")
+        return bytes(data)
+
+    async def _sse_lines(self, r: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+        """The stream's lines, with the whole stream (and so any one line) bounded by max_response_bytes."""
+        cap, total = self.settings.max_response_bytes, 0
+        buf = bytearray()
+        async for piece in r.content.iter_any():
+            total += len(piece)
+            if total > cap:
+                raise self._too_large("a stream")
+            start = len(buf)
+            buf += piece
+            cut = buf.rfind(b"\n", start)
+            if cut < 0:
+                continue
+            lines = bytes(buf[: cut + 1]).splitlines()
+            del buf[: cut + 1]
+            for line in lines:
+                yield line
+        if buf:
+            yield bytes(buf)
 
     def _failure(self, status: int, raw: bytes) -> BastionError:
         """Map an upstream error status onto our hierarchy, keeping the upstream's message."""
@@ -123,6 +198,12 @@ class UpstreamBackend:
         except (orjson.JSONDecodeError, KeyError, TypeError):
             message = raw[:200].decode("utf-8", "replace")
         text = f"upstream for model {self.settings.name!r} answered {status}: {message}"
+        if 300 <= status < 400:
+            return BadGateway(
+                f"upstream for model {self.settings.name!r} answered a redirect ({status}); redirects are"
+                " never followed, so the request was not re-sent",
+                hint="Point the model's url at the final address of the upstream.",
+            )
         if status == 429:
             return Busy(text)
         if status == 404:
@@ -132,12 +213,11 @@ class UpstreamBackend:
         return BackendUnavailable(text)
 
     async def run(self, endpoint: Endpoint, body: dict[str, Any], cancel: Cancel) -> Reply:
-        session = self._require_session()
         try:
-            async with session.post(self.base + PATHS[endpoint], data=self._payload(body)) as r:
-                raw = await r.read()
+            async with self._post(endpoint, body) as r:
                 if r.status != 200:
-                    raise self._failure(r.status, raw)
+                    raise self._failure(r.status, await r.content.read(ERROR_BODY_BYTES))
+                raw = await self._read_capped(r)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             self._healthy = False
             raise BackendUnavailable(f"upstream for model {self.settings.name!r} failed: {exc!r}") from exc
@@ -155,12 +235,11 @@ class UpstreamBackend:
     async def stream(
         self, endpoint: Endpoint, body: dict[str, Any], cancel: Cancel, usage: Usage
     ) -> AsyncIterator[bytes]:
-        session = self._require_session()
         try:
-            async with session.post(self.base + PATHS[endpoint], data=self._payload(body)) as r:
+            async with self._post(endpoint, body) as r:
                 if r.status != 200:
-                    raise self._failure(r.status, await r.read())
-                async for line in r.content:
+                    raise self._failure(r.status, await r.content.read(ERROR_BODY_BYTES))
+                async for line in self._sse_lines(r):
                     if cancel.is_set():
                         break  # leaving the context closes the upstream connection: it stops too
                     if not line.startswith(b"data:"):
