@@ -137,10 +137,15 @@ class ModelSettings(_Strict):
     upstream_model: str | None = None
     #: environment variable holding the upstream's API key (never the key itself)
     api_key_env: str | None = None
+    #: whole-attempt limit for one upstream request (connect, headers and body or stream)
     timeout_s: float = Field(120.0, gt=0)
     #: largest upstream answer accepted, in bytes: a whole non-streamed body, or a whole stream's total
     #: (502 above it; redirects are never followed either)
     max_response_bytes: int = Field(8_388_608, ge=1024)
+    #: seconds to establish the upstream connection
+    connect_timeout_s: float = Field(5.0, gt=0)
+    #: seconds to wait for the upstream's first byte, and between bytes while reading (a stall)
+    first_byte_timeout_s: float = Field(60.0, gt=0)
     n_ctx: int = Field(2048, ge=128)
     n_threads: int | None = Field(None, ge=1)
     #: llama-cpp-python chat format name (e.g. "gemma", "chatml") for GGUFs without a chat template

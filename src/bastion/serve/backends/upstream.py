@@ -91,7 +91,11 @@ class UpstreamBackend:
     async def start(self, weights: ServedWeights | None = None) -> None:
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=256, ttl_dns_cache=300),
-            timeout=aiohttp.ClientTimeout(total=self.settings.timeout_s, connect=5.0),
+            timeout=aiohttp.ClientTimeout(
+                total=self.settings.timeout_s,
+                connect=self.settings.connect_timeout_s,
+                sock_read=self.settings.first_byte_timeout_s,
+            ),
             headers=self._headers,
             json_serialize=lambda o: orjson.dumps(o).decode(),
         )

@@ -1,0 +1,175 @@
+"""A fault-injecting OpenAI-compatible upstream on 127.0.0.1, written at the socket level.
+
+The first path segment names the fault: ``http://127.0.0.1:PORT/<scenario>/v1/chat/completions``. Being
+below HTTP libraries lets it do what real broken upstreams do: never send headers, reset a connection
+mid-stream, stop a stream without ``[DONE]``, hang on a kept-alive connection. ``/v1/models`` answers
+normally for every scenario, so health checks pass and the fault is met by real requests.
+
+Run on its own (``python tests/serve/fault_server.py PORT``) for the bench against other gateways.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import struct
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+#: every scenario and the outcome a client of a gateway with a healthy fallback must see
+SCENARIOS: dict[str, str] = {
+    "ok": "answer from the upstream",
+    "refused": "fallback answers (connection refused)",
+    "no-headers": "fallback answers (timeout before headers)",
+    "slow-first-byte": "fallback answers (first byte too late)",
+    "http-500": "fallback answers",
+    "http-502": "fallback answers",
+    "http-503": "fallback answers",
+    "http-429": "fallback answers (Retry-After longer than the request may wait)",
+    "reset-mid-stream": "stream ends with an error event, never a clean finish",
+    "sse-truncated": "stream ends with an error event, never a clean finish",
+    "malformed-json": "fallback answers (a 200 whose body is not JSON is not an answer)",
+    "wrong-content-type": "fallback answers (HTML is not an answer)",
+    "oversized": "fallback answers (body over the cap)",
+    "redirect": "fallback answers (redirect not followed, nothing re-sent)",
+    "wrong-model": "fallback answers (an answer for another model is not this model's)",
+    "hang-keepalive": "fallback answers (no answer on a kept-alive connection)",
+    "dns-failure": "fallback answers (name does not resolve)",
+}
+STREAMED = {"reset-mid-stream", "sse-truncated"}
+HANG_S = 3600.0
+
+
+def _chunk(text: str, model: str = "up") -> bytes:
+    doc = {"id": "x", "object": "chat.completion.chunk", "model": model,
+           "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
+    return b"data: " + json.dumps(doc).encode() + b"\n\n"
+
+
+def _answer(model: str = "up") -> bytes:
+    return json.dumps({"id": "x", "object": "chat.completion", "model": model, "created": 0,
+                       "choices": [{"index": 0, "message": {"role": "assistant", "content": "fine"},
+                                    "finish_reason": "stop"}],
+                       "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}).encode()
+
+
+def _response(status: int, body: bytes, ctype: str = "application/json", extra: str = "") -> bytes:
+    head = (f"HTTP/1.1 {status} X\r\ncontent-type: {ctype}\r\ncontent-length: {len(body)}\r\n{extra}"
+            "connection: keep-alive\r\n\r\n")
+    return head.encode() + body
+
+
+class FaultServer:
+    """The server, run on its own event loop in a thread; ``received`` counts requests per scenario."""
+
+    def __init__(self, port: int = 0) -> None:
+        self.port = port
+        self.received: dict[str, int] = {}
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def url(self, scenario: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{scenario}/v1"
+
+    def __enter__(self) -> FaultServer:
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        server = self._loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", self.port))
+        self.port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        self._loop.run_forever()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        requests = 0
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                method, path, _ = lines[0].split(" ", 2)
+                headers = {k.lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:] if x)}
+                body = await reader.readexactly(int(headers.get("content-length", "0")))
+                scenario = path.strip("/").split("/", 1)[0]
+                if path.endswith("/models"):
+                    writer.write(_response(200, b'{"object":"list","data":[{"id":"up","object":"model"}]}'))
+                    await writer.drain()
+                    continue
+                self.received[scenario] = self.received.get(scenario, 0) + 1
+                requests += 1
+                stream = b'"stream":true' in body.replace(b" ", b"")
+                if not await self._fault(scenario, stream, requests, writer):
+                    return
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
+            pass
+        finally:
+            with contextlib.suppress(Exception):
+                writer.close()
+
+    async def _fault(self, scenario: str, stream: bool, nth: int, writer: asyncio.StreamWriter) -> bool:
+        """Answer one request the scenario's way; False when the connection must end."""
+        if scenario in ("no-headers",) or (scenario == "hang-keepalive" and nth > 0):
+            await asyncio.sleep(HANG_S)
+            return False
+        if scenario == "slow-first-byte":
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n" if stream else b"")
+            await writer.drain()
+            await asyncio.sleep(HANG_S)
+            return False
+        if scenario.startswith("http-"):
+            status = int(scenario[5:])
+            extra = "retry-after: 30\r\n" if status == 429 else ""
+            writer.write(_response(status, b'{"error":{"message":"injected fault"}}', extra=extra))
+        elif scenario == "malformed-json":
+            writer.write(_response(200, b'{"id": "x", "choices": [ {'))
+        elif scenario == "wrong-content-type":
+            writer.write(_response(200, b"<html>maintenance</html>", "text/html"))
+        elif scenario == "oversized":
+            writer.write(_response(200, b'{"pad":"' + b"x" * 64_000_000 + b'"}'))
+        elif scenario == "redirect":
+            writer.write(_response(307, b"", extra="location: http://127.0.0.1:9/steal\r\n"))
+        elif scenario == "wrong-model":
+            writer.write(_response(200, _answer("someone-else")))
+        elif scenario in STREAMED:
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n\r\n")
+            for word in ("the ", "answer ", "is "):
+                writer.write(_chunk(word))
+                await writer.drain()
+                await asyncio.sleep(0.05)
+            if scenario == "reset-mid-stream":
+                sock = writer.get_extra_info("socket")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST on close
+            return False
+        elif stream:
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n" + _chunk("fine")
+                         + b"data: [DONE]\n\n")
+            return False
+        else:
+            writer.write(_response(200, _answer()))
+        await writer.drain()
+        return True
+
+
+@contextlib.contextmanager
+def fault_server() -> Iterator[FaultServer]:
+    """A running fault server on a free port."""
+    with FaultServer() as server:
+        yield server
+
+
+if __name__ == "__main__":
+    with FaultServer(int(sys.argv[1]) if len(sys.argv) > 1 else 0) as s:
+        print(f"fault server on 127.0.0.1:{s.port}", flush=True)
+        while True:
+            time.sleep(3600)
