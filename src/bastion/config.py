@@ -142,6 +142,9 @@ class ModelSettings(_Strict):
     #: largest upstream answer accepted, in bytes: a whole non-streamed body, or a whole stream's total
     #: (502 above it; redirects are never followed either)
     max_response_bytes: int = Field(8_388_608, ge=1024)
+    #: refuse an upstream answer naming another model than upstream_model (a prefix match: dated
+    #: versions pass); turn off for upstreams that name models their own way (Azure deployments)
+    check_model_name: bool = True
     #: seconds to establish the upstream connection
     connect_timeout_s: float = Field(5.0, gt=0)
     #: seconds to wait for the upstream's first byte, and between bytes while reading (a stall)

@@ -139,6 +139,18 @@ class BadGateway(BackendUnavailable):
     code = "bad_upstream_response"
 
 
+class UpstreamRateLimited(BackendUnavailable):
+    """An upstream answered 429: this deployment is skipped for the time its Retry-After asks."""
+
+    http_status = 429
+    error_type = "rate_limit_error"
+    code = "upstream_rate_limited"
+
+    def __init__(self, message: str, retry_after_s: float, *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.retry_after_s = retry_after_s
+
+
 class Busy(BastionError):
     """The model's queue is full; retry later."""
 

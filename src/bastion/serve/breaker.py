@@ -57,6 +57,12 @@ class Breaker:
             self._opened_at = self.clock()
             self._probing = False
 
+    def open_for(self, seconds: float) -> None:
+        """Open now and stay open ``seconds`` (an upstream asked for that long with Retry-After)."""
+        self.state = "open"
+        self._opened_at = self.clock() - self.cooldown_s + seconds
+        self._probing = False
+
     def release(self) -> None:
         """A probe ended without telling success from failure (e.g. a 400): let the next one probe."""
         self._probing = False

@@ -43,6 +43,7 @@ from bastion.errors import (
     PayloadTooLarge,
     PermissionDenied,
     PolicyDenied,
+    UpstreamRateLimited,
     UsageError,
     internal_error,
 )
@@ -405,11 +406,16 @@ class Gateway:
         return next((w for w in self.withdrawals.active() if w.matches(model.name, settings.provider,
                                                                        settings.country)), None)
 
-    def _outcome(self, name: str, failed: bool | None) -> None:
-        """Tell ``name``'s breaker how the attempt went (None: neither, e.g. the request was bad)."""
+    def _outcome(self, name: str, failed: bool | None, error: BastionError | None = None) -> None:
+        """Tell ``name``'s breaker how the attempt went (None: neither, e.g. the request was bad).
+
+        An upstream's 429 opens the circuit for as long as its Retry-After asks: respected, not retried.
+        """
         breaker = self.breakers[name]
         if failed is None:
             breaker.release()
+        elif isinstance(error, UpstreamRateLimited):
+            breaker.open_for(error.retry_after_s)
         elif failed:
             breaker.failure()
         else:
@@ -436,7 +442,7 @@ class Gateway:
                 if cancel.is_set():
                     self._outcome(model.name, None)
                     raise
-                self._outcome(model.name, True)
+                self._outcome(model.name, True, exc)
                 last = exc
                 trace.skipped.append((model.name, exc.code))
                 log.warning("model %s failed: %s", model.name, exc.message)
@@ -464,7 +470,7 @@ class Gateway:
             except StopAsyncIteration:
                 first = None
             except BackendUnavailable as exc:
-                self._outcome(model.name, True)
+                self._outcome(model.name, True, exc)
                 last = exc
                 trace.skipped.append((model.name, exc.code))
                 await chunks.aclose()  # type: ignore[attr-defined]

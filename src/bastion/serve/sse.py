@@ -94,7 +94,9 @@ class SSE(Response):
                 except BastionError as exc:
                     await body(sse_error(exc), more=False)
                 else:
-                    await body(b"data: [DONE]\n\n", more=False)
+                    # [DONE] only for a whole answer: after an error event the stream just ends, so no
+                    # client can take a cut-off answer for a complete one.
+                    await body(b"data: [DONE]\n\n" if status == 200 else b"", more=False)
         except OSError:
             status = 499
         finally:

@@ -23,7 +23,14 @@ import aiohttp
 import orjson
 
 from bastion.config import ModelSettings
-from bastion.errors import BackendUnavailable, BadGateway, BastionError, Busy, NotFound, UsageError
+from bastion.errors import (
+    BackendUnavailable,
+    BadGateway,
+    BastionError,
+    NotFound,
+    UpstreamRateLimited,
+    UsageError,
+)
 from bastion.serve.backends.base import BackendInfo, Cancel, Endpoint, Reply, Usage
 
 if TYPE_CHECKING:
@@ -54,6 +61,14 @@ FORWARDED: dict[Endpoint, frozenset[str]] = {
 }
 MESSAGE_FIELDS = frozenset({"role", "content", "name", "tool_calls", "tool_call_id"})
 ERROR_BODY_BYTES = 65_536  # enough for any upstream's error message; the rest is not read
+
+
+def _retry_after_s(value: str | None) -> float:
+    """Seconds from a Retry-After header (delta-seconds; an HTTP date or nothing counts as 60 s)."""
+    try:
+        return max(0.0, float(value)) if value is not None else 60.0
+    except ValueError:
+        return 60.0
 
 
 def upstream_host(url: str) -> str:
@@ -195,7 +210,7 @@ class UpstreamBackend:
         if buf:
             yield bytes(buf)
 
-    def _failure(self, status: int, raw: bytes) -> BastionError:
+    def _failure(self, status: int, raw: bytes, retry_after: str | None = None) -> BastionError:
         """Map an upstream error status onto our hierarchy, keeping the upstream's message."""
         try:
             message = orjson.loads(raw)["error"]["message"]
@@ -209,7 +224,9 @@ class UpstreamBackend:
                 hint="Point the model's url at the final address of the upstream.",
             )
         if status == 429:
-            return Busy(text)
+            # Respected, not retried: the deployment is skipped for that long (its circuit opens) and
+            # the request goes to the next candidate of the route.
+            return UpstreamRateLimited(text, _retry_after_s(retry_after))
         if status == 404:
             return NotFound(text, hint="Check upstream_model in the configuration.")
         if 400 <= status < 500:
@@ -220,7 +237,10 @@ class UpstreamBackend:
         try:
             async with self._post(endpoint, body) as r:
                 if r.status != 200:
-                    raise self._failure(r.status, await r.content.read(ERROR_BODY_BYTES))
+                    raise self._failure(
+                        r.status, await r.content.read(ERROR_BODY_BYTES), r.headers.get("retry-after")
+                    )
+                self._expect_type(r, "application/json")
                 raw = await self._read_capped(r)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             self._healthy = False
@@ -228,7 +248,8 @@ class UpstreamBackend:
         try:
             parsed = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            raise BackendUnavailable(f"upstream for model {self.settings.name!r} sent invalid JSON") from exc
+            raise BadGateway(f"upstream for model {self.settings.name!r} sent invalid JSON") from exc
+        self._expect_answer(endpoint, parsed)
         usage = parsed.get("usage") or {}
         parsed["model"] = self.settings.name
         return Reply(
@@ -242,25 +263,59 @@ class UpstreamBackend:
         try:
             async with self._post(endpoint, body) as r:
                 if r.status != 200:
-                    raise self._failure(r.status, await r.content.read(ERROR_BODY_BYTES))
+                    raise self._failure(
+                        r.status, await r.content.read(ERROR_BODY_BYTES), r.headers.get("retry-after")
+                    )
+                self._expect_type(r, "text/event-stream")
+                done = False
                 async for line in self._sse_lines(r):
                     if cancel.is_set():
-                        break  # leaving the context closes the upstream connection: it stops too
+                        return  # leaving the context closes the upstream connection: it stops too
                     if not line.startswith(b"data:"):
                         continue
                     data = line[5:].strip()
                     if data == b"[DONE]":
+                        done = True
                         break
                     try:
                         chunk = orjson.loads(data)
-                    except orjson.JSONDecodeError:
-                        continue
+                    except orjson.JSONDecodeError as exc:
+                        raise BadGateway(
+                            f"upstream for model {self.settings.name!r} sent a stream event that is not JSON"
+                        ) from exc
+                    self._expect_answer(endpoint, chunk)
                     self._count(chunk, usage)
                     chunk["model"] = self.settings.name
                     yield orjson.dumps(chunk)
+                if not done and not cancel.is_set():
+                    # A stream that stops without [DONE] was cut off: the client must not take the
+                    # text so far for a whole answer.
+                    raise BadGateway(f"upstream for model {self.settings.name!r} ended the stream early")
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             self._healthy = False
             raise BackendUnavailable(f"upstream for model {self.settings.name!r} failed: {exc!r}") from exc
+
+    def _expect_type(self, r: aiohttp.ClientResponse, expected: str) -> None:
+        if r.content_type != expected:
+            raise BadGateway(
+                f"upstream for model {self.settings.name!r} answered {r.content_type or 'no content type'},"
+                f" not {expected}"
+            )
+
+    def _expect_answer(self, endpoint: Endpoint, doc: Any) -> None:
+        """Refuse what is not an answer of this endpoint, or an answer for another model."""
+        key = "data" if endpoint == "embedding" else "choices"
+        if not isinstance(doc, dict) or not isinstance(doc.get(key), list):
+            raise BadGateway(f"upstream for model {self.settings.name!r} sent JSON that is not an answer")
+        expected = self.settings.upstream_model or self.settings.name
+        named = doc.get("model")
+        # A provider may name a dated version of the model asked for (gpt-4o -> gpt-4o-2024-08-06).
+        if self.settings.check_model_name and isinstance(named, str) and not named.startswith(expected):
+            raise BadGateway(
+                f"upstream for model {self.settings.name!r} answered as model {named!r}, not {expected!r}",
+                hint="If the upstream names its models differently (e.g. an Azure deployment), set"
+                " check_model_name = false for this model.",
+            )
 
     @staticmethod
     def _count(chunk: dict[str, Any], usage: Usage) -> None:
