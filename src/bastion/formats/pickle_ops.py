@@ -99,11 +99,6 @@ class PickleAnalysis:
     #: the first integer constant of the first pickle (the legacy torch.save magic number lives here)
     first_int: int | None = None
 
-    @property
-    def is_pickle(self) -> bool:
-        """True when the bytes read as a pickle: a complete one, or an importable name before a break."""
-        return self.pickles > 0 or any(g.plausible for g in self.globals)
-
     def to_json(self) -> dict[str, Any]:
         """Summary as a plain mapping."""
         return {

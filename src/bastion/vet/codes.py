@@ -11,8 +11,8 @@ CODES: dict[str, str] = {
     "entries, archive members, decompressed bytes, nesting); reading stopped",
     "PICKLE_DANGEROUS_GLOBAL": "a pickle imports or calls a name that runs code, does I/O or unpickles",
     "PICKLE_UNKNOWN_CALL": "a pickle calls (REDUCE/INST/OBJ) a name outside the tensor-checkpoint allowlist",
-    "PICKLE_UNKNOWN_GLOBAL": "a pickle imports or constructs a name off the allowlist (fail: map/filter/partial "
-    "and other higher-order calls can run any referenced name)",
+    "PICKLE_UNKNOWN_GLOBAL": "a pickle imports or constructs a name off the allowlist (fail: "
+    "map/filter/partial and other higher-order calls can run any referenced name)",
     "PICKLE_MALFORMED": "a pickle stream cannot be fully parsed (truncated, unknown opcode, trailing data)",
     "PICKLE_UNRESOLVED_GLOBAL": "STACK_GLOBAL takes its module or name from a value computed at load time",
     "PICKLE_UNRESOLVED_CALL": "a pickle calls a value computed at load time, not an imported name",

@@ -50,11 +50,18 @@ def pickle_note(rel: str, where: str = "") -> Finding:
 
 
 def parses_as_pickle(buf: bytes | mmap.mmap) -> bool:
-    """True when the start of ``buf`` reads as a pickle (a complete one, an importable name, or
-    ``SNIFF_OPS`` valid opcodes in a row), which no text or unrelated binary format does."""
+    """True when ``buf`` reads as a pickle though nothing announced one.
+
+    That is: it calls an importable name before any break (a protocol-0 payload, or one that breaks
+    the stream after it ran), or it is nothing but well-formed pickles, or ``SNIFF_OPS`` opcodes in a
+    row parse. Text and other binary formats fail within a few opcodes; a text file that happens to
+    start with a tiny pickle ("N. ...") is not one, because what follows is not.
+    """
     probe = analyse_buffer(buf, ScanBudget(ops=SNIFF_OPS))
-    ran_out = any(a.kind == "budget" for a in probe.anomalies)
-    return probe.is_pickle or ran_out
+    kinds = {a.kind for a in probe.anomalies}
+    if any(g.called and g.plausible for g in probe.globals):
+        return True
+    return "malformed" not in kinds and (probe.pickles > 0 or "budget" in kinds)
 
 
 def sniff_file(f: Path) -> str:

@@ -1,0 +1,100 @@
+"""Finding 11: a 19.5 KB torch zip whose data.pkl holds 20M opcodes took 35-48 s and 2.1 GB (and passed).
+
+The work per artifact is bounded now (``bastion.formats.budget``): opcodes and memo entries across all
+pickles and members, members per archive, decompressed bytes, nesting. Running out is a ``fail`` with
+``FILE_BUDGET_EXCEEDED``. Memory is asserted from the child's own rusage; time is only reported (bench).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from bastion.formats import read_torch_zip
+from bastion.formats.budget import BudgetExceeded, ScanBudget
+from bastion.vet import Severity, Verdict, vet_path
+from tests.adversarial.attacks import memo_bomb_pickle, opcode_bomb_zip
+
+ROOT = Path(__file__).resolve().parents[2]
+MAX_RSS_KIB = 512 * 1024
+
+
+def vet_in_child(path: Path, out: Path) -> tuple[int, dict[str, object], int]:
+    """Run ``bastion vet --json`` in a child: its exit code, report and peak RSS in KiB.
+
+    The peak comes from ``os.wait4`` (the rusage of that one child), not the pytest process's children
+    total, which other tests' subprocesses also raise.
+    """
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    with out.open("wb") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bastion.cli.main", "vet", str(path), "--json"],
+            stdout=fh,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, json.loads(out.read_text() or "{}"), usage.ru_maxrss
+
+
+def test_twenty_million_opcode_torch_zip_fails_within_512_mb(tmp_path: Path) -> None:
+    bomb = opcode_bomb_zip(tmp_path / "model.pt")
+    assert bomb.stat().st_size < 25_000  # the 19.5 KB class from the issue
+    code, report, peak_kib = vet_in_child(bomb, tmp_path / "out.json")
+    assert code == 12, report
+    codes = {f["code"] for f in report["findings"]}  # type: ignore[index,union-attr]
+    assert "FILE_BUDGET_EXCEEDED" in codes
+    assert peak_kib <= MAX_RSS_KIB, f"peak RSS {peak_kib // 1024} MiB"
+
+
+def test_memo_bomb_fails_with_a_budget_finding(tmp_path: Path) -> None:
+    p = tmp_path / "memo.pkl"
+    p.write_bytes(memo_bomb_pickle(1_200_000))
+    report = vet_path(p, digests=False)
+    found = [f for f in report.findings if f.code == "FILE_BUDGET_EXCEEDED"]
+    assert report.verdict == Verdict.FAIL
+    assert found and "memo" in found[0].message and found[0].severity == Severity.FAIL
+
+
+def test_deflate_bomb_member_fails_with_a_budget_finding(tmp_path: Path) -> None:
+    # a clean data.pkl and a storage record that inflates to 520 MiB of zeros from about 500 KB
+    p = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(p, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        zf.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
+        with zf.open("archive/data/0", "w") as member:
+            for _ in range(65):
+                member.write(b"\0" * (8 << 20))
+    assert p.stat().st_size < 4 << 20
+    report = vet_path(p, digests=False)
+    found = [f for f in report.findings if f.code == "FILE_BUDGET_EXCEEDED"]
+    assert report.verdict == Verdict.FAIL
+    assert found and "decompresses" in found[0].message
+
+
+def test_inflation_budget_is_shared_across_members(tmp_path: Path) -> None:
+    p = tmp_path / "two.pt"
+    with zipfile.ZipFile(p, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
+        zf.writestr("archive/data/0", b"\0" * 1000)
+        zf.writestr("archive/data/1", b"\0" * 1000)
+    read_torch_zip(p, ScanBudget(inflated=2100))
+    with pytest.raises(BudgetExceeded):
+        read_torch_zip(p, ScanBudget(inflated=1900))
+
+
+def test_member_budget_is_shared_across_an_archive(tmp_path: Path) -> None:
+    p = tmp_path / "many.pt"
+    with zipfile.ZipFile(p, "w") as zf:
+        zf.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
+        for i in range(5):
+            zf.writestr(f"archive/data/{i}", b"\0" * 16)
+    assert read_torch_zip(p, ScanBudget(members=6)).archive_name == "archive"
+    with pytest.raises(BudgetExceeded, match="archive members"):
+        read_torch_zip(p, ScanBudget(members=5))
