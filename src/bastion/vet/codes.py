@@ -21,6 +21,9 @@ CODES: dict[str, str] = {
     "PICKLE_FORMAT": "info: pickle-based weights; every import was checked, safetensors is preferable",
     "TEMPLATE_UNPARSEABLE": "a chat template Jinja cannot parse",
     "TEMPLATE_DUNDER_ACCESS": "a chat template reads dunder/private/reflective attributes (SSTI path)",
+    "TEMPLATE_COMPUTED_ACCESS": "a chat template looks up an attribute, item, filter or test by a name "
+    "computed at render time (only numeric subscripts may be computed)",
+    "TEMPLATE_UNKNOWN_FILTER": "a chat template uses a filter or test that is not one of Jinja's built-ins",
     "TEMPLATE_GADGET": "a chat template reaches into cycler/joiner/namespace/lipsum/self (sandbox escape)",
     "TEMPLATE_IMPORT": "a chat template uses import, from-import, include or extends",
     "TEMPLATE_CONTENT_GATED": "a branch keyed on a trigger word in message content writes a system/role turn",
