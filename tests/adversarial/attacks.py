@@ -154,6 +154,31 @@ def memo_bomb_pickle(entries: int = 5_000_000) -> bytes:
     return PROTO4 + b"N" + b"".join(b"r" + struct.pack("<I", i) for i in range(entries)) + b"."
 
 
+#: Chat templates that run a shell command when rendered in a plain jinja2.Environment (proved in
+#: tests/adversarial/test_vet_template_reach.py), with the code vet fails them with.
+TEMPLATE_ATTACKS = {
+    "computed_dunder.jinja": (
+        "{% set d = '_' ~ '_' %}{% set g = cycler[d ~ 'init' ~ d][d ~ 'globals' ~ d] %}"
+        "{{ g['os'].popen('touch MARKER').read() }}",
+        "TEMPLATE_COMPUTED_ACCESS",
+    ),
+    "attr_filter.jinja": (
+        "{% set d = '_' ~ '_' %}{{ (cycler|attr(d ~ 'init' ~ d)|attr(d ~ 'globals' ~ d))['os']"
+        ".popen('touch MARKER').read() }}",
+        "TEMPLATE_COMPUTED_ACCESS",
+    ),
+    "map_attribute.jinja": (
+        "{% set d = '_' ~ '_' %}{% set p = d ~ 'init' ~ d ~ '.' ~ d ~ 'globals' ~ d %}"
+        "{{ ([cycler]|map(attribute=p)|first)['os'].popen('touch MARKER').read() }}",
+        "TEMPLATE_COMPUTED_ACCESS",
+    ),
+    "no_underscore_frame.jinja": (
+        "{{ (messages|map('string')).gi_frame.f_builtins.exec(\"import os; os.popen('touch MARKER').read()\") }}",
+        "TEMPLATE_DUNDER_ACCESS",
+    ),
+}
+
+
 @dataclass(frozen=True)
 class Attack:
     """One crafted file: its name, what it does, and how a loader runs it (for the live test)."""

@@ -9,6 +9,7 @@ import json
 import pickle
 import random
 import shutil
+import struct
 from collections import OrderedDict
 from pathlib import Path
 
@@ -102,3 +103,28 @@ def test_unknown_single_file_that_is_not_a_pickle_is_still_unusable(tmp_path: Pa
     p.write_bytes(bytes(range(256)) * 8)
     with pytest.raises(UnusableInput):
         vet_path(p)
+
+
+def _sentencepiece_model(pieces: list[str]) -> bytes:
+    """A SentencePiece ModelProto in protobuf wire format: pieces (field 1: piece, score, type) and an
+    empty trainer_spec (field 2), as tokenizer.model files are laid out."""
+
+    def field(number: int, payload: bytes) -> bytes:
+        return bytes([number << 3 | 2, len(payload)]) + payload
+
+    out = b""
+    for i, piece in enumerate(pieces):
+        body = field(1, piece.encode()) + b"\x15" + struct.pack("<f", -float(i)) + b"\x18\x01"
+        out += field(1, body)
+    return out + field(2, b"")
+
+
+def test_a_sentencepiece_tokenizer_model_is_recognised_not_warned(tmp_path: Path) -> None:
+    folder = _model_folder(tmp_path / "m")
+    (folder / "tokenizer.model").write_bytes(_sentencepiece_model(["<unk>", "<s>", "</s>", "\u2581the", "a"]))
+    report = vet_path(folder, digests=False)
+    assert report.verdict == Verdict.PASS, report.to_json()["findings"]
+    assert {f.path: f.format for f in report.files}["tokenizer.model"] == "sentencepiece"
+    # the same bytes with one trailing byte are no longer a whole protobuf: an unknown binary
+    (folder / "tokenizer.model").write_bytes(_sentencepiece_model(["<unk>", "a"]) + b"\xff")
+    assert vet_path(folder, digests=False).verdict == Verdict.WARN

@@ -15,6 +15,7 @@ from bastion import bundled
 from bastion.formats import read_gguf
 from bastion.vet import Severity, Verdict, vet_path
 from bastion.vet.template_scan import scan_template
+from tests.adversarial.attacks import TEMPLATE_ATTACKS as LIVE
 from tests.vet.corpus import gguf_bytes
 
 #: Real chat-template shapes, written out here: ChatML, Llama 3 and 3.1 (tools), Gemma and Gemma 3,
@@ -197,30 +198,6 @@ def test_bundled_templates_pass() -> None:
         tpl = read_gguf(path).metadata.get("tokenizer.chat_template")
         if isinstance(tpl, str):
             assert scan_template(tpl, "f", "t") == [], path
-
-
-#: Templates that really run a shell command when rendered in a plain jinja2.Environment (proved below).
-LIVE = {
-    "computed_dunder.jinja": (
-        "{% set d = '_' ~ '_' %}{% set g = cycler[d ~ 'init' ~ d][d ~ 'globals' ~ d] %}"
-        "{{ g['os'].popen('touch MARKER').read() }}",
-        "TEMPLATE_COMPUTED_ACCESS",
-    ),
-    "attr_filter.jinja": (
-        "{% set d = '_' ~ '_' %}{{ (cycler|attr(d ~ 'init' ~ d)|attr(d ~ 'globals' ~ d))['os']"
-        ".popen('touch MARKER').read() }}",
-        "TEMPLATE_COMPUTED_ACCESS",
-    ),
-    "map_attribute.jinja": (
-        "{% set d = '_' ~ '_' %}{% set p = d ~ 'init' ~ d ~ '.' ~ d ~ 'globals' ~ d %}"
-        "{{ ([cycler]|map(attribute=p)|first)['os'].popen('touch MARKER').read() }}",
-        "TEMPLATE_COMPUTED_ACCESS",
-    ),
-    "no_underscore_frame.jinja": (
-        "{{ (messages|map('string')).gi_frame.f_builtins.exec(\"import os; os.popen('touch MARKER').read()\") }}",
-        "TEMPLATE_DUNDER_ACCESS",
-    ),
-}
 
 
 @pytest.mark.parametrize("name", sorted(LIVE))

@@ -149,3 +149,35 @@ def tar_members(stream: BinaryIO, budget: ScanBudget, where: str) -> Iterator[Ta
 def as_stream(data: bytes) -> BinaryIO:
     """An in-memory stream over ``data`` (for readers that take a file object)."""
     return io.BytesIO(data)
+
+
+def _varint(buf: bytes | memoryview, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= len(buf) or shift > 63:
+            raise ValueError("bad varint")
+        b = buf[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return value, pos
+        shift += 7
+
+
+def is_sentencepiece(buf: bytes | memoryview) -> bool:
+    """True when ``buf`` is a SentencePiece model (``tokenizer.model``): protobuf wire format from the
+    first byte to the last whose top-level fields are ModelProto's (1 pieces ... 5 denormalizer_spec),
+    all length-delimited, with at least one piece."""
+    pos, pieces = 0, 0
+    try:
+        while pos < len(buf):
+            tag, pos = _varint(buf, pos)
+            field, wire = tag >> 3, tag & 7
+            if not 1 <= field <= 5 or wire != 2:
+                return False
+            n, pos = _varint(buf, pos)
+            pos += n
+            pieces += field == 1
+    except ValueError:
+        return False
+    return pos == len(buf) and pieces > 0

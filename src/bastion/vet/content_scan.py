@@ -24,6 +24,7 @@ from bastion.formats.containers import (
     HEAD_BYTES,
     compression_of,
     inflate,
+    is_sentencepiece,
     looks_like_text,
     tar_members,
 )
@@ -65,12 +66,16 @@ def parses_as_pickle(buf: bytes | mmap.mmap) -> bool:
 
 
 def sniff_file(f: Path) -> str:
-    """``"pickle"``, ``"text"`` or ``"binary"`` for a file no magic or name identified."""
+    """``"pickle"``, ``"text"``, ``"sentencepiece"`` or ``"binary"``: a file no magic or name named."""
     try:
         with f.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
             if parses_as_pickle(mm):
                 return "pickle"
-            return "text" if looks_like_text(mm[: 64 << 10]) else "binary"
+            if looks_like_text(mm[: 64 << 10]):
+                return "text"
+            # a tokenizer.model is data for the tokenizer, not code: recognised by its whole structure
+            with memoryview(mm) as view:
+                return "sentencepiece" if is_sentencepiece(view) else "binary"
     except (OSError, ValueError) as exc:
         raise UnusableInput(f"cannot read {f}: {exc}", hint="Check permissions.") from exc
 

@@ -160,7 +160,9 @@ def _vet_file(
         digest = file_digest(f) if digests else None
         if content == "binary":
             return FileReport(rel, "binary", size, digest, card), [*link, unknown_binary(rel, "", strict)]
-        return FileReport(rel, "other", size, digest, card), link
+        return FileReport(
+            rel, "sentencepiece" if content == "sentencepiece" else "other", size, digest, card
+        ), link
     findings: list[Finding] = []
     meta: dict[str, Any] = {}
     try:
