@@ -28,6 +28,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 from tests.adversarial.attacks import TEMPLATE_ATTACKS, build_attacks, opcode_bomb_zip  # noqa: E402
+from tests.adversarial.measure import run_measured  # noqa: E402
 from tests.vet.corpus import build_corpus, gguf_bytes  # noqa: E402
 
 from bastion import bundled  # noqa: E402
@@ -51,29 +52,6 @@ def issue10_set(root: Path, clean_zip: Path) -> list[tuple[str, str, Path]]:
     return out
 
 
-def timed_child(cmd: list[str], env: dict[str, str]) -> dict[str, object]:
-    """Run ``cmd``; wall time, peak RSS of that child (wait4) and whether it was killed at the timeout."""
-    t = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            break
-        if time.perf_counter() - t > BOMB_TIMEOUT:
-            proc.kill()
-            _, status, usage = os.wait4(proc.pid, 0)
-            proc.returncode = -9
-            break
-        time.sleep(0.05)
-    return {
-        "seconds": round(time.perf_counter() - t, 2),
-        "max_rss_mib": round(usage.ru_maxrss / 1024),
-        "timed_out": proc.returncode == -9,
-        "exit": proc.returncode,
-    }
-
-
 def bomb_run(py: Path, bomb: Path) -> dict[str, dict[str, object]]:
     """Each tool alone on the opcode bomb: Bastion's CLI, then each peer through _vet_peers.py."""
     env = {**os.environ, "PYTHONPATH": str(HERE.parent / "src"), "PYTHONWARNINGS": "ignore"}
@@ -82,9 +60,21 @@ def bomb_run(py: Path, bomb: Path) -> dict[str, dict[str, object]]:
     out = {
         "bastion_in_process": {"seconds": round(time.perf_counter() - t, 2), "verdict": verdict["verdict"]}
     }
-    out["bastion"] = timed_child([sys.executable, "-m", "bastion.cli.main", "vet", str(bomb), "--json"], env)
-    for tool in ("modelscan", "picklescan"):
-        out[tool] = timed_child([str(py), str(HERE / "_vet_peers.py"), "--tool", tool, str(bomb)], env)
+    sink = bomb.with_suffix(".out")
+    cmds = {
+        "bastion": [sys.executable, "-m", "bastion.cli.main", "vet", str(bomb), "--json"],
+        **{
+            t: [str(py), str(HERE / "_vet_peers.py"), "--tool", t, str(bomb)]
+            for t in ("modelscan", "picklescan")
+        },
+    }
+    for tool, cmd in cmds.items():
+        run = run_measured(cmd, sink, env, BOMB_TIMEOUT)
+        out[tool] = {
+            "seconds": round(float(run["seconds"]), 2),
+            "max_rss_mib": round(int(run["max_rss_kib"]) / 1024),
+            "timed_out": run["timed_out"],
+        }
     return out
 
 

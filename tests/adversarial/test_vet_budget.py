@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,28 +20,17 @@ from bastion.formats import read_torch_zip
 from bastion.formats.budget import BudgetExceeded, ScanBudget
 from bastion.vet import Severity, Verdict, vet_path
 from tests.adversarial.attacks import memo_bomb_pickle, opcode_bomb_zip
+from tests.adversarial.measure import run_measured
 
 ROOT = Path(__file__).resolve().parents[2]
 MAX_RSS_KIB = 512 * 1024
 
 
-def vet_in_child(path: Path, out: Path) -> tuple[int, dict[str, object], int]:
-    """Run ``bastion vet --json`` in a child: its exit code, report and peak RSS in KiB.
-
-    The peak comes from ``os.wait4`` (the rusage of that one child), not the pytest process's children
-    total, which other tests' subprocesses also raise.
-    """
+def vet_in_child(path: Path, out: Path) -> tuple[int, dict[str, Any], int]:
+    """Run ``bastion vet --json`` in a child: its exit code, report and own peak RSS in KiB."""
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    with out.open("wb") as fh:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bastion.cli.main", "vet", str(path), "--json"],
-            stdout=fh,
-            stderr=subprocess.DEVNULL,
-            env=env,
-        )
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, json.loads(out.read_text() or "{}"), usage.ru_maxrss
+    run = run_measured([sys.executable, "-m", "bastion.cli.main", "vet", str(path), "--json"], out, env)
+    return int(run["exit"]), json.loads(out.read_text() or "{}"), int(run["max_rss_kib"])
 
 
 def test_twenty_million_opcode_torch_zip_fails_within_512_mb(tmp_path: Path) -> None:
@@ -49,7 +38,7 @@ def test_twenty_million_opcode_torch_zip_fails_within_512_mb(tmp_path: Path) -> 
     assert bomb.stat().st_size < 25_000  # the 19.5 KB class from the issue
     code, report, peak_kib = vet_in_child(bomb, tmp_path / "out.json")
     assert code == 12, report
-    codes = {f["code"] for f in report["findings"]}  # type: ignore[index,union-attr]
+    codes = {f["code"] for f in report["findings"]}
     assert "FILE_BUDGET_EXCEEDED" in codes
     assert peak_kib <= MAX_RSS_KIB, f"peak RSS {peak_kib // 1024} MiB"
 
