@@ -87,3 +87,23 @@ def test_member_budget_is_shared_across_an_archive(tmp_path: Path) -> None:
     assert read_torch_zip(p, ScanBudget(members=6)).archive_name == "archive"
     with pytest.raises(BudgetExceeded, match="archive members"):
         read_torch_zip(p, ScanBudget(members=5))
+
+
+def test_member_count_is_refused_from_the_zip64_record_before_parsing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A zip64 archive declares its count in the zip64 record (the classic record says 0xFFFF): 100,000
+    # members once cost 6 s of central-directory parsing before the count was checked.
+    monkeypatch.setattr(zipfile, "ZIP_FILECOUNT_LIMIT", 3)  # make zipfile write zip64 records for 6 members
+    p = tmp_path / "z64.pt"
+    with zipfile.ZipFile(p, "w") as zf:
+        zf.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
+        for i in range(5):
+            zf.writestr(f"archive/data/{i}", b"\0")
+    raw = bytearray(p.read_bytes())
+    eocd = raw.rindex(b"PK\x05\x06")
+    raw[eocd + 8 : eocd + 12] = b"\xff\xff\xff\xff"
+    p.write_bytes(bytes(raw))
+    assert len(read_torch_zip(p, ScanBudget(members=10)).members) == 6
+    with pytest.raises(BudgetExceeded, match="archive members"):
+        read_torch_zip(p, ScanBudget(members=5))

@@ -86,6 +86,10 @@ def read_torch_zip(
         with path.open("rb") if fileobj is None else _borrowed(fileobj) as fh:
             if fh.read(4) != ZIP_MAGIC:
                 raise _bad(path, "it does not start with a zip local file header")
+            declared = _declared_members(fh)
+            if declared is not None and declared > budget.members:
+                # refused before zipfile parses (and allocates) a central directory of that size
+                budget.take_members(declared, str(path))
             fh.seek(0)
             try:
                 zf = zipfile.ZipFile(fh)
@@ -95,6 +99,29 @@ def read_torch_zip(
                 return _read(path, zf, budget)
     except OSError as exc:
         raise UnusableInput(f"cannot read {path}: {exc.strerror or exc}", hint="Check the path.") from exc
+
+
+def _declared_members(fh: BinaryIO) -> int | None:
+    """The member count the end-of-central-directory record declares (None if absent or zip64)."""
+    fh.seek(0, 2)
+    size = fh.tell()
+    fh.seek(max(0, size - (22 + 65535)))
+    tail = fh.read()
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) - at < 22:
+        return None
+    total = int(struct.unpack_from("<H", tail, at + 10)[0])
+    if total != 0xFFFF:
+        return total
+    # zip64: the locator just before the record points at the zip64 record, which holds the count
+    loc = tail[at - 20 : at] if at >= 20 else b""
+    if not loc.startswith(b"PK\x06\x07"):
+        return None
+    fh.seek(struct.unpack_from("<Q", loc, 8)[0])
+    rec = fh.read(56)
+    if len(rec) < 40 or not rec.startswith(b"PK\x06\x06"):
+        return None
+    return int(struct.unpack_from("<Q", rec, 32)[0])
 
 
 @contextlib.contextmanager
