@@ -17,6 +17,8 @@ from bastion.errors import UnusableInput
 
 #: Pickle opcodes read per artifact (all pickles and members together).
 MAX_OPS = 2_000_000
+#: Imports and calls recorded per artifact (a real checkpoint makes one call per tensor).
+MAX_REFS = 100_000
 #: Memo entries written per artifact (each one is kept in memory until its pickle ends).
 MAX_MEMO = 1_000_000
 #: Characters of pickled text kept as symbolic values (module and class names are short).
@@ -39,6 +41,7 @@ class ScanBudget:
     """What is left to spend on one artifact; readers subtract as they go."""
 
     ops: int = MAX_OPS
+    refs: int = MAX_REFS
     memo: int = MAX_MEMO
     text: int = MAX_TEXT
     members: int = MAX_MEMBERS

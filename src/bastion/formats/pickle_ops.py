@@ -287,6 +287,14 @@ def _one(
                 _pop(stack)
                 return True, pos
             else:
+                if handler in _RECORDING:
+                    # imports and calls each keep a record (and cost ~10x a plain opcode): bounded apart
+                    if budget.refs <= 0:
+                        out.anomalies.append(
+                            Anomaly("budget", p - base, "more imports and calls than the per-artifact budget")
+                        )
+                        return False, pos
+                    budget.refs -= 1
                 _special(handler, spec.name, arg, stack, out, p - base, proto)
     except (ValueError, IndexError, KeyError, UnicodeDecodeError, OverflowError, TypeError) as exc:
         out.anomalies.append(Anomaly("malformed", p - base, f"pickle stream cannot be read: {exc}"))
@@ -294,6 +302,9 @@ def _one(
     finally:
         out.opcodes += budget.ops - ops_left
         budget.ops = ops_left
+
+
+_RECORDING = frozenset({GLOBAL, INST, STACK_GLOBAL, CALL, NEWOBJ_EX, OBJ, EXT, BUILD})
 
 
 def _special(

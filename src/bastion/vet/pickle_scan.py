@@ -268,10 +268,15 @@ def classify(module: str, name: str) -> tuple[str, str]:
         if name in DANGEROUS_BUILTINS:
             return "dangerous", f"builtins.{name} evaluates, imports or reflects"
         return "unknown", "builtin outside the allowlist"
-    for m in DANGEROUS_MODULES:
-        if module == m or module.startswith(m + "."):
+    parts = module.split(".")
+    for i in range(1, len(parts) + 1):  # the module itself or any package above it
+        m = ".".join(parts[:i])
+        if m in _DANGEROUS_SET:
             return "dangerous", f"module {m} can run code, touch files or the network, or unpickle"
     return "unknown", "not on the tensor-checkpoint allowlist"
+
+
+_DANGEROUS_SET = frozenset(DANGEROUS_MODULES)
 
 
 def scan_pickle(analysis: PickleAnalysis, file: str, strict: bool, where: str = "") -> list[Finding]:
@@ -343,4 +348,28 @@ def scan_pickle(analysis: PickleAnalysis, file: str, strict: bool, where: str = 
         out.append(
             Finding(code, Severity.FAIL, file, f"{prefix}byte {a.offset}", template.format(d=a.detail))
         )
-    return out
+    return _capped(out)
+
+
+#: Findings kept per code for one stream: a crafted stream can hold 100,000 distinct names or calls.
+MAX_PER_CODE = 50
+
+
+def _capped(findings: list[Finding]) -> list[Finding]:
+    kept: list[Finding] = []
+    counts: dict[str, int] = {}
+    extra: dict[str, list[Finding]] = {}
+    for f in findings:
+        counts[f.code] = counts.get(f.code, 0) + 1
+        if counts[f.code] <= MAX_PER_CODE:
+            kept.append(f)
+        else:
+            extra.setdefault(f.code, []).append(f)
+    for code, more in extra.items():
+        first = more[0]
+        kept.append(
+            Finding(
+                code, first.severity, first.file, first.location, f"and {len(more)} more findings like these"
+            )
+        )
+    return kept
