@@ -107,3 +107,22 @@ def test_member_count_is_refused_from_the_zip64_record_before_parsing(
     assert len(read_torch_zip(p, ScanBudget(members=10)).members) == 6
     with pytest.raises(BudgetExceeded, match="archive members"):
         read_torch_zip(p, ScanBudget(members=5))
+
+
+def test_a_large_pickle_is_read_in_a_window_of_memory(tmp_path: Path) -> None:
+    # The file is memory-mapped; read pages count towards RSS, so they are dropped behind the reader.
+    # 160,000 strings of 1,000 bytes (160 MB) once cost their size in RSS; now a window.
+    import struct
+
+    big = tmp_path / "strings.pkl"
+    with big.open("wb") as fh:
+        fh.write(b"\x80\x04")
+        for i in range(160_000):
+            fh.write(b"X" + struct.pack("<I", 1000) + (b"%08d" % i) * 125 + b"0")
+        fh.write(b"N.")
+    small = tmp_path / "small.pkl"
+    small.write_bytes(b"\x80\x04N.")
+    _, _, base_kib = vet_in_child(small, tmp_path / "small.json")
+    code, report, peak_kib = vet_in_child(big, tmp_path / "big.json")
+    assert report["verdict"] == "pass", report
+    assert (peak_kib - base_kib) < 100 * 1024, f"{(peak_kib - base_kib) // 1024} MiB above a tiny pickle"

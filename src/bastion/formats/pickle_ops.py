@@ -52,6 +52,7 @@ from bastion.formats.pickle_decode import (
 )
 
 MAX_PICKLES = 1_000
+_WINDOW = 32 << 20
 #: A dotted Python name, as ``find_class`` would import it.
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
@@ -223,8 +224,16 @@ def _one(
     first = out.pickles == 0
     p = pos
     ops_left = budget.ops
+    # A memory map's pages count towards RSS once read: drop them behind the reader every _WINDOW bytes,
+    # so a large stream costs a window of memory, not its size.
+    window = _WINDOW if isinstance(buf, mmap.mmap) else end + 1
+    released = pos - pos % mmap.PAGESIZE
     try:
         while True:
+            if pos - released > window:
+                cut = pos - pos % mmap.PAGESIZE
+                buf.madvise(mmap.MADV_DONTNEED, released, cut - released)  # type: ignore[union-attr]
+                released = cut
             if pos >= end:
                 out.anomalies.append(Anomaly("malformed", pos - base, "pickle ends without STOP"))
                 return False, pos

@@ -35,6 +35,8 @@ from bastion.vet.pickle_scan import scan_pickle
 
 #: Wrappers inside wrappers (a .tar.gz is two); deeper nesting is refused rather than followed.
 MAX_DEPTH = 4
+#: A tokenizer.model is a few megabytes; larger files are not walked as one.
+MAX_SENTENCEPIECE = 64 << 20
 #: Opcodes read to decide whether unnamed bytes are a pickle: text fails within a few opcodes.
 SNIFF_OPS = 10_000
 
@@ -74,6 +76,8 @@ def sniff_file(f: Path) -> str:
             if looks_like_text(mm[: 64 << 10]):
                 return "text"
             # a tokenizer.model is data for the tokenizer, not code: recognised by its whole structure
+            if len(mm) > MAX_SENTENCEPIECE:
+                return "binary"
             with memoryview(mm) as view:
                 return "sentencepiece" if is_sentencepiece(view) else "binary"
     except (OSError, ValueError) as exc:
