@@ -212,7 +212,7 @@ def build_attacks(root: Path, clean_torch_zip: Path | None = None) -> list[Attac
         "pytorch_model.bin",
         map_pipepager_protocol4(),
         "map payload, protocol 4, as pytorch_model.bin",
-        "pickle",
+        "torch",
         8,
     )
     add("map_object.npy", object_npy(payload), "map payload inside an object .npy", "numpy", 8)
