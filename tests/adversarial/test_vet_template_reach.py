@@ -267,3 +267,11 @@ def test_templates_really_run_code_when_rendered_unsandboxed(tmp_path: Path) -> 
         )
         ran[name] = res.stdout.strip() == "True"
     assert all(ran.values()), ran
+
+
+@pytest.mark.parametrize(
+    "key", ["globals", "environment", "parent", "filters", "gi_frame", "f_builtins", "format"]
+)
+def test_members_of_jinja_and_python_objects_are_refused_by_name(key: str) -> None:
+    # instance attributes too (Environment.globals, Context.parent), not only what dir() of a class lists
+    assert "TEMPLATE_DUNDER_ACCESS" in {f.code for f in scan_template(f"{{{{ x.{key} }}}}", "f", "t")}

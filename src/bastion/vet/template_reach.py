@@ -44,7 +44,7 @@ SAFE_MEMBERS = frozenset(
         *"setdefault clear".split(),
         *"index0 revindex revindex0 first last length depth depth0 previtem nextitem cycle changed".split(),
         *"next current reset name arguments caller catch_kwargs catch_varargs start stop step".split(),
-        *"real imag numerator denominator".split(),
+        *"real imag numerator denominator pos sep used".split(),
     }
 )
 LOOP_NUMBERS = frozenset({"index", "index0", "revindex", "revindex0", "length", "depth", "depth0"})
@@ -108,6 +108,10 @@ def _reachable_members() -> frozenset[str]:
         jinja2.utils.Namespace,
         _gen(),
     ]
+    # instance attributes that dir() of a class does not list (Environment.globals, Context.parent ...)
+    env = jinja2.Environment()
+    template = env.from_string("")
+    kinds += [env, template, template.new_context(), jinja2.utils.Cycler(1), jinja2.utils.Joiner()]
     return frozenset(n for k in kinds for n in dir(k) if not n.startswith("_"))
 
 
