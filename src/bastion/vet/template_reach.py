@@ -109,7 +109,7 @@ def _reachable_members() -> frozenset[str]:
         _gen(),
     ]
     # instance attributes that dir() of a class does not list (Environment.globals, Context.parent ...)
-    env = jinja2.Environment()
+    env = jinja2.Environment(autoescape=True)  # only inspected, never renders a chat template
     template = env.from_string("")
     kinds += [env, template, template.new_context(), jinja2.utils.Cycler(1), jinja2.utils.Joiner()]
     return frozenset(n for k in kinds for n in dir(k) if not n.startswith("_"))
