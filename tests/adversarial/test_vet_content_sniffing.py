@@ -19,6 +19,13 @@ import pytest
 from bastion.errors import UnusableInput
 from bastion.vet import Severity, Verdict, vet_path
 from tests.adversarial.attacks import MARKER, Attack, map_pipepager, tar_with
+from tests.adversarial.vet_corpus import attack_files
+
+
+@pytest.fixture(scope="session")
+def attacks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Attack, Path]]:
+    return attack_files(tmp_path_factory)
+
 
 WRAPPED = ["model.sav", "model.pkl.gz", "model.joblib", "model.ckpt", "weights.xz", "checkpoint.tar"]
 

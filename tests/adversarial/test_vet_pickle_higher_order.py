@@ -18,6 +18,17 @@ from bastion import bundled
 from bastion.vet import Severity, Verdict, vet_path
 from bastion.vet.pickle_scan import classify
 from tests.adversarial.attacks import MARKER, Attack
+from tests.adversarial.vet_corpus import attack_files, clean_torch_zip_file
+
+
+@pytest.fixture(scope="session")
+def attacks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Attack, Path]]:
+    return attack_files(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def clean_torch_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return clean_torch_zip_file(tmp_path_factory)
 
 
 def _fails_with(path: Path, *codes: str) -> set[str]:
