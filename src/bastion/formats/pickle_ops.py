@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from bastion.formats.budget import MAX_PICKLE_BYTES, ScanBudget
+from bastion.formats.budget import MAX_MEMO, MAX_OPS, MAX_PICKLE_BYTES, MAX_REFS, ScanBudget
 from bastion.formats.pickle_decode import (
     A_NONE,
     BUILD,
@@ -243,7 +243,7 @@ def _one(
                 raise ValueError(f"byte 0x{buf[pos]:02x} is not a pickle opcode")
             if ops_left <= 0:
                 out.anomalies.append(
-                    Anomaly("budget", p - base, "more pickle opcodes than the per-artifact budget")
+                    Anomaly("budget", p - base, f"more than {MAX_OPS:,} pickle opcodes (the per-file budget)")
                 )
                 return False, pos
             ops_left -= 1
@@ -273,7 +273,11 @@ def _one(
                 if key not in memo:
                     if budget.memo <= 0:
                         out.anomalies.append(
-                            Anomaly("budget", p - base, "more memo entries than the per-artifact budget")
+                            Anomaly(
+                                "budget",
+                                p - base,
+                                f"more than {MAX_MEMO:,} memo entries (the per-file budget)",
+                            )
                         )
                         return False, pos
                     budget.memo -= 1
@@ -300,7 +304,11 @@ def _one(
                     # imports and calls each keep a record (and cost ~10x a plain opcode): bounded apart
                     if budget.refs <= 0:
                         out.anomalies.append(
-                            Anomaly("budget", p - base, "more imports and calls than the per-artifact budget")
+                            Anomaly(
+                                "budget",
+                                p - base,
+                                f"more than {MAX_REFS:,} imports and calls (the per-file budget)",
+                            )
                         )
                         return False, pos
                     budget.refs -= 1
