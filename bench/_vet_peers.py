@@ -1,6 +1,7 @@
 """Runs inside bench/.venv-peers: scan each file with modelscan and picklescan, print one JSON document.
 
-Usage: python _vet_peers.py FILE... ; kept separate because modelscan pins an older rich than Bastion.
+Usage: python _vet_peers.py [--tool modelscan|picklescan] FILE... ; kept separate because modelscan pins
+an older rich than Bastion. ``--tool`` runs one scanner only (the bench times each alone on the bombs).
 """
 
 from __future__ import annotations
@@ -43,9 +44,14 @@ def _picklescan(path: str) -> dict[str, object]:
 
 
 def main() -> None:
-    out: dict[str, dict[str, object]] = {"modelscan": {}, "picklescan": {}}
-    for path in sys.argv[1:]:
-        for name, fn in (("modelscan", _modelscan), ("picklescan", _picklescan)):
+    args = sys.argv[1:]
+    tools = (("modelscan", _modelscan), ("picklescan", _picklescan))
+    if args[:1] == ["--tool"]:
+        tools = tuple(t for t in tools if t[0] == args[1])
+        args = args[2:]
+    out: dict[str, dict[str, object]] = {name: {} for name, _ in tools}
+    for path in args:
+        for name, fn in tools:
             try:
                 out[name][path] = fn(path)
             except Exception as exc:  # a peer crashing on a file is a result, not a bench failure

@@ -1,5 +1,9 @@
 """Bench: Bastion vet vs modelscan and picklescan on the crafted corpus, clean models and a 2 GB file.
 
+Also the attack classes of issue 10 (tests/adversarial/attacks.py: higher-order pickle gadgets,
+wrapped and unnamed pickles, chat templates that compute their lookups) and the opcode bomb, which
+each tool reads alone in a child process, timed, with its peak RSS (killed after BOMB_TIMEOUT s).
+
 Run: .venv/bin/python bench/vet.py   (creates bench/.venv-peers with modelscan 0.8.8 and picklescan 1.0.5
 the first time, so modelscan cannot downgrade Bastion's rich; needs torch from the dev extra for the
 corpus). Writes bench/results/vet.json and prints the Markdown tables that go in bench/README.md.
@@ -22,8 +26,10 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests" / "vet"))
-from corpus import build_corpus  # noqa: E402
+sys.path.insert(0, str(HERE.parent))
+from tests.adversarial.attacks import TEMPLATE_ATTACKS, build_attacks, opcode_bomb_zip  # noqa: E402
+from tests.adversarial.measure import run_measured  # noqa: E402
+from tests.vet.corpus import build_corpus, gguf_bytes  # noqa: E402
 
 from bastion import bundled  # noqa: E402
 from bastion.errors import UnusableInput  # noqa: E402
@@ -33,6 +39,43 @@ PEERS = HERE / ".venv-peers"
 PEER_PACKAGES = ["modelscan==0.8.8", "picklescan==1.0.5"]
 BIG_BYTES = 2 * 1000**3
 BAD_INPUT = {"empty.bin", "random.xyz", "random.bin", "html.gguf"}
+BOMB_TIMEOUT = 120.0
+
+
+def issue10_set(root: Path, clean_zip: Path) -> list[tuple[str, str, Path]]:
+    """(name, attack, path) for each crafted file of issue 10, templates written into real GGUF files."""
+    out = [(a.name, a.attack, root / a.name) for a in build_attacks(root, clean_zip)]
+    for name, (src, _) in TEMPLATE_ATTACKS.items():
+        p = root / name.replace(".jinja", ".gguf")
+        p.write_bytes(gguf_bytes({"general.architecture": "llama", "tokenizer.chat_template": src}, 1))
+        out.append((p.name, f"chat template: {name.removesuffix('.jinja').replace('_', ' ')}", p))
+    return out
+
+
+def bomb_run(py: Path, bomb: Path) -> dict[str, dict[str, object]]:
+    """Each tool alone on the opcode bomb: Bastion's CLI, then each peer through _vet_peers.py."""
+    env = {**os.environ, "PYTHONPATH": str(HERE.parent / "src"), "PYTHONWARNINGS": "ignore"}
+    t = time.perf_counter()
+    verdict = bastion_scan(bomb, digests=False)
+    out = {
+        "bastion_in_process": {"seconds": round(time.perf_counter() - t, 2), "verdict": verdict["verdict"]}
+    }
+    sink = bomb.with_suffix(".out")
+    cmds = {
+        "bastion": [sys.executable, "-m", "bastion.cli.main", "vet", str(bomb), "--json"],
+        **{
+            t: [str(py), str(HERE / "_vet_peers.py"), "--tool", t, str(bomb)]
+            for t in ("modelscan", "picklescan")
+        },
+    }
+    for tool, cmd in cmds.items():
+        run = run_measured(cmd, sink, env, BOMB_TIMEOUT)
+        out[tool] = {
+            "seconds": round(float(run["seconds"]), 2),
+            "max_rss_mib": round(int(run["max_rss_kib"]) / 1024),
+            "timed_out": run["timed_out"],
+        }
+    return out
 
 
 def ensure_peers() -> Path:
@@ -123,13 +166,16 @@ def main() -> None:
     try:
         cases = build_corpus(work / "crafted")
         clean = clean_set(work / "clean")
+        w2 = issue10_set(work / "issue10", clean["torch_state_dict.bin"])
+        (work / "bomb").mkdir()
+        bomb = opcode_bomb_zip(work / "bomb" / "model.pt")
         big = big_safetensors(work / "big.safetensors")
         # warm the page cache for everyone alike
         for p in [*clean.values(), big]:
             with p.open("rb") as fh:
                 while fh.read(64 << 20):
                     pass
-        files = [c.path for c in cases] + list(clean.values()) + [big]
+        files = [c.path for c in cases] + [p for _, _, p in w2] + list(clean.values()) + [big]
         ours = {str(p): bastion_scan(p) for p in files}
         ours_nodigest = {str(p): bastion_scan(p, digests=False) for p in files}
         ours_header_only = ours_nodigest
@@ -145,6 +191,18 @@ def main() -> None:
                     "bastion": ours[str(c.path)],
                     "modelscan": theirs["modelscan"][str(c.path)],
                     "picklescan": theirs["picklescan"][str(c.path)],
+                }
+            )
+        for name, attack, p in w2:
+            rows.append(
+                {
+                    "file": name,
+                    "attack": attack,
+                    "kind": "malicious",
+                    "issue10": True,
+                    "bastion": ours[str(p)],
+                    "modelscan": theirs["modelscan"][str(p)],
+                    "picklescan": theirs["picklescan"][str(p)],
                 }
             )
         for name, p in [*clean.items(), ("big_2GB.safetensors", big)]:
@@ -182,8 +240,10 @@ def main() -> None:
             "modelscan_s": round(big_s["modelscan"], 3),
             "picklescan_s": round(big_s["picklescan"], 3),
         }
+        bombs = bomb_run(py, bomb)
         result = {
             "machine": f"{platform.machine()} {os.cpu_count()} cpu",
+            "opcode_bomb": {"file_bytes": bomb.stat().st_size, "opcodes": 20_000_000, **bombs},
             "python": platform.python_version(),
             "peers": PEER_PACKAGES,
             "summary": summary,
@@ -199,7 +259,7 @@ def main() -> None:
         tmp.write_text(json.dumps(result, indent=2, default=str))
         os.replace(tmp, HERE / "results" / "vet.json")
         print("| file | attack | Bastion | modelscan | picklescan |\n|---|---|---|---|---|")
-        for r in rows:
+        for r in [r for r in rows if r.get("issue10")] + [r for r in rows if not r.get("issue10")]:
             print(
                 f"| {r['file']} | {r['attack']} | {mark(r['bastion'])} | {mark(r['modelscan'])} "
                 f"| {mark(r['picklescan'])} |"
@@ -212,8 +272,25 @@ def main() -> None:
                 f"| {t} | {s['detected']}/{s['malicious']} | {s['bad_input_flagged']}/{s['bad_input']} | "
                 f"{s['false_positives']}/{s['clean']} | {s['seconds_total']} s |"
             )
+        print(
+            f"\nOpcode bomb ({bomb.stat().st_size / 1000:.1f} KB torch zip, 20M opcodes), each tool alone: "
+            + "; ".join(
+                f"{t} {bombs[t]['seconds']} s, {bombs[t]['max_rss_mib']} MiB"
+                + (" (killed at the timeout)" if bombs[t]["timed_out"] else "")
+                for t in tools
+            )
+            + f"; Bastion in process {bombs['bastion_in_process']['seconds']} s "
+            f"(verdict {bombs['bastion_in_process']['verdict']})"
+        )
         nod = sum(float(v["seconds"]) for v in ours_nodigest.values())
         print(f"| bastion, no sha256 | | | | {nod:.3f} s |")
+        w2_rows = [r for r in rows if r.get("issue10")]
+        print("\n| issue 10 attack classes | Bastion | modelscan | picklescan |\n|---|---|---|---|")
+        print(
+            f"| detected of {len(w2_rows)} | "
+            + " | ".join(f"{sum(bool(r[t]['detected']) for r in w2_rows)}" for t in tools)
+            + " |"
+        )
         gb = throughput["file_bytes"] / 1e9
         print(
             f"\n2 GB safetensors ({gb:.2f} GB): Bastion vet with sha256 "

@@ -65,8 +65,14 @@ n_threads = 1
 
 def audit_entries(gw: Attack) -> list[dict[str, object]]:
     env = {**os.environ, "BASTION_HOME": str(gw.home)}
-    out = subprocess.run([sys.executable, "-m", "bastion.cli.main", "audit", "search", "--json", "--config",
-                          str(gw.config)], capture_output=True, text=True, env=env, timeout=120, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "bastion.cli.main", "audit", "search", "--json", "--config", str(gw.config)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=True,
+    )
     doc = json.loads(out.stdout)
     return list(doc["entries"] if isinstance(doc, dict) else doc)
 
@@ -85,16 +91,21 @@ def test_fallback_to_a_secret_model_is_refused_to_an_uncleared_key(gw: Attack) -
 
 
 def test_streamed_fallback_to_a_secret_model_is_refused_too(gw: Attack) -> None:
-    r = httpx.post(gw.base + "/v1/chat/completions", headers={"Authorization": f"Bearer {gw.contractor}"},
-                   json={"model": "cloud", "messages": ASK, "max_tokens": 8, "stream": True}, timeout=60)
+    r = httpx.post(
+        gw.base + "/v1/chat/completions",
+        headers={"Authorization": f"Bearer {gw.contractor}"},
+        json={"model": "cloud", "messages": ASK, "max_tokens": 8, "stream": True},
+        timeout=60,
+    )
     assert r.status_code == 503
     assert "Paris" not in r.text
 
 
 def test_a_cleared_key_gets_the_fallback_and_the_audit_names_who_answered(gw: Attack) -> None:
     client = OpenAI(base_url=gw.base + "/v1", api_key=gw.analyst, max_retries=0)
-    raw = client.chat.completions.with_raw_response.create(model="cloud", messages=ASK, max_tokens=8,
-                                                           temperature=0)
+    raw = client.chat.completions.with_raw_response.create(
+        model="cloud", messages=ASK, max_tokens=8, temperature=0
+    )
     assert raw.headers["x-bastion-model"] == "smol"
     entry = next(e for e in audit_entries(gw) if e.get("request_id") == raw.headers["x-request-id"])
     assert entry["model"] == "smol" and str(entry["weights_digest"]).startswith("sha256:b179c952")

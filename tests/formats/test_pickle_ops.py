@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _compat_pickle
 import io
 import pickle
 from collections import OrderedDict
@@ -62,3 +63,63 @@ def test_calling_the_result_of_a_call_is_an_unresolved_call() -> None:
     a = _analyse(b"\x80\x02ccollections\nOrderedDict\n)R)R.")
     assert [x.kind for x in a.anomalies] == ["unresolved_call"]
     assert "collections.OrderedDict" in a.anomalies[0].detail
+
+
+def _genops_view(data: bytes) -> tuple[int, set[str]]:
+    """Opcode count and GLOBAL/INST names as the standard library's pickletools decodes them."""
+    import pickletools
+
+    count, names = 0, set()
+    for op, arg, _ in pickletools.genops(data):
+        count += 1
+        if op.name in ("GLOBAL", "INST"):
+            module, _, name = str(arg).partition(" ")
+            module, name = _compat_pickle.NAME_MAPPING.get(
+                (module, name), (_compat_pickle.IMPORT_MAPPING.get(module, module), name)
+            )
+            names.add(f"{module}.{name}")
+    return count, names
+
+
+@pytest.mark.parametrize("protocol", range(0, pickle.HIGHEST_PROTOCOL + 1))
+def test_decoder_agrees_with_pickletools_on_real_pickles(protocol: int) -> None:
+    import collections
+    import datetime
+    import decimal
+
+    value = {
+        "ints": [0, 1, -1, 255, 256, 65535, 65536, 2**31, -(2**31), 2**64, -(2**200)],
+        "floats": [0.0, -1.5, float("inf")],
+        "text": ["", "ascii", "ünïcödé", "x" * 300, "y" * 70000],
+        "bytes": [b"", b"\x00\xff" * 200, bytearray(b"abc")],
+        "nested": collections.OrderedDict(a=(1, (2, (3,))), b={1, 2}, c=frozenset({3})),
+        "objects": [datetime.date(2024, 1, 2), decimal.Decimal("1.5"), None, True, False],
+    }
+    data = pickle.dumps(value, protocol=protocol)
+    analysis = analyse_pickle(io.BytesIO(data), len(data))
+    count, names = _genops_view(data)
+    assert analysis.anomalies == []
+    assert analysis.pickles == 1
+    assert analysis.opcodes == count
+    if protocol < 4:  # protocol 4+ spells names with STACK_GLOBAL, which genops leaves on the stack
+        assert {g.qualname for g in analysis.globals} >= names
+    assert {"collections.OrderedDict", "datetime.date", "decimal.Decimal"} <= {
+        g.qualname for g in analysis.globals
+    }
+
+
+def test_opcode_budget_is_shared_across_pickles_and_reported() -> None:
+    from bastion.formats.budget import ScanBudget
+
+    budget = ScanBudget(ops=10)
+    data = pickle.dumps([1, 2, 3], protocol=2)
+    first = analyse_pickle(io.BytesIO(data), len(data), budget)
+    assert first.anomalies == [] and budget.ops < 10
+    second = analyse_pickle(io.BytesIO(data * 3), len(data) * 3, budget)
+    assert [a.kind for a in second.anomalies] == ["budget"]
+
+
+def test_large_byte_arguments_are_skipped_not_kept() -> None:
+    data = pickle.dumps(b"\x00" * (8 << 20), protocol=4)
+    analysis = analyse_pickle(io.BytesIO(data), len(data))
+    assert analysis.anomalies == [] and analysis.opcodes < 10

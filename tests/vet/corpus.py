@@ -554,7 +554,7 @@ def build_corpus(root: Path, with_torch: bool = True) -> list[Case]:
         ),
         "gguf_attr_filter.gguf": (
             "{{ messages|attr('__cla' ~ 'ss__') }}",
-            {"TEMPLATE_DUNDER_ACCESS"},
+            {"TEMPLATE_COMPUTED_ACCESS"},
             "attr filter with a computed name",
         ),
         "gguf_include.gguf": ("{% include '/etc/passwd' %}", {"TEMPLATE_IMPORT"}, "template include"),

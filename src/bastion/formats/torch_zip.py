@@ -11,22 +11,24 @@ member not at offset 0. Pickle members are decompressed (bounded) and handed to 
 
 from __future__ import annotations
 
-import io
+import contextlib
 import struct
 import zipfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from bastion.errors import UnusableInput
+from bastion.formats.budget import MAX_PICKLE_BYTES, ScanBudget, exceeded
 from bastion.formats.numpy_npy import NpyHeader, read_npy_header
-from bastion.formats.pickle_ops import PickleAnalysis, analyse_pickle
+from bastion.formats.pickle_ops import PickleAnalysis, analyse_buffer
 
 ZIP_MAGIC = b"PK\x03\x04"
 #: A real data.pkl is kilobytes to a few megabytes; this bounds a decompression bomb.
-MAX_PICKLE_MEMBER = 256 << 20
-MAX_MEMBERS = 1_000_000
+MAX_PICKLE_MEMBER = MAX_PICKLE_BYTES
+_CHUNK = 8 << 20
 #: What zipfile raises on a malformed archive (NotImplementedError: unknown versions and methods).
 _ZIP_ERRORS = (
     zipfile.BadZipFile,
@@ -71,29 +73,67 @@ def _bad(path: Path, what: str) -> UnusableInput:
     )
 
 
-def read_torch_zip(path: Path) -> TorchArchive:
-    """Open the zip at ``path``, check it strictly, and analyse every ``.pkl`` member symbolically."""
+def read_torch_zip(
+    path: Path, budget: ScanBudget | None = None, fileobj: BinaryIO | None = None
+) -> TorchArchive:
+    """Open the zip at ``path``, check it strictly, and analyse every ``.pkl`` member symbolically.
+
+    ``budget`` bounds the work across all members (one per artifact); ``fileobj`` reads the archive
+    from an open stream instead (a zip found inside another container), ``path`` then only names it.
+    """
+    budget = budget if budget is not None else ScanBudget()
     try:
-        with path.open("rb") as fh:
+        with path.open("rb") if fileobj is None else _borrowed(fileobj) as fh:
             if fh.read(4) != ZIP_MAGIC:
                 raise _bad(path, "it does not start with a zip local file header")
+            declared = _declared_members(fh)
+            if declared is not None and declared > budget.members:
+                # refused before zipfile parses (and allocates) a central directory of that size
+                budget.take_members(declared, str(path))
             fh.seek(0)
             try:
                 zf = zipfile.ZipFile(fh)
             except _ZIP_ERRORS as exc:
                 raise _bad(path, f"invalid zip structure ({exc})") from exc
             with zf:
-                return _read(path, zf)
+                return _read(path, zf, budget)
     except OSError as exc:
         raise UnusableInput(f"cannot read {path}: {exc.strerror or exc}", hint="Check the path.") from exc
 
 
-def _read(path: Path, zf: zipfile.ZipFile) -> TorchArchive:
+def _declared_members(fh: BinaryIO) -> int | None:
+    """The member count the end-of-central-directory record declares (None if absent or zip64)."""
+    fh.seek(0, 2)
+    size = fh.tell()
+    fh.seek(max(0, size - (22 + 65535)))
+    tail = fh.read()
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) - at < 22:
+        return None
+    total = int(struct.unpack_from("<H", tail, at + 10)[0])
+    if total != 0xFFFF:
+        return total
+    # zip64: the locator just before the record points at the zip64 record, which holds the count
+    loc = tail[at - 20 : at] if at >= 20 else b""
+    if not loc.startswith(b"PK\x06\x07"):
+        return None
+    fh.seek(struct.unpack_from("<Q", loc, 8)[0])
+    rec = fh.read(56)
+    if len(rec) < 40 or not rec.startswith(b"PK\x06\x06"):
+        return None
+    return int(struct.unpack_from("<Q", rec, 32)[0])
+
+
+@contextlib.contextmanager
+def _borrowed(fh: BinaryIO) -> Iterator[BinaryIO]:
+    yield fh  # the caller owns the stream and closes it
+
+
+def _read(path: Path, zf: zipfile.ZipFile, budget: ScanBudget) -> TorchArchive:
     infos = zf.infolist()
     if not infos:
         raise _bad(path, "the archive is empty")
-    if len(infos) > MAX_MEMBERS:
-        raise _bad(path, f"{len(infos)} members")
+    budget.take_members(len(infos), str(path))
     names = [i.filename for i in infos]
     seen: set[str] = set()
     for info in infos:
@@ -115,42 +155,54 @@ def _read(path: Path, zf: zipfile.ZipFile) -> TorchArchive:
     data_pkl = f"{archive}/data.pkl" if archive else "data.pkl"
     if data_pkl not in seen:
         if all(n.endswith(".npy") for n in names):
-            return _read_npz(path, zf, infos)
+            return _read_npz(path, zf, infos, budget)
         raise _bad(path, f"no {data_pkl!r} (the record torch.load reads); this is not a torch.save archive")
     pickles: dict[str, PickleAnalysis] = {}
     for info in infos:
         try:
             if info.filename.endswith(".pkl"):
-                pickles[info.filename] = _analyse_member(path, zf, info)
+                pickles[info.filename] = _analyse_member(path, zf, info, budget)
             else:
-                _check_crc(zf, info)
+                _check_crc(path, zf, info, budget)
         except _ZIP_ERRORS as exc:
             raise _bad(path, f"member {info.filename!r}: {exc}") from exc
     return TorchArchive(path, archive, tuple(names), pickles)
 
 
-def _analyse_member(path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> PickleAnalysis:
+def _analyse_member(
+    path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: ScanBudget
+) -> PickleAnalysis:
     if info.file_size > MAX_PICKLE_MEMBER:
-        raise _bad(
-            path, f"pickle member {info.filename!r} is {info.file_size} bytes (limit {MAX_PICKLE_MEMBER})"
+        raise exceeded(
+            f"{path}:{info.filename}", f"pickle member of {info.file_size} bytes (limit {MAX_PICKLE_MEMBER})"
         )
     # ZipFile.open checks the local header name against the central directory; reading to the end
     # checks the CRC. Read with a bound so a lying file_size cannot inflate memory.
     with zf.open(info) as member:
         data = member.read(MAX_PICKLE_MEMBER + 1)
+        _inflated(path, info, len(data), budget)
         if len(data) > MAX_PICKLE_MEMBER:
-            raise _bad(path, f"pickle member {info.filename!r} inflates past {MAX_PICKLE_MEMBER} bytes")
-        member.read()  # drain to EOF so the CRC is verified
-    return analyse_pickle(io.BytesIO(data), len(data))
+            raise exceeded(
+                f"{path}:{info.filename}", f"pickle member inflates past {MAX_PICKLE_MEMBER} bytes"
+            )
+    return analyse_buffer(data, budget)
 
 
-def _check_crc(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
+def _inflated(path: Path, info: zipfile.ZipInfo, n: int, budget: ScanBudget) -> None:
+    # Stored members cost what the file holds; only decompression can multiply the work.
+    if info.compress_type != zipfile.ZIP_STORED:
+        budget.take_inflated(n, f"{path}:{info.filename}")
+
+
+def _check_crc(path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: ScanBudget) -> None:
     with zf.open(info) as member:
-        while member.read(8 << 20):
-            pass
+        while chunk := member.read(_CHUNK):
+            _inflated(path, info, len(chunk), budget)
 
 
-def _read_npz(path: Path, zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo]) -> TorchArchive:
+def _read_npz(
+    path: Path, zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo], budget: ScanBudget
+) -> TorchArchive:
     """numpy.savez archive: every member is an .npy; object arrays carry pickles and are analysed."""
     pickles: dict[str, PickleAnalysis] = {}
     arrays: dict[str, NpyHeader] = {}
@@ -161,11 +213,14 @@ def _read_npz(path: Path, zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo]) -> 
                 arrays[info.filename] = header
                 if header.is_object:
                     data = member.read(MAX_PICKLE_MEMBER + 1)
+                    _inflated(path, info, len(data), budget)
                     if len(data) > MAX_PICKLE_MEMBER:
-                        raise _bad(path, f"object array {info.filename!r} exceeds {MAX_PICKLE_MEMBER} bytes")
-                    pickles[info.filename] = analyse_pickle(io.BytesIO(data), len(data))
-                while member.read(8 << 20):  # drain so the CRC is verified
-                    pass
+                        raise exceeded(
+                            f"{path}:{info.filename}", f"object array exceeds {MAX_PICKLE_MEMBER} bytes"
+                        )
+                    pickles[info.filename] = analyse_buffer(data, budget)
+                while chunk := member.read(_CHUNK):  # drain so the CRC is verified
+                    _inflated(path, info, len(chunk), budget)
         except _ZIP_ERRORS as exc:
             raise _bad(path, f"member {info.filename!r}: {exc}") from exc
     return TorchArchive(path, "", tuple(i.filename for i in infos), pickles, "npz", arrays)

@@ -1,12 +1,19 @@
 """Allowlist-first policy for the names a pickle imports and calls.
 
-Only what a plain tensor checkpoint needs passes silently: torch's tensor/parameter rebuild helpers
-and storage classes, ``collections.OrderedDict``, numpy array and dtype reconstruction, and a handful
-of inert builtins. Names known to reach code execution, the file system, the network or a nested
-unpickler are ``fail``. Everything else is unknown: calling it (``REDUCE``/``INST``/``OBJ`` run the
-callee) is ``fail``; merely referencing or constructing it (``NEWOBJ`` runs only ``__new__``) is ``warn``,
-and ``fail`` under ``--strict``. A blocklist alone is bypassed by every unlisted gadget, which is why
-unknown callables fail rather than pass.
+Only what a plain tensor checkpoint needs passes: torch's tensor/parameter rebuild helpers and storage
+classes, ``collections.OrderedDict``, numpy array and dtype reconstruction, and a handful of inert
+builtins. Every other imported name is ``fail``, whether the pickle calls it or only references it:
+a referenced name is one step from a call, because higher-order callables (``builtins.map``/``filter``/
+``sorted``/``iter``, ``functools.partial``/``reduce``, ``itertools.starmap``, ``operator.methodcaller``
+...) call whatever they are handed, and an allowlisted ``list(...)`` that consumes a ``map`` runs it.
+``map(pydoc.pipepager, ...)`` built with NEWOBJ once passed as a mere warning. Names known to run code,
+touch files or the network, unpickle, or call their arguments get the ``PICKLE_DANGEROUS_GLOBAL`` code
+so a reviewer sees why; the verdict is the same.
+
+Why the allowlist itself is closed: with every import checked, the only callables a stream can reach
+are allowlisted names and values that allowlisted calls return, and none of those returns a callable
+(the rebuild helpers return tensors, storages, arrays, dtypes and containers). Calling anything else
+(``REDUCE`` on a computed value) is reported by the reader as an unresolved call.
 """
 
 from __future__ import annotations
@@ -137,6 +144,13 @@ DANGEROUS_MODULES = (
     "types",
     "operator",
     "functools",
+    "itertools",
+    "copyreg",
+    "atexit",
+    "contextlib",
+    "concurrent",
+    "sched",
+    "codecs",
     "ftplib",
     "http",
     "urllib",
@@ -231,10 +245,19 @@ DANGEROUS_BUILTINS = {
 }
 
 
+#: Builtins that call the callables they are given: a referenced global plus one of these is a call.
+HIGHER_ORDER_BUILTINS = {"map", "filter", "sorted", "min", "max", "iter", "next", "reduce"}
+
+
 def classify(module: str, name: str) -> tuple[str, str]:
     """``("allowed" | "dangerous" | "unknown", reason)`` for an imported ``module.name``."""
     if (module, name) in ALLOWED:
         return "allowed", "on the tensor-checkpoint allowlist"
+    if module == "builtins" and name in HIGHER_ORDER_BUILTINS:
+        return "dangerous", (
+            f"builtins.{name} is higher-order: it calls the callables it is handed, so any name the "
+            f"pickle references can be run through it"
+        )
     if "__" in name or "__" in module:
         return "dangerous", "dunder in the imported name reaches interpreter internals"
     if "." in name:
@@ -245,14 +268,22 @@ def classify(module: str, name: str) -> tuple[str, str]:
         if name in DANGEROUS_BUILTINS:
             return "dangerous", f"builtins.{name} evaluates, imports or reflects"
         return "unknown", "builtin outside the allowlist"
-    for m in DANGEROUS_MODULES:
-        if module == m or module.startswith(m + "."):
+    parts = module.split(".")
+    for i in range(1, len(parts) + 1):  # the module itself or any package above it
+        m = ".".join(parts[:i])
+        if m in _DANGEROUS_SET:
             return "dangerous", f"module {m} can run code, touch files or the network, or unpickle"
     return "unknown", "not on the tensor-checkpoint allowlist"
 
 
+_DANGEROUS_SET = frozenset(DANGEROUS_MODULES)
+
+
 def scan_pickle(analysis: PickleAnalysis, file: str, strict: bool, where: str = "") -> list[Finding]:
-    """Findings for one analysed pickle stream (``where`` names an archive member, if any)."""
+    """Findings for one analysed pickle stream (``where`` names an archive member, if any).
+
+    ``strict`` is kept for symmetry with the other scanners: every finding here already fails.
+    """
     out: list[Finding] = []
     prefix = f"{where}:" if where else ""
     # One finding per imported name: the call site if the name is called, else where it is imported.
@@ -287,14 +318,14 @@ def scan_pickle(analysis: PickleAnalysis, file: str, strict: bool, where: str = 
                     )
                 )
             else:
-                sev = Severity.FAIL if strict else Severity.WARN
                 out.append(
                     Finding(
                         "PICKLE_UNKNOWN_GLOBAL",
-                        sev,
+                        Severity.FAIL,
                         file,
                         loc,
-                        f"this pickle imports {g.qualname}, which is {reason}",
+                        f"this pickle imports {g.qualname}, which is {reason}: a referenced name can be "
+                        f"called through a higher-order call (map, filter, sorted, partial ...)",
                     )
                 )
     messages = {
@@ -310,10 +341,35 @@ def scan_pickle(analysis: PickleAnalysis, file: str, strict: bool, where: str = 
         "unresolved_call": ("PICKLE_UNRESOLVED_CALL", "{d}"),
         "extension_code": ("PICKLE_EXTENSION_CODE", "{d}, which cannot be resolved statically"),
         "build_on_global": ("PICKLE_ATTRIBUTE_OVERWRITE", "{d}: this can overwrite an allowlisted name"),
+        "budget": ("FILE_BUDGET_EXCEEDED", "{d}; reading stopped there, so the rest was not checked"),
     }
     for a in analysis.anomalies:
         code, template = messages.get(a.kind, ("PICKLE_MALFORMED", "{d}"))
         out.append(
             Finding(code, Severity.FAIL, file, f"{prefix}byte {a.offset}", template.format(d=a.detail))
         )
-    return out
+    return _capped(out)
+
+
+#: Findings kept per code for one stream: a crafted stream can hold 100,000 distinct names or calls.
+MAX_PER_CODE = 50
+
+
+def _capped(findings: list[Finding]) -> list[Finding]:
+    kept: list[Finding] = []
+    counts: dict[str, int] = {}
+    extra: dict[str, list[Finding]] = {}
+    for f in findings:
+        counts[f.code] = counts.get(f.code, 0) + 1
+        if counts[f.code] <= MAX_PER_CODE:
+            kept.append(f)
+        else:
+            extra.setdefault(f.code, []).append(f)
+    for code, more in extra.items():
+        first = more[0]
+        kept.append(
+            Finding(
+                code, first.severity, first.file, first.location, f"and {len(more)} more findings like these"
+            )
+        )
+    return kept

@@ -27,12 +27,20 @@ from bastion.formats import (
     read_tokenizer_config,
     read_torch_zip,
 )
+from bastion.formats.budget import BudgetExceeded
+from bastion.formats.containers import HEAD_BYTES
 from bastion.formats.gguf import ArraySummary
 from bastion.formats.gguf_types import FILE_TYPES
 from bastion.formats.numpy_npy import read_npy_header
 from bastion.hashing import file_digest
+from bastion.vet.content_scan import (
+    archive_findings,
+    pickle_findings,
+    scan_wrapped_file,
+    sniff_file,
+    unknown_binary,
+)
 from bastion.vet.findings import FileReport, Finding, Severity, VetReport, verdict_of
-from bastion.vet.pickle_scan import scan_pickle
 from bastion.vet.template_scan import scan_template
 from bastion.vet.unicode_scan import scan_tokens
 
@@ -73,7 +81,20 @@ def vet_path(
     return VetReport(str(path), verdict_of(findings), tuple(findings), tuple(reports), strict)
 
 
-_MODEL_FORMATS = {"gguf", "safetensors", "torch-zip", "pickle", "npy", "npz"}
+_MODEL_FORMATS = {
+    "gguf",
+    "safetensors",
+    "torch-zip",
+    "pickle",
+    "npy",
+    "npz",
+    "gzip",
+    "bz2",
+    "xz",
+    "lzma",
+    "zlib",
+    "tar",
+}
 
 
 def _list_files(path: Path) -> list[Path]:
@@ -113,7 +134,7 @@ def _vet_file(
     try:
         size = f.stat().st_size
         with f.open("rb") as fh:
-            head = fh.read(16)
+            head = fh.read(HEAD_BYTES)
     except OSError as exc:
         raise UnusableInput(f"cannot read {f}: {exc.strerror or exc}", hint="Check permissions.") from exc
     if size == 0:
@@ -123,6 +144,11 @@ def _vet_file(
             )
         return FileReport(rel, "empty", 0, file_digest(f) if digests else None), link
     fmt = detect_format(f, head, size)
+    content = ""
+    if fmt is None:
+        # Names do not decide: whatever parses as a pickle is scanned as one, other binaries warn.
+        content = sniff_file(f)
+        fmt = "pickle" if content == "pickle" else None
     if fmt is None:
         if single:
             raise UnusableInput(
@@ -131,11 +157,19 @@ def _vet_file(
                 "JSON files.",
             )
         card = _readme(f) if f.name.lower() == "readme.md" else {}
-        return FileReport(rel, "other", size, file_digest(f) if digests else None, card), link
+        digest = file_digest(f) if digests else None
+        if content == "binary":
+            return FileReport(rel, "binary", size, digest, card), [*link, unknown_binary(rel, "", strict)]
+        return FileReport(
+            rel, "sentencepiece" if content == "sentencepiece" else "other", size, digest, card
+        ), link
     findings: list[Finding] = []
     meta: dict[str, Any] = {}
     try:
         meta, findings = _PARSERS[fmt](f, rel, strict)
+    except BudgetExceeded as exc:
+        findings = [Finding("FILE_BUDGET_EXCEEDED", Severity.FAIL, rel, "", exc.message)]
+        meta = {"format": fmt}
     except UnusableInput as exc:
         findings = [Finding("STRUCTURE_INVALID", Severity.FAIL, rel, "", exc.message)]
         meta = {"format": fmt}
@@ -215,29 +249,12 @@ def _pickle(f: Path, rel: str, strict: bool) -> tuple[dict[str, Any], list[Findi
             analysis = analyse_pickle(fh, size)
     except OSError as exc:
         raise UnusableInput(f"cannot read {f}: {exc.strerror or exc}", hint="Check permissions.") from exc
-    findings = scan_pickle(analysis, rel, strict)
-    findings.append(_pickle_note(rel))
-    return analysis.to_json(), findings
-
-
-def _pickle_note(rel: str) -> Finding:
-    return Finding(
-        "PICKLE_FORMAT",
-        Severity.INFO,
-        rel,
-        "",
-        "pickle-based weights can carry code; every import was checked, but prefer safetensors",
-    )
+    return analysis.to_json(), pickle_findings(analysis, rel, strict)
 
 
 def _zip(f: Path, rel: str, strict: bool) -> tuple[dict[str, Any], list[Finding]]:
     archive = read_torch_zip(f)
-    findings: list[Finding] = []
-    for member, analysis in archive.pickles.items():
-        findings += scan_pickle(analysis, rel, strict, where=member)
-    if archive.pickles:
-        findings.append(_pickle_note(rel))
-    return archive.to_json(), findings
+    return archive.to_json(), archive_findings(archive, rel, strict)
 
 
 def _npy(f: Path, rel: str, strict: bool) -> tuple[dict[str, Any], list[Finding]]:
@@ -252,7 +269,7 @@ def _npy(f: Path, rel: str, strict: bool) -> tuple[dict[str, Any], list[Finding]
             analysis = analyse_pickle(fh, size - header.data_offset)
     except OSError as exc:
         raise UnusableInput(f"cannot read {f}: {exc.strerror or exc}", hint="Check permissions.") from exc
-    return {**meta, "pickle": analysis.to_json()}, [*scan_pickle(analysis, rel, strict), _pickle_note(rel)]
+    return {**meta, "pickle": analysis.to_json()}, pickle_findings(analysis, rel, strict)
 
 
 def _config(f: Path, rel: str, strict: bool) -> tuple[dict[str, Any], list[Finding]]:
@@ -299,6 +316,8 @@ _PARSERS: dict[str, Callable[[Path, str, bool], tuple[dict[str, Any], list[Findi
     "hf-tokenizer": _tokenizer,
     "chat-template": _jinja,
     "python": _python,
+    "compressed": scan_wrapped_file,
+    "tar": scan_wrapped_file,
 }
 
 

@@ -1,12 +1,13 @@
 """Chat-template scanner: parse with Jinja's own parser, walk the syntax tree, never render.
 
 Rendering a hostile template is the bug (CVE-2024-34359 in llama-cpp-python, CVE-2026-5760 in SGLang),
-so the template is only lexed and parsed (``Environment.parse``) into ``jinja2.nodes``. The walk flags:
-dunder and private attribute access (``__class__``, ``__globals__``, ``__subclasses__`` ...), the default
+so the template is only lexed and parsed (``Environment.parse``) into ``jinja2.nodes``. What the template
+can reach is decided in ``bastion.vet.template_reach`` (every lookup key a constant from an allow-list,
+computed subscripts only for numbers, built-in filters and tests only). This walk adds: the default
 globals that are gadget entry points (``cycler``, ``joiner``, ``namespace``, ``lipsum``, ``self``) when
-their attributes are touched, the ``attr`` filter, ``import``/``include``/``extends``, content-gated
-branches (a test on a message's content against a literal whose branch rewrites the system turn),
-injected instructions and links in literal text, and invisible/bidi Unicode anywhere in the source.
+their attributes are touched, ``import``/``include``/``extends``, content-gated branches (a test on a
+message's content against a literal whose branch rewrites the system turn), dunder names held in
+strings, injected instructions and links in literal text, and invisible/bidi Unicode in the source.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from jinja2.ext import Extension
 from jinja2.parser import Parser
 
 from bastion.vet.findings import Finding, Severity
+from bastion.vet.template_reach import reach
 from bastion.vet.unicode_scan import scan_text
 
 GADGETS = {"cycler", "joiner", "namespace", "lipsum", "self", "range", "dict", "config", "request"}
@@ -33,23 +35,6 @@ UNUSED_GLOBALS = {
     "request",
     "url_for",
     "get_flashed_messages",
-}
-#: Attributes that reach frames, code or globals without a dunder.
-REFLECTIVE = {
-    "mro",
-    "func_globals",
-    "f_globals",
-    "f_locals",
-    "f_back",
-    "gi_frame",
-    "gi_code",
-    "cr_frame",
-    "tb_frame",
-    "co_code",
-    "im_func",
-    "func_code",
-    "environment",
-    "_TemplateReference__context",
 }
 ROLE_MARKERS = re.compile(
     r"system|<<SYS>>|\[INST\]|<\|im_start\|>|<start_of_turn>|<\|start_header_id\|>", re.I
@@ -120,17 +105,6 @@ def _literal_trigger(test: nodes.Node) -> str | None:
     return None
 
 
-def _assembled_name(key: nodes.Node) -> bool:
-    """A subscript key built by concatenation or formatting that involves underscores or formatting."""
-    if isinstance(key, nodes.Concat | nodes.Add | nodes.Mul):
-        return any(
-            isinstance(c, nodes.Const) and isinstance(c.value, str) and "_" in c.value for c in _walk(key)
-        )
-    if isinstance(key, nodes.Mod):
-        return True
-    return isinstance(key, nodes.Filter) and key.name in ("format", "join", "replace", "reverse", "string")
-
-
 def _emitted_text(body: list[nodes.Node]) -> str:
     out: list[str] = []
     for stmt in body:
@@ -162,32 +136,11 @@ def scan_template(source: str, file: str, where: str) -> list[Finding]:
     except RecursionError:
         add("TEMPLATE_UNPARSEABLE", Severity.FAIL, 0, "chat template nests too deeply to parse")
         return out
+    for issue in reach(tree):
+        add(issue.code, Severity.FAIL, issue.lineno, issue.message)
     for n in _walk(tree):
         line = getattr(n, "lineno", 0) or 0
         if isinstance(n, nodes.Getattr | nodes.Getitem):
-            attr = (
-                n.attr
-                if isinstance(n, nodes.Getattr)
-                else (
-                    n.arg.value if isinstance(n.arg, nodes.Const) and isinstance(n.arg.value, str) else None
-                )
-            )
-            if attr is not None and (attr.startswith("_") or attr in REFLECTIVE):
-                add(
-                    "TEMPLATE_DUNDER_ACCESS",
-                    Severity.FAIL,
-                    line,
-                    f"template reads attribute {attr!r}: the path to Python internals used by template "
-                    f"injection exploits (__globals__, __subclasses__, __builtins__)",
-                )
-            if isinstance(n, nodes.Getitem) and _assembled_name(n.arg):
-                add(
-                    "TEMPLATE_DUNDER_ACCESS",
-                    Severity.FAIL,
-                    line,
-                    "template subscripts with a name assembled from pieces ('__cla' ~ 'ss__', '%c' formats): "
-                    "how dunder access is hidden from scanners",
-                )
             base = n.node
             if isinstance(base, nodes.Name) and base.name in GADGETS:
                 add(
@@ -203,23 +156,6 @@ def scan_template(source: str, file: str, where: str) -> list[Finding]:
                 line,
                 f"template uses the Jinja global {n.name!r}, which no chat template needs",
             )
-        elif isinstance(n, nodes.Filter) and n.name in ("attr", "map", "selectattr", "rejectattr", "groupby"):
-            args = [*n.args, *(kw.value for kw in n.kwargs)]
-            if n.name == "attr" and not all(isinstance(a, nodes.Const) for a in args):
-                add(
-                    "TEMPLATE_DUNDER_ACCESS",
-                    Severity.FAIL,
-                    line,
-                    "the 'attr' filter takes a computed attribute name, which hides dunder access",
-                )
-            for a in args:
-                if isinstance(a, nodes.Const) and isinstance(a.value, str) and a.value.startswith("_"):
-                    add(
-                        "TEMPLATE_DUNDER_ACCESS",
-                        Severity.FAIL,
-                        line,
-                        f"the {n.name!r} filter reads attribute {a.value!r}",
-                    )
         elif isinstance(n, nodes.Import | nodes.FromImport | nodes.Include | nodes.Extends):
             kind = type(n).__name__.lower()
             add(
