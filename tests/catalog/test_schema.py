@@ -48,7 +48,7 @@ def test_unverified_rows_are_marked_not_hidden() -> None:
 def _one(extra: str) -> str:
     return (
         '[[model]]\nname = "Xa"\ndeveloper = "Lab"\ncountry = "US"\nreleased = "2025-01"\nparams_b = 1.0\n'
-        'license = "MIT"\nverified = true\nsource = "https://example.org/x"\n' + extra
+        'license = "MIT"\nverified = false\nsource = "https://example.org/x"\n' + extra
     )
 
 

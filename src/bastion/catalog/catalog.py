@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -10,9 +9,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
-from bastion.catalog.schema import CatalogEntry, CatalogFile
+from bastion.catalog.overlay import overlay_dir, overlay_entries, state_key
+from bastion.catalog.schema import CatalogEntry, CatalogFile, read_toml
 from bastion.errors import ConfigError, NotFound
 
 BUNDLED = "catalog.toml"
@@ -20,24 +18,40 @@ BUNDLED = "catalog.toml"
 
 @dataclass(frozen=True)
 class Ancestry:
-    """An entry and every ancestor, nearest first, with the countries and licences along the chain."""
+    """An entry and every ancestor, nearest first, with the countries and licences along the chain.
+
+    Licence terms are inherited: a derivative stays bound by its base's licence (a fine-tune cannot
+    shed Meta's terms by relabelling itself MIT), unless the base's licence releases derivatives
+    (``license_binds_derivatives = false``, with the clause cited). ``licenses`` and ``license_flags``
+    are therefore the *effective* set: the entry's own terms plus every binding ancestor's.
+    """
 
     chain: tuple[CatalogEntry, ...]
 
     @property
+    def binding(self) -> tuple[CatalogEntry, ...]:
+        """The entry and every ancestor whose licence terms reach it."""
+        return (self.chain[0], *(e for e in self.chain[1:] if e.license_binds_derivatives))
+
+    @property
     def countries(self) -> tuple[str, ...]:
-        """Distinct developer countries along the chain, in chain order."""
+        """Distinct developer headquarters countries along the chain, in chain order."""
         return tuple(dict.fromkeys(e.country for e in self.chain))
 
     @property
+    def developed_in(self) -> tuple[str, ...]:
+        """Distinct countries where each model along the chain was developed, in chain order."""
+        return tuple(dict.fromkeys(e.made_in for e in self.chain))
+
+    @property
     def licenses(self) -> tuple[str, ...]:
-        """Distinct licences along the chain, in chain order."""
-        return tuple(dict.fromkeys(e.license for e in self.chain))
+        """The effective licences: the entry's and every binding ancestor's, in chain order."""
+        return tuple(dict.fromkeys(e.license for e in self.binding))
 
     @property
     def license_flags(self) -> tuple[str, ...]:
-        """Every licence flag of every entry along the chain."""
-        return tuple(dict.fromkeys(f for e in self.chain for f in e.license_flags))
+        """Every licence flag of the entry and of every binding ancestor."""
+        return tuple(dict.fromkeys(f for e in self.binding for f in e.license_flags))
 
     def to_json(self) -> dict[str, Any]:
         """The chain as a plain mapping."""
@@ -47,13 +61,16 @@ class Ancestry:
                     "name": e.name,
                     "developer": e.developer,
                     "country": e.country,
+                    "developed_in": e.made_in,
                     "license": e.license,
                     "license_flags": list(e.license_flags),
+                    "license_binds_derivatives": e.license_binds_derivatives,
                     "relation_to_base": e.relation,
                 }
                 for e in self.chain
             ],
             "countries": list(self.countries),
+            "developed_in": list(self.developed_in),
             "licenses": list(self.licenses),
             "license_flags": list(self.license_flags),
         }
@@ -142,45 +159,50 @@ class Catalog:
         return out
 
 
-def load_catalog(path: Path | None = None) -> Catalog:
-    """Load and validate the catalog at ``path`` (default: the one shipped with Bastion)."""
-    if path is None:
-        return _bundled()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise NotFound(f"cannot read catalog {path}: {exc.strerror or exc}", hint="Check the path.") from exc
-    return parse_catalog(text, str(path))
+def load_catalog(path: Path | None = None, *, overlay: Path | None = None) -> Catalog:
+    """Load and validate the catalog at ``path``; by default the shipped catalog with the applied
+    signed updates of the overlay folder (``overlay``, default ``<data home>/catalog``) on top."""
+    if path is not None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise NotFound(
+                f"cannot read catalog {path}: {exc.strerror or exc}", hint="Check the path."
+            ) from exc
+        return parse_catalog(text, str(path))
+    folder = overlay if overlay is not None else overlay_dir()
+    return _merged(folder, state_key(folder))
+
+
+def reload_catalog(overlay: Path | None = None) -> Catalog:
+    """Forget cached catalogs and load again: what a running gateway calls after ``catalog update``."""
+    _merged.cache_clear()
+    return load_catalog(overlay=overlay)
 
 
 @lru_cache(maxsize=1)
-def _bundled() -> Catalog:
-    text = resources.files("bastion.catalog").joinpath(BUNDLED).read_text(encoding="utf-8")
-    return parse_catalog(text, BUNDLED)
+def _bundled_text() -> str:
+    return resources.files("bastion.catalog").joinpath(BUNDLED).read_text(encoding="utf-8")
+
+
+@lru_cache(maxsize=1)
+def _base() -> Catalog:
+    return parse_catalog(_bundled_text(), BUNDLED)
+
+
+@lru_cache(maxsize=4)
+def _merged(folder: Path, key: tuple[int, ...] | None) -> Catalog:
+    # ``key`` changes whenever an update is applied (the state file is replaced), so a long-running
+    # process sees a new overlay on its next load even without reload_catalog().
+    base = _base()
+    if key is None:
+        return base
+    merged = {e.name: e for e in base.entries}
+    for entry in overlay_entries(folder):
+        merged[entry.name] = entry
+    return Catalog(merged.values(), f"{BUNDLED} + updates in {folder}")
 
 
 def parse_catalog(text: str, origin: str) -> Catalog:
     """Parse and validate catalog TOML text; ConfigError naming the entry and field on any problem."""
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(
-            f"{origin}: not valid TOML: {exc}", hint="Fix the syntax at the position shown."
-        ) from exc
-    try:
-        parsed = CatalogFile.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = first["loc"]
-        where = "/".join(str(p) for p in loc)
-        if len(loc) >= 2 and loc[0] == "model" and isinstance(loc[1], int):
-            models = raw.get("model", [])
-            if isinstance(models, list) and loc[1] < len(models) and isinstance(models[loc[1]], dict):
-                where = (
-                    f"entry {models[loc[1]].get('name', loc[1])!r}, field {'/'.join(str(p) for p in loc[2:])}"
-                )
-        raise ConfigError(
-            f"{origin}: {where}: {first['msg']} ({exc.error_count()} problem(s) in total)",
-            hint="Correct the entry; the schema is bastion/catalog/schema.py.",
-        ) from exc
-    return Catalog(parsed.model, origin)
+    return Catalog(read_toml(CatalogFile, text, origin).model, origin)

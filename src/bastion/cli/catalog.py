@@ -1,19 +1,26 @@
-"""``bastion catalog``: list, show (with ancestry), identify and recommend from the provenance catalog."""
+"""``bastion catalog``: list, show (with ancestry), identify, recommend; sign-update and update."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
+from bastion.audit import record_admin, require_audit
 from bastion.catalog import load_catalog
 from bastion.catalog.identify import identify
 from bastion.catalog.recommend import TASKS, recommend
-from bastion.cli.options import JsonOpt
+from bastion.catalog.update import UpdateDiff, apply_update, plan_update, sign_update, state_digest, verify_update
+from bastion.cli.options import ConfigOpt, JsonOpt
 from bastion.cli.render import emit, err, out
+from bastion.config import load_settings
+from bastion.errors import UsageError
 from bastion.policy import Organisation
+from bastion.signing import load_private_key, load_public_key
+from bastion.signing.keys import read_small, write_atomic
 
 app = typer.Typer(
     help="The provenance catalog: who made each open-weight model, where, under which licence, from what.",
@@ -92,6 +99,8 @@ def show(
         )
         out.print(f"parameters {size}; context {entry.context or 'not stated'}")
         out.print(f"licence {entry.license}; flags: {', '.join(entry.license_flags) or 'none'}")
+        if entry.developed_in:
+            out.print(f"developed in {entry.developed_in} (headquarters {entry.country})")
         out.print(
             f"source {entry.source}"
             + ("" if entry.verified else "  [yellow](not verified against the card)[/]")
@@ -112,7 +121,13 @@ def show(
             )
         out.print(table)
         out.print(f"countries along the lineage: [bold]{', '.join(anc.countries)}[/]")
-        out.print(f"licences along the lineage: [bold]{'; '.join(anc.licenses)}[/]")
+        out.print(f"licences in force (own and inherited): [bold]{'; '.join(anc.licenses)}[/]")
+        out.print(f"licence flags in force: [bold]{', '.join(anc.license_flags) or 'none'}[/]")
+        if entry.citations:
+            ct = Table("facts", "source", "quote or section", title="evidence")
+            for c in entry.citations:
+                ct.add_row(", ".join(c.facts), c.url, c.quote)
+            out.print(ct)
         if entry.benchmarks:
             bt = Table(
                 "benchmark", "setting", "value", title="published figures (compare only within one setting)"
@@ -212,3 +227,82 @@ def recommend_(
             err.print("[yellow]no catalog figures for these benchmarks within that size[/]")
 
     emit(rec.to_json(), as_json, human)
+
+
+@app.command("sign-update")
+def sign_update_(
+    diff: Annotated[Path, typer.Argument(help="TOML with an [update] table (serial, description) and [[model]] rows.")],
+    key: Annotated[Path, typer.Option("--key", help="The organisation's private key (PEM).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the signed update.")],
+    password_env: Annotated[
+        str | None,
+        typer.Option("--password-env", help="Name of an environment variable holding the key's passphrase."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Sign a catalog diff with the organisation's key, after validating every row and its lineage."""
+    password = None
+    if password_env is not None:
+        if password_env not in os.environ:
+            raise UsageError(f"${password_env} is not set", hint="Export the passphrase in that variable.")
+        password = os.environ[password_env].encode()
+    signed = sign_update(diff, load_private_key(key, password))
+    write_atomic(output, signed, overwrite=False)
+    emit(
+        {"signed": str(output), "diff": str(diff)},
+        as_json,
+        lambda: out.print(f"signed catalog update written to {output}"),
+    )
+
+
+@app.command("update")
+def update(
+    file: Annotated[Path, typer.Argument(help="Signed catalog update (from 'bastion catalog sign-update').")],
+    trust: Annotated[Path, typer.Option("--trust", help="Public key (PEM) the update must be signed by.")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Verify and show the diff; change nothing.")] = False,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Verify a signed catalog update, show what it changes, and apply it to the overlay atomically."""
+    verified = verify_update(read_small(file, "catalog update", 8 << 20), load_public_key(trust), str(file))
+    if dry_run:
+        diff = plan_update(verified, load_catalog())
+    else:
+        settings = load_settings(config)
+        if settings.audit.enabled:
+            require_audit(settings.audit)  # refuse before changing facts that could not be recorded
+        before = state_digest()
+        diff = apply_update(verified)
+        record_admin(
+            settings.audit,
+            "catalog.update",
+            before_digest=before,
+            after_digest=state_digest(),
+            details={
+                "serial": diff.serial,
+                "description": diff.description,
+                "signer_key_hint": diff.key_hint,
+                "sha256": diff.sha256,
+                "added": [e.name for e in diff.added],
+                "changed": [c.to_json() for c in diff.changed],
+            },
+        )
+    emit(diff.to_json(), as_json, lambda: _show_diff(diff))
+
+
+def _show_diff(diff: UpdateDiff) -> None:
+    verb = "applied" if diff.applied else "would apply (dry run)"
+    out.print(f"catalog update {diff.serial} ({diff.description}), signed by key {diff.key_hint[:16]}...: {verb}")
+    if diff.added:
+        table = Table("added", "developer", "country", "licence", "verified", "source")
+        for e in diff.added:
+            table.add_row(e.name, e.developer, e.country, e.license, "yes" if e.verified else "no", e.source)
+        out.print(table)
+    if diff.changed:
+        table = Table("model", "fact", "was", "now", "sources")
+        for c in diff.changed:
+            table.add_row(c.name, c.field, str(c.old), str(c.new), "\n".join(c.sources))
+        out.print(table)
+    out.print(
+        f"{len(diff.added)} rows added, {len(diff.changed)} facts changed, {len(diff.unchanged)} rows unchanged"
+    )

@@ -78,6 +78,8 @@ class ArtifactAttributes:
     developer_country: str = ""
     lineage: tuple[str, ...] = ()
     lineage_countries: tuple[str, ...] = ()
+    developed_in: str = ""
+    lineage_developed_in: tuple[str, ...] = ()
     license: str = ""
     lineage_licenses: tuple[str, ...] = ()
     license_flags: tuple[str, ...] = ()
@@ -117,6 +119,8 @@ class ArtifactAttributes:
             developer_country=e.country,
             lineage=tuple(x.name for x in anc.chain),
             lineage_countries=anc.countries,
+            developed_in=e.made_in,
+            lineage_developed_in=anc.developed_in,
             license=e.license,
             lineage_licenses=anc.licenses,
             license_flags=anc.license_flags,

@@ -9,18 +9,22 @@ from bastion.signing.certs import CertificateSigner, load_certificates
 from bastion.signing.keys import KeyPair, generate_key_pair, key_hint, load_private_key, load_public_key
 from bastion.signing.signature import (
     SignedManifest,
+    SignedPayload,
     Verification,
     sign_manifest,
     sign_model,
+    sign_payload,
     signature_path_in_model,
     verify_bundle,
     verify_model,
+    verify_payload,
 )
 
 __all__ = [
     "CertificateSigner",
     "KeyPair",
     "SignedManifest",
+    "SignedPayload",
     "Verification",
     "generate_key_pair",
     "key_hint",
@@ -29,7 +33,9 @@ __all__ = [
     "load_public_key",
     "sign_manifest",
     "sign_model",
+    "sign_payload",
     "signature_path_in_model",
     "verify_bundle",
     "verify_model",
+    "verify_payload",
 ]

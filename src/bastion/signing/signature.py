@@ -69,16 +69,26 @@ def sign_manifest(
 ) -> bytes:
     """Sign ``manifest``; return the bundle JSON bytes. With a chain, its first certificate must
     carry the private key's public half (certificate mode); without, the bundle names the key."""
+    return sign_payload(PAYLOAD_TYPE, statement_bytes(manifest), private_key, certificate_chain)
+
+
+def sign_payload(
+    payload_type: str,
+    payload: bytes,
+    private_key: ec.EllipticCurvePrivateKey,
+    certificate_chain: Sequence[x509.Certificate] = (),
+) -> bytes:
+    """Sign any ``payload`` in the same DSSE bundle as model signatures; ``payload_type`` is signed
+    with it, so a signature made for one kind of document cannot be replayed as another."""
     public = private_key.public_key()
     if certificate_chain and certificate_chain[0].public_key() != public:
         raise UsageError(
             "the first certificate in --cert is not the certificate of --key",
             hint="Put the signing (leaf) certificate first in the chain file, then its issuers.",
         )
-    payload = statement_bytes(manifest)
-    signature = private_key.sign(pae(PAYLOAD_TYPE, payload), ec.ECDSA(hash_for(public)))
+    signature = private_key.sign(pae(payload_type, payload), ec.ECDSA(hash_for(public)))
     der = tuple(c.public_bytes(serialization.Encoding.DER) for c in certificate_chain)
-    return Bundle(PAYLOAD_TYPE, payload, signature, key_hint(public), der).to_bytes()
+    return Bundle(payload_type, payload, signature, key_hint(public), der).to_bytes()
 
 
 def verify_bundle(
@@ -90,6 +100,34 @@ def verify_bundle(
 ) -> SignedManifest:
     """Check the bundle's signature with ``public_key`` (key mode) or ``trusted_roots`` (certificate
     mode) and return the signed manifest. Raises IntegrityError if it does not verify."""
+    signed = verify_payload(
+        data, PAYLOAD_TYPE, public_key=public_key, trusted_roots=trusted_roots, source=source
+    )
+    return SignedManifest(
+        from_statement(signed.payload, source), signed.mode, signed.key_hint, signed.certificate
+    )
+
+
+@dataclass(frozen=True)
+class SignedPayload:
+    """A payload whose signature checked out, and who signed it."""
+
+    payload: bytes
+    mode: str
+    key_hint: str
+    certificate: CertificateSigner | None = None
+
+
+def verify_payload(
+    data: bytes,
+    payload_type: str,
+    *,
+    public_key: ec.EllipticCurvePublicKey | None = None,
+    trusted_roots: Sequence[x509.Certificate] = (),
+    source: str = "signature",
+) -> SignedPayload:
+    """Check a DSSE bundle of ``payload_type`` against ``public_key`` or ``trusted_roots`` and return
+    its payload. Raises IntegrityError if it does not verify, UnusableInput if it is another type."""
     if (public_key is None) == (not trusted_roots):
         raise UsageError(
             "verify with exactly one of a public key or trusted roots", hint="Pass --key or --cert-chain."
@@ -107,7 +145,7 @@ def verify_bundle(
         if bundle.key_hint and bundle.key_hint != key_hint(key):
             raise IntegrityError(
                 f"{source} was signed by a different key (key hint {bundle.key_hint[:16]}...)",
-                hint="Verify with the public key of the organisation that signed the model.",
+                hint="Verify with the public key of the organisation that signed it.",
             )
     else:
         if not bundle.certificates:
@@ -120,9 +158,12 @@ def verify_bundle(
             f"{source}: the signature does not match its content or was made with a different key",
             hint="The signature file was altered, or it belongs to another signer.",
         ) from exc
-    if bundle.payload_type != PAYLOAD_TYPE:
-        raise UnusableInput(f"{source}: payload type {bundle.payload_type!r} is not in-toto", hint="Re-sign.")
-    return SignedManifest(from_statement(bundle.payload, source), bundle.mode, key_hint(key), cert)
+    if bundle.payload_type != payload_type:
+        raise UnusableInput(
+            f"{source}: signed payload is {bundle.payload_type!r}, not {payload_type!r}",
+            hint="This file is a signature over another kind of document; pass the right file.",
+        )
+    return SignedPayload(bundle.payload, bundle.mode, key_hint(key), cert)
 
 
 def sign_model(
