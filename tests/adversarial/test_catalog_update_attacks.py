@@ -14,7 +14,7 @@ from bastion.errors import ConfigError, IntegrityError, UnusableInput
 from bastion.hashing import manifest_of
 from bastion.signing import generate_key_pair, load_private_key, load_public_key, sign_manifest
 
-DIFF = '''[update]
+DIFF = """[update]
 serial = 1
 description = "relabel K-EXAONE as non-commercial"
 
@@ -27,7 +27,7 @@ params_b = 1.0
 license = "MIT"
 verified = false
 source = "https://example.org/x"
-'''
+"""
 
 
 def _pair(tmp_path: Path, name: str) -> tuple[Path, Path]:

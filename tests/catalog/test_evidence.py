@@ -35,7 +35,11 @@ def test_a_verified_row_without_a_citation_for_its_licence_flags_is_refused() ->
 
 
 def _derived(binds: bool) -> str:
-    base = ROW if binds else ROW.replace("verified = false", "license_binds_derivatives = false\nverified = false")
+    base = (
+        ROW
+        if binds
+        else ROW.replace("verified = false", "license_binds_derivatives = false\nverified = false")
+    )
     return base + (
         '\n[[model]]\nname = "Child"\ndeveloper = "Other"\ncountry = "FR"\ndeveloped_in = "CN"\n'
         'released = "2025-06"\nparams_b = 1.0\nlicense = "MIT"\nbase_model = "Base"\nrelation = "fine-tune"\n'

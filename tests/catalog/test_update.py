@@ -15,7 +15,7 @@ from bastion.cli.main import app
 from bastion.errors import IntegrityError
 from bastion.signing import generate_key_pair, load_private_key, load_public_key
 
-DIFF = '''
+DIFF = """
 [update]
 serial = {serial}
 description = "Qwen3.5 35B context re-checked; a new national model"
@@ -48,7 +48,7 @@ base_model = "Qwen2.5-7B"
 relation = "fine-tune"
 verified = false
 source = "https://example.org/borealis"
-'''
+"""
 
 
 @pytest.fixture

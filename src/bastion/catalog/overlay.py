@@ -110,7 +110,9 @@ def read_state(folder: Path) -> tuple[AppliedUpdate, ...]:
     for u in out:
         # The file names come from disk: refuse anything that could point outside the folder.
         if not _FILE.match(u.file):
-            raise ConfigError(f"{path}: bad update file name {u.file!r}", hint="Restore the file from backup.")
+            raise ConfigError(
+                f"{path}: bad update file name {u.file!r}", hint="Restore the file from backup."
+            )
     return out
 
 
@@ -134,7 +136,7 @@ def overlay_entries(folder: Path) -> list[CatalogEntry]:
         if hashlib.sha256(data).hexdigest() != u.sha256:
             raise IntegrityError(
                 f"applied catalog update {path} was changed after it was verified and applied",
-                hint="Re-apply the signed update file with 'bastion catalog update'; do not edit the overlay.",
+                hint="Restore the overlay from backup, or re-apply the signed updates; never edit it.",
             )
         rows.extend(parse_update(data.decode("utf-8"), str(path)).model)
     return rows

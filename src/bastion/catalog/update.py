@@ -66,7 +66,13 @@ class FactChange:
 
     def to_json(self) -> dict[str, Any]:
         """The change as a plain mapping."""
-        return {"name": self.name, "field": self.field, "old": self.old, "new": self.new, "sources": list(self.sources)}
+        return {
+            "name": self.name,
+            "field": self.field,
+            "old": self.old,
+            "new": self.new,
+            "sources": list(self.sources),
+        }
 
 
 @dataclass(frozen=True)
@@ -91,8 +97,14 @@ class UpdateDiff:
             "sha256": self.sha256,
             "applied": self.applied,
             "added": [
-                {"name": e.name, "developer": e.developer, "country": e.country, "license": e.license,
-                 "verified": e.verified, "source": e.source}
+                {
+                    "name": e.name,
+                    "developer": e.developer,
+                    "country": e.country,
+                    "license": e.license,
+                    "verified": e.verified,
+                    "source": e.source,
+                }
                 for e in self.added
             ],
             "changed": [c.to_json() for c in self.changed],
@@ -112,7 +124,9 @@ def sign_update(diff: Path, private_key: ec.EllipticCurvePrivateKey) -> bytes:
 def verify_update(data: bytes, public_key: ec.EllipticCurvePublicKey, source: str) -> VerifiedUpdate:
     """Check a signed update against the organisation's key and parse what it carries."""
     if len(data) > MAX_UPDATE:
-        raise UnusableInput(f"{source} is larger than {MAX_UPDATE >> 20} MiB", hint="Pass a catalog update file.")
+        raise UnusableInput(
+            f"{source} is larger than {MAX_UPDATE >> 20} MiB", hint="Pass a catalog update file."
+        )
     signed = verify_payload(data, PAYLOAD_TYPE, public_key=public_key, source=source)
     text = _text(signed.payload, source)
     return VerifiedUpdate(
@@ -144,7 +158,13 @@ def plan_update(update: VerifiedUpdate, catalog: Catalog) -> UpdateDiff:
             unchanged.append(row.name)
     h = update.parsed.update
     return UpdateDiff(
-        h.serial, h.description, update.key_hint, update.sha256, tuple(added), tuple(changed), tuple(unchanged)
+        h.serial,
+        h.description,
+        update.key_hint,
+        update.sha256,
+        tuple(added),
+        tuple(changed),
+        tuple(unchanged),
     )
 
 
@@ -167,13 +187,24 @@ def apply_update(update: VerifiedUpdate, folder: Path | None = None) -> UpdateDi
         write_atomic(folder / name, update.text.encode("utf-8"))
         write_atomic(folder / (name.removesuffix(".toml") + ".sig.json"), update.bundle)
         record = AppliedUpdate(
-            serial, update.key_hint, update.sha256, name,
-            datetime.now(UTC).isoformat(timespec="seconds"), update.parsed.update.description,
+            serial,
+            update.key_hint,
+            update.sha256,
+            name,
+            datetime.now(UTC).isoformat(timespec="seconds"),
+            update.parsed.update.description,
         )
         write_atomic(folder / STATE, state_bytes((*state, record)))  # the commit point
     reload_catalog(folder)
     return UpdateDiff(
-        diff.serial, diff.description, diff.key_hint, diff.sha256, diff.added, diff.changed, diff.unchanged, True
+        diff.serial,
+        diff.description,
+        diff.key_hint,
+        diff.sha256,
+        diff.added,
+        diff.changed,
+        diff.unchanged,
+        True,
     )
 
 
@@ -197,7 +228,9 @@ def _text(data: bytes, source: str) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise UnusableInput(f"{source}: the catalog update is not UTF-8 text", hint="Pass the TOML diff.") from exc
+        raise UnusableInput(
+            f"{source}: the catalog update is not UTF-8 text", hint="Pass the TOML diff."
+        ) from exc
 
 
 def _plain(value: Any) -> Any:

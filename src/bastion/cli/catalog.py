@@ -13,7 +13,14 @@ from bastion.audit import record_admin, require_audit
 from bastion.catalog import load_catalog
 from bastion.catalog.identify import identify
 from bastion.catalog.recommend import TASKS, recommend
-from bastion.catalog.update import UpdateDiff, apply_update, plan_update, sign_update, state_digest, verify_update
+from bastion.catalog.update import (
+    UpdateDiff,
+    apply_update,
+    plan_update,
+    sign_update,
+    state_digest,
+    verify_update,
+)
 from bastion.cli.options import ConfigOpt, JsonOpt
 from bastion.cli.render import emit, err, out
 from bastion.config import load_settings
@@ -231,7 +238,9 @@ def recommend_(
 
 @app.command("sign-update")
 def sign_update_(
-    diff: Annotated[Path, typer.Argument(help="TOML with an [update] table (serial, description) and [[model]] rows.")],
+    diff: Annotated[
+        Path, typer.Argument(help="TOML with an [update] table (serial, description) and [[model]] rows.")
+    ],
     key: Annotated[Path, typer.Option("--key", help="The organisation's private key (PEM).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the signed update.")],
     password_env: Annotated[
@@ -257,9 +266,15 @@ def sign_update_(
 
 @app.command("update")
 def update(
-    file: Annotated[Path, typer.Argument(help="Signed catalog update (from 'bastion catalog sign-update').")],
-    trust: Annotated[Path, typer.Option("--trust", help="Public key (PEM) the update must be signed by.")],
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Verify and show the diff; change nothing.")] = False,
+    file: Annotated[
+        Path, typer.Argument(help="Signed catalog update (from 'bastion catalog sign-update').")
+    ],
+    trust: Annotated[
+        Path, typer.Option("--trust", help="Public key (PEM) the update must be signed by.")
+    ],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Verify and show the diff; change nothing.")
+    ] = False,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -292,7 +307,10 @@ def update(
 
 def _show_diff(diff: UpdateDiff) -> None:
     verb = "applied" if diff.applied else "would apply (dry run)"
-    out.print(f"catalog update {diff.serial} ({diff.description}), signed by key {diff.key_hint[:16]}...: {verb}")
+    out.print(
+        f"catalog update {diff.serial} ({diff.description}), "
+        f"signed by key {diff.key_hint[:16]}...: {verb}"
+    )
     if diff.added:
         table = Table("added", "developer", "country", "licence", "verified", "source")
         for e in diff.added:
@@ -304,5 +322,6 @@ def _show_diff(diff: UpdateDiff) -> None:
             table.add_row(c.name, c.field, str(c.old), str(c.new), "\n".join(c.sources))
         out.print(table)
     out.print(
-        f"{len(diff.added)} rows added, {len(diff.changed)} facts changed, {len(diff.unchanged)} rows unchanged"
+        f"{len(diff.added)} rows added, {len(diff.changed)} facts changed, "
+        f"{len(diff.unchanged)} rows unchanged"
     )
