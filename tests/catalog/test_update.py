@@ -115,6 +115,14 @@ def test_cli_update_shows_the_diff_applies_and_audits(
 ) -> None:
     private, public = keys
     monkeypatch.setenv("BASTION_HOME", str(tmp_path / "home"))
+    # Settings defaults are bound at import time, so point the audit log at this test's folder explicitly.
+    audit = tmp_path / "audit"
+    config = tmp_path / "bastion.toml"
+    config.write_text(
+        f'[audit]\npath = "{audit}/audit.db"\nsigning_key = "{audit}/signing.key"\n'
+        f'body_key = "{audit}/body.key"\n'
+    )
+    monkeypatch.setenv("BASTION_CONFIG", str(config))
     runner = CliRunner()
     assert runner.invoke(app, ["audit", "init"]).exit_code == 0
     diff = tmp_path / "diff.toml"
@@ -133,3 +141,7 @@ def test_cli_update_shows_the_diff_applies_and_audits(
     assert r.exit_code == 0 and json.loads(r.output)["ancestry"]["countries"] == ["NO", "CN"]
     r = runner.invoke(app, ["audit", "verify", "--json"])
     assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["audit", "search", "--kind", "admin", "--json"])
+    actions = [e for e in json.loads(r.output) if e["action"] == "catalog.update"]
+    assert len(actions) == 1 and actions[0]["after_digest"], actions
+    assert (tmp_path / "home" / "catalog" / "applied.json").exists()
