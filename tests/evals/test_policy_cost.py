@@ -37,3 +37,12 @@ def test_an_operator_can_name_a_remote_runs_model() -> None:
                              Organisation(("CN",), ("org",)), {"remote": "DeepSeek-R1-Distill-Llama-8B"})
     assert verdicts[0].allowed is False
     assert "sovereign.denied-country-in-lineage" in verdicts[0].reasons
+
+
+def test_the_policy_cost_uses_the_corrected_k_exaone_licence() -> None:
+    # K-EXAONE LICENSE §2.1 grants commercial use (issue 17): a policy that forbids non-commercial
+    # licences must not refuse it any more.
+    verdicts = admissibility([run("20261130-kex", None, "remote", 0.9)], "sovereign-strict",
+                             Organisation(("CN",), ("org",)), {"kex": "K-EXAONE 236B-A23B"})
+    assert verdicts[0].identity == "K-EXAONE 236B-A23B"
+    assert verdicts[0].allowed is True, verdicts[0].reasons
