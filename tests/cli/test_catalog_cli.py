@@ -31,9 +31,12 @@ def test_catalog_show_prints_the_ancestry_with_countries_and_licences() -> None:
     data = run_json("catalog", "show", "DeepSeek-R1-Distill-Llama-8B")
     assert isinstance(data, dict)
     assert data["ancestry"]["countries"] == ["CN", "US"]
-    assert data["ancestry"]["licenses"] == ["MIT", "Llama 3.1 Community License"]
+    # The licences in force: the DeepSeek-R1 README says the weights remain under Llama 3.1's licence.
+    assert data["ancestry"]["licenses"] == ["Llama 3.1 Community License"]
+    assert data["entry"]["citations"][0]["url"].startswith("https://github.com/deepseek-ai/DeepSeek-R1")
     human = runner.invoke(app, ["catalog", "show", "DeepSeek-R1-Distill-Llama-8B"])
     assert "countries along the lineage: CN, US" in human.stdout
+    assert "licence flags in force: mau_cap_700m" in human.stdout
 
 
 def test_catalog_identify_bundled_gguf() -> None:
