@@ -34,6 +34,7 @@ from starlette.responses import Response
 from bastion import __version__
 from bastion.audit import AuditLog, RequestRecord, os_actor
 from bastion.bundled import resolve
+from bastion.catalog import reload_catalog
 from bastion.config import ModelSettings, Settings
 from bastion.errors import (
     AuthenticationFailed,
@@ -226,6 +227,7 @@ class Gateway:
         (a new admission under its name) is verified and loaded as a fresh backend, and swapped in only
         once loaded: a new admission never takes effect by name alone.
         """
+        reload_catalog()  # a signed catalog update applied since start-up is read from now on
         outcome: dict[str, Any] = {"policy": self._reload_policy(), "models": {}}
         if self.admission is not None:
             for name, model in list(self.models.items()):
