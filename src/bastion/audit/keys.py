@@ -59,6 +59,27 @@ class KeyFiles:
         }
 
 
+def existing_keys(signing_key: Path, body_key: Path) -> KeyFiles | None:
+    """The complete key set already at these paths (checked like every use of them), or None if absent.
+
+    Several logs (a staging and a production home, a log started again) may share one operator key
+    set; a partial set is an error, not something to complete.
+    """
+    paths = (signing_key, public_key_path(signing_key), body_key)
+    present = [p.exists() for p in paths]
+    if not any(present):
+        return None
+    if not all(present):
+        missing = ", ".join(str(p) for p, here in zip(paths, present, strict=True) if not here)
+        raise UsageError(
+            f"the audit key set is incomplete: {missing} is missing",
+            hint="Restore the missing file from your backup, or move the others away to make a new set.",
+        )
+    signer = load_signing_key(signing_key)  # refuses a key others can read, naming the fix
+    BodyCipher.from_file(body_key)
+    return KeyFiles(signing_key, paths[1], body_key, key_id(signer.public_key()))
+
+
 def create_keys(signing_key: Path, body_key: Path) -> KeyFiles:
     """Create a new Ed25519 signing key (+ ``.pub``) and a body key; refuse to overwrite either."""
     pub_path = public_key_path(signing_key)

@@ -15,7 +15,7 @@ from rich.table import Table
 from bastion.audit import AuditLog, BodyCipher, Filters, create_keys, load_public_key, open_store
 from bastion.audit.admin import os_actor
 from bastion.audit.heads import read_document, read_head
-from bastion.audit.keys import public_key_path
+from bastion.audit.keys import existing_keys, public_key_path
 from bastion.audit.proofs import build_proof, check_proof, iter_proofs, prove_consistency
 from bastion.audit.records import decode_leaf, parse_time
 from bastion.audit.sqlite_store import SqliteStore
@@ -60,7 +60,9 @@ def init(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
             hint="Keep using it (its keys are audit.signing_key and audit.body_key), or set audit.path to a "
             "new file to start a new log.",
         )
-    keys = create_keys(settings.signing_key, settings.body_key)
+    keys = existing_keys(settings.signing_key, settings.body_key) or create_keys(
+        settings.signing_key, settings.body_key
+    )
     warnings = []
     if settings.signing_key.resolve().is_relative_to(settings.path.resolve().parent):
         warnings.append(
