@@ -12,9 +12,15 @@ from bastion.keys import KeyStore
 from tests.serve.conftest import admit_all, free_port, wait_http
 
 
+def environment(home: Path) -> dict[str, str]:
+    """``home`` as BASTION_HOME, with the operator's keys outside it (as in production), offline."""
+    keys = home.parent / f"{home.name}-keys"
+    return {**os.environ, "BASTION_HOME": str(home), "BASTION_KEY_HOME": str(keys), "HF_HUB_OFFLINE": "1"}
+
+
 def bastion(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """Run the real CLI against ``home``'s configuration."""
-    env = {**os.environ, "BASTION_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    env = environment(home)
     return subprocess.run(
         [sys.executable, "-m", "bastion.cli.main", *args, "--config", str(home / "bastion.toml")],
         env=env, capture_output=True, text=True, timeout=300, check=False,
@@ -39,7 +45,7 @@ def prepare(home: Path) -> tuple[Path, int, str]:
 
 def start_gateway(home: Path, port: int, ready: str = "/healthz") -> subprocess.Popen[bytes]:
     """``bastion serve`` on ``home``'s configuration, once ``ready`` answers 200."""
-    env = {**os.environ, "BASTION_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    env = environment(home)
     log = home / "serve.log"
     with log.open("ab") as fh:
         proc = subprocess.Popen(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -15,13 +14,14 @@ import pytest
 
 from bastion import bundled
 from bastion.keys import KeyStore
+from tests.adversarial.integrity_gateway import environment
 from tests.serve.conftest import admit_all, free_port, stop, wait_http
 
 CHAT = {"messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 2, "temperature": 0}
 
 
 def bastion(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "BASTION_HOME": str(home)}
+    env = environment(home)
     return subprocess.run([sys.executable, "-m", "bastion.cli.main", *args], env=env, capture_output=True,
                           text=True, timeout=120, check=False)
 
@@ -54,7 +54,7 @@ def enforced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, st
     log = home / "serve.log"
     with log.open("wb") as fh:
         proc = subprocess.Popen([sys.executable, "-m", "bastion.cli.main", "serve", "--config", str(config)],
-                                env={**os.environ, "BASTION_HOME": str(home)}, stdout=fh, stderr=fh)
+                                env=environment(home), stdout=fh, stderr=fh)
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz", proc, log)
         yield f"http://127.0.0.1:{port}/v1", key, home, policy
