@@ -92,6 +92,14 @@ class _Trace:
         return f"deny:{error.code}" if error is not None else "deny"
 
 
+class _Refused(Exception):
+    """An admission that failed verification (as opposed to a backend that failed to start)."""
+
+    def __init__(self, error: BastionError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
 @dataclass(frozen=True)
 class AdmissionCheck:
     """The registry and the organisation key: serve a local model only while it is admitted."""
@@ -167,38 +175,44 @@ class Gateway:
         return Breaker(settings.breaker_failures, settings.breaker_cooldown_s)
 
     async def _load(self, name: str, backend: Backend) -> bool:
-        """Verify ``name``'s admission (local models) and start ``backend``; False when refused or down."""
+        """Verify and start ``name`` at start-up; a refused admission is remembered and audited."""
         try:
-            weights = await self._check_admitted(name)
-            await backend.start(weights)  # the sealed bytes just verified: nothing re-reads the path
+            self.models[name] = await self._prepare(self.models[name], backend)
+        except _Refused as refused:
+            self.refused[name] = refused.error
+            self.load_errors[name] = refused.error.message
+            log.error("model %s REFUSED: %s", name, refused.error.message)
+            await self._admin("model.refused", {"name": name, "error": refused.error.message})
+            return False
         except BastionError as exc:
             self.load_errors[name] = exc.message
             log.error("model %s unavailable: %s", name, exc.message)
             return False
         finally:
             self.metrics.model_up.labels(name).set(1 if backend.healthy() else 0)
+        self.refused.pop(name, None)
         self.load_errors.pop(name, None)
         return True
 
-    async def _check_admitted(self, name: str) -> ServedWeights | None:
-        """The sealed bytes of ``name``'s admission, verified against its signed manifest, to load."""
-        model = self.models[name]
-        if self.admission is None or not model.local:
-            return None  # an upstream's weights are not on this host: nothing to admit or re-hash
-        path = resolve(model.settings.path or "")
-        try:
-            weights = await asyncio.to_thread(
-                open_admitted, self.admission.registry, name, path, self.admission.public_key
-            )
-        except BastionError as exc:
-            self.refused[name] = exc
-            log.error("model %s REFUSED: %s", name, exc.message)
-            await self._admin("model.refused", {"name": name, "error": exc.message})
-            raise
-        self.refused.pop(name, None)
-        assert weights.admission is not None
-        self.models[name] = model.verified(weights.digest, weights.admission.id)
-        return weights
+    async def _prepare(self, model: ServedModel, backend: Backend) -> ServedModel:
+        """Verify ``model``'s admission (local models) and start ``backend`` on the sealed bytes verified.
+
+        Returns the record to serve it under; nothing shared is changed, so the caller swaps the record
+        and the backend in together (no request can see a new record with an old backend).
+        """
+        weights: ServedWeights | None = None
+        if self.admission is not None and model.local:
+            path = resolve(model.settings.path or "")
+            try:
+                weights = await asyncio.to_thread(
+                    open_admitted, self.admission.registry, model.name, path, self.admission.public_key
+                )
+            except BastionError as exc:
+                raise _Refused(exc) from exc
+            assert weights.admission is not None
+            model = model.verified(weights.digest, weights.admission.id)
+        await backend.start(weights)  # the sealed bytes just verified: nothing re-reads the path
+        return model
 
     def _servable(self, model: ServedModel) -> None:
         """Raise unless ``model`` may be served now (not refused at start-up, not revoked since)."""
@@ -251,11 +265,17 @@ class Gateway:
                 outcome[admission.name] = "not servable: no backend runs this kind of artifact"
                 continue
             backend = self._backend_factory(settings)
-            self.models[admission.name] = ServedModel.from_settings(settings)
-            self.breakers[admission.name] = self._breaker(settings)
-            self.router.add(admission.name, backend)
-            loaded = await self._load(admission.name, backend)
-            outcome[admission.name] = "loaded" if loaded else f"refused: {self.load_errors[admission.name]}"
+            try:
+                verified = await self._prepare(ServedModel.from_settings(settings), backend)
+            except (_Refused, BastionError) as exc:
+                await backend.aclose()
+                error = exc.error if isinstance(exc, _Refused) else exc
+                outcome[admission.name] = f"refused: {error.message}"
+            else:
+                self.breakers[admission.name] = self._breaker(settings)
+                self.router.add(admission.name, backend)
+                self.models[admission.name] = verified
+                outcome[admission.name] = "loaded"
             await self._admin("model.served", {"name": admission.name, "outcome": outcome[admission.name]})
         return outcome
 
@@ -282,11 +302,20 @@ class Gateway:
         if self._backend_factory is None:
             return "changed: restart to load it"
         fresh = self._backend_factory(model.settings)
-        if not await self._load(name, fresh):
+        try:
+            verified = await self._prepare(model, fresh)
+        except (_Refused, BastionError) as exc:
             await fresh.aclose()
-            return f"refused: {self.load_errors.get(name, '')}"
+            # The running admission keeps serving (or keeps being refused) as before.
+            error = exc.error if isinstance(exc, _Refused) else exc
+            await self._admin("model.reload_refused", {"name": name, "error": error.message})
+            return f"refused: {error.message}"
+        # Record and backend change together, with no await between: never a new record on old bytes.
+        self.models[name] = verified
         old = self.router.swap(name, fresh)
-        await self._admin("model.reloaded", {"name": name, "admission": self.models[name].admission_id})
+        self.refused.pop(name, None)
+        self.load_errors.pop(name, None)
+        await self._admin("model.reloaded", {"name": name, "admission": verified.admission_id})
         await old.aclose()
         return "reloaded"
 
