@@ -64,7 +64,7 @@ n_threads = 1
 
 
 def audit_entries(gw: Attack) -> list[dict[str, object]]:
-    env = {**os.environ, "BASTION_HOME": str(gw.home)}
+    env = {**os.environ, "BASTION_HOME": str(gw.home), "BASTION_KEY_HOME": f"{gw.home}-keys"}
     out = subprocess.run(
         [sys.executable, "-m", "bastion.cli.main", "audit", "search", "--json", "--config", str(gw.config)],
         capture_output=True,

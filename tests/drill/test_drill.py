@@ -46,7 +46,7 @@ n_threads = 1
         wait_http(f"http://127.0.0.1:{port}/v1/models", upstream, log)
         with serving(home, config, {"smol": "bundled:smollm2"}) as base:
             # 1. Taken away through the gateway's admin endpoint, by the CLI.
-            env = {**os.environ, "BASTION_HOME": str(home)}
+            env = {**os.environ, "BASTION_HOME": str(home), "BASTION_KEY_HOME": f"{home}-keys"}
             run = subprocess.run(
                 [sys.executable, "-m", "bastion.cli.main", "drill", "--gateway", base, "--key", key,
                  "--requests", "8", "--concurrency", "2", "--html", str(tmp_path / "drill.html"), "--json",
