@@ -63,8 +63,9 @@ class Upstreams:
 
         class Recorder(_Quiet):
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                self.answer(200, ANSWER)
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                received.append(body)
+                self.answer(200, json.dumps({**json.loads(ANSWER), "model": body.get("model")}).encode())
 
         return Recorder
 
@@ -99,7 +100,7 @@ class Upstreams:
                     except OSError:
                         pass  # the gateway hung up: what a capped client does
                     return
-                doc = json.loads(ANSWER)
+                doc = {**json.loads(ANSWER), "model": body.get("model")}
                 doc["choices"][0]["message"]["content"] = filler * 48  # 3 MiB
                 data = json.dumps(doc).encode()
                 self.send_response(200)
