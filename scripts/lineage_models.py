@@ -29,7 +29,7 @@ import numpy as np
 from gguf import GGUFValueType, GGUFWriter
 
 from bastion import bundled
-from bastion.lineage.gguf_tensors import GGUFTensors
+from bastion.formats.gguf_tensors import GGUFTensors
 
 Tensors = dict[str, np.ndarray]
 SEEDS = (1, 2, 3)

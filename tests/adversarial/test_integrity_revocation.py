@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from bastion import bundled
-from bastion.audit import AuditLog, create_keys, record_admin
+from bastion.audit import AdminAudit, AuditLog, create_keys, record_admin
 from bastion.config import AuditSettings
 from bastion.errors import IntegrityError, PolicyDenied
 from bastion.policy import Organisation
@@ -41,6 +41,9 @@ def attacker(db: Path, *sql: str) -> None:
         conn.close()
 
 
+#: admissions here are set-up: this file's audit log records only the revocations under test
+NO_AUDIT = AdminAudit(AuditSettings(enabled=False))
+
 DROP_GUARDS = (
     "DROP TRIGGER admitted_models_no_unrevoke",
     "DROP TRIGGER revocations_no_update",
@@ -59,7 +62,8 @@ def world(tmp_path: Path) -> tuple[Path, Path, Organisation, AuditSettings]:
 
 
 def admit_smol(registry: Registry, key: Path, org: Organisation, name: str = "smol") -> AdmittedRef:
-    admission, assessment = admit(registry, bundled.smollm2(), name, "permissive", key, org, "tester")
+    admission, assessment = admit(registry, bundled.smollm2(), name, "permissive", key, org, "tester",
+                                  audit=NO_AUDIT)
     return AdmittedRef(admission.id, name, admission.weights_digest, admission.root_digest)
 
 
@@ -149,7 +153,7 @@ def test_a_new_admission_under_a_revoked_name_does_not_revive_the_verified_one(
     registry, ref = admitted_then_revoked(world)
     other = tmp_path / "other.gguf"
     other.write_bytes(bundled.smollm2().read_bytes()[:-1] + b"\x00")
-    admit(registry, other, "smol", "permissive", key, org, "tester")
+    admit(registry, other, "smol", "permissive", key, org, "tester", audit=NO_AUDIT)
     assert registry.get("smol").weights_digest != SMOL
     assert not registry.still_admitted(ref.id, ref.weights_digest)  # what the gateway asks: its own admission
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from bastion.admission import Facts, Subject, decide
+from bastion.admission.attributes import catalog_attributes
+from bastion.admission.recommend import recommend
 from bastion.catalog import load_catalog
-from bastion.catalog.recommend import recommend
-from bastion.policy import ArtifactAttributes, Organisation, admission_decision, load_policy
+from bastion.policy import Organisation, load_policy
 
 
 def test_k_exaone_grants_commercial_use() -> None:
@@ -24,10 +26,7 @@ def test_k_exaone_is_admissible_where_commercial_use_is_required() -> None:
     # sovereign-strict forbids non-commercial licences; KR is not on the bundled deny list.
     cat = load_catalog()
     org = Organisation.load()
-    attrs = ArtifactAttributes.from_catalog(
-        "K-EXAONE 236B-A23B", cat, vet_verdict="pass", signer=org.trusted_signers[0]
-    )
-    decision = admission_decision(attrs, load_policy("sovereign-strict"), org)
+    decision = decide(Subject.assumed("K-EXAONE 236B-A23B", org), load_policy("sovereign-strict"), org, cat).decision
     assert decision.allowed, decision.to_json()
     rec = recommend("sovereign-strict", 300, benchmark="MMLU-Pro", organisation=org, catalog=cat)
     admitted = {r.name for g in rec.groups for r in g.admissible}
@@ -45,7 +44,7 @@ def test_r1_distill_llama_rows_carry_metas_terms() -> None:
         e = cat.get(name)
         assert e.license == licence
         assert {"mau_cap_700m", "acceptable_use_policy", "naming_requirement"} <= set(e.license_flags)
-        attrs = ArtifactAttributes.from_catalog(name, cat)
+        attrs = catalog_attributes(name, cat, Facts("unknown"))
         assert licence in attrs.lineage_licenses and "mau_cap_700m" in attrs.license_flags
 
 

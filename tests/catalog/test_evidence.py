@@ -6,7 +6,9 @@ import pytest
 
 from bastion.catalog import load_catalog, parse_catalog
 from bastion.errors import ConfigError
-from bastion.policy import ArtifactAttributes, Organisation, admission_decision
+from bastion.admission import Facts
+from bastion.admission.attributes import catalog_attributes
+from bastion.policy import Organisation, admission_decision
 from bastion.policy.source import parse_source
 
 ROW = (
@@ -56,7 +58,7 @@ def test_a_derivative_inherits_its_bases_terms_unless_the_base_licence_releases_
 
 def test_policies_choose_headquarters_or_development_country() -> None:
     cat = parse_catalog(_derived(True), "t.toml")
-    attrs = ArtifactAttributes.from_catalog("Child", cat, vet_verdict="pass")
+    attrs = catalog_attributes("Child", cat, Facts("pass"))
     assert attrs.lineage_countries == ("FR", "US") and attrs.lineage_developed_in == ("CN", "US")
     org = Organisation(denied_countries=("CN",))
     for attr, allowed in [("lineage_countries", True), ("lineage_developed_in", False)]:

@@ -20,12 +20,17 @@ SECONDS = 3
 
 def _seeds(target: str, d: Path) -> None:
     d.mkdir()
-    if target == "gguf":
+    if target in ("gguf", "gguf_tensors"):
         s = b"general.architecture"
         body = struct.pack("<Q", len(s)) + s + struct.pack("<IQ", 8, 5) + b"llama"
         t = struct.pack("<Q", 1) + b"t" + struct.pack("<IQIQ", 1, 8, 0, 0)
         head = b"GGUF" + struct.pack("<IQQ", 3, 1, 1) + body + t
         (d / "a").write_bytes(head + b"\x00" * (-len(head) % 32) + b"\x00" * 32)
+    elif target == "artifact":
+        h = json.dumps({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode()
+        (d / "a").write_bytes(b"\x01" + struct.pack("<Q", len(h)) + h + b"\x00" * 8)
+        (d / "b").write_bytes(b'\x03{"weight_map": {"w": "model-00001-of-00001.safetensors"}}')
+        (d / "c").write_bytes(b'\x02{"model_type": "llama", "_name_or_path": "HuggingFaceTB/SmolLM2-135M"}')
     elif target == "safetensors":
         h = json.dumps({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode()
         (d / "a").write_bytes(struct.pack("<Q", len(h)) + h + b"\x00" * 8)
@@ -52,7 +57,11 @@ def _seeds(target: str, d: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "target", ["gguf", "safetensors", "torch_zip", "hf_json", "pickle_ops", "npy", "template"]
+    "target",
+    [
+        "gguf", "safetensors", "torch_zip", "hf_json", "pickle_ops", "npy", "template", "gguf_tensors",
+        "artifact",
+    ],
 )
 def test_parser_survives_fuzzing(tmp_path: Path, target: str) -> None:
     seeds = tmp_path / "seeds"

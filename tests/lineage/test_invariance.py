@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from bastion import bundled
+from bastion.formats.gguf_tensors import GGUFTensors
 from bastion.lineage.compare import compare
 from bastion.lineage.fingerprint import ANCHORS, fingerprint_source, normalise_token
-from bastion.lineage.gguf_tensors import GGUFTensors
 from bastion.lineage.sources import Architecture
 
 LAYERS = 3

@@ -11,8 +11,8 @@ from safetensors.numpy import save_file
 
 from bastion import bundled
 from bastion.errors import UnusableInput
+from bastion.formats.gguf_tensors import GGUFTensors
 from bastion.lineage import Fingerprint, compare, fingerprint
-from bastion.lineage.gguf_tensors import GGUFTensors
 from bastion.lineage.sources import open_source
 
 HF = {

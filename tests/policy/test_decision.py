@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
+from bastion.admission.attributes import Facts, catalog_attributes
+from bastion.catalog import load_catalog
 from bastion.policy import ArtifactAttributes, Organisation, admission_decision
 
 ORG = Organisation(denied_countries=("CN", "RU"), trusted_signers=("org-key",))
 
 
-def attrs(name: str, **kw: object) -> ArtifactAttributes:
-    kw.setdefault("vet_verdict", "pass")
-    kw.setdefault("signer", "org-key")
-    return ArtifactAttributes.from_catalog(name, **kw)  # type: ignore[arg-type]
+def attrs(name: str, vet_verdict: str = "pass", signer: str = "org-key", **kw: Any) -> ArtifactAttributes:
+    facts = Facts(vet_verdict, tuple(kw.pop("finding_codes", ())), signer)
+    return catalog_attributes(name, load_catalog(), facts, **kw)
 
 
 def ids(decision: object) -> list[str]:

@@ -9,10 +9,18 @@ import pytest
 from scripts.crafted import gguf_claiming
 
 from bastion import bundled
+from bastion.audit import AdminAudit
 from bastion.errors import IntegrityError, NotFound, PolicyDenied, UsageError, VerdictFail
 from bastion.policy import Organisation
 from bastion.registry import Registry, admit, verify_for_serving
 from bastion.signing import generate_key_pair, load_public_key
+from tests.registry.conftest import audit_log
+
+
+@pytest.fixture()
+def sink(tmp_path: Path) -> AdminAudit:
+    """Admission's audit sink over a real, initialised audit log (as 'bastion audit init' makes it)."""
+    return AdminAudit(audit_log(tmp_path / "audit"))
 
 
 @pytest.fixture()
@@ -22,12 +30,12 @@ def org(tmp_path: Path) -> tuple[Path, Organisation]:
 
 
 def test_smollm2_is_admitted_under_sovereign_strict_signed_and_recorded(
-    tmp_path: Path, org: tuple[Path, Organisation]
+    tmp_path: Path, org: tuple[Path, Organisation], sink: AdminAudit
 ) -> None:
     key, organisation = org
     registry = Registry(tmp_path / "b.db")
     admission, assessment = admit(
-        registry, bundled.smollm2(), "smollm2", "sovereign-strict", key, organisation, "tester"
+        registry, bundled.smollm2(), "smollm2", "sovereign-strict", key, organisation, "tester", audit=sink
     )
     assert admission.weights_digest == "sha256:b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
     assert admission.identity["claimed_identity"] == "SmolLM2-135M-Instruct"
@@ -39,40 +47,41 @@ def test_smollm2_is_admitted_under_sovereign_strict_signed_and_recorded(
 
 
 def test_a_model_whose_base_comes_from_a_denied_country_is_refused(
-    tmp_path: Path, org: tuple[Path, Organisation]
+    tmp_path: Path, org: tuple[Path, Organisation], sink: AdminAudit
 ) -> None:
     # The file claims to be DeepSeek-R1-Distill-Llama-8B: developer CN, base Llama 3.1 8B (US).
     crafted = gguf_claiming(tmp_path / "distill.gguf", "DeepSeek-R1-Distill-Llama", "8B")
     key, organisation = org
     registry = Registry(tmp_path / "b.db")
     with pytest.raises(PolicyDenied, match="sovereign.denied-country-in-lineage"):
-        admit(registry, crafted, "distill", "sovereign-strict", key, organisation, "tester")
+        admit(registry, crafted, "distill", "sovereign-strict", key, organisation, "tester", audit=sink)
     assert registry.list(include_revoked=True) == []  # nothing half-written
 
 
 def test_lineage_is_transitive_a_us_developer_on_a_chinese_base_is_refused(
     tmp_path: Path, org: tuple[Path, Organisation]
 ) -> None:
+    from bastion.admission import Subject, decide
     from bastion.catalog import load_catalog
-    from bastion.policy import ArtifactAttributes, admission_decision
 
     catalog = load_catalog()
     us_on_cn = next(e for e in catalog.entries if e.country == "US" and "CN" in catalog.ancestry(e.name).countries)
-    attrs = ArtifactAttributes.from_catalog(us_on_cn.name, catalog, vet_verdict="pass", signer=org[1].trusted_signers[0])
-    decision = admission_decision(attrs, "sovereign-strict", org[1])
+    decision = decide(Subject.assumed(us_on_cn.name, org[1]), "sovereign-strict", org[1], catalog).decision
     assert not decision.allowed
     assert "sovereign.denied-country-in-lineage" in [r.id for r in decision.reasons]
 
 
-def test_a_key_the_organisation_does_not_trust_cannot_admit(tmp_path: Path, org: tuple[Path, Organisation]) -> None:
+def test_a_key_the_organisation_does_not_trust_cannot_admit(
+    tmp_path: Path, org: tuple[Path, Organisation], sink: AdminAudit
+) -> None:
     stranger = generate_key_pair(tmp_path / "stranger")
     with pytest.raises(PolicyDenied, match="no permit statement matched"):
         admit(Registry(tmp_path / "b.db"), bundled.smollm2(), "smollm2", "sovereign-strict",
-              stranger.private_key, org[1], "tester")
+              stranger.private_key, org[1], "tester", audit=sink)
 
 
 def test_a_pickle_with_hidden_code_fails_vet_and_is_not_admitted(
-    tmp_path: Path, org: tuple[Path, Organisation]
+    tmp_path: Path, org: tuple[Path, Organisation], sink: AdminAudit
 ) -> None:
     class Payload:
         def __reduce__(self) -> tuple[object, tuple[str]]:
@@ -85,36 +94,38 @@ def test_a_pickle_with_hidden_code_fails_vet_and_is_not_admitted(
     evil.write_bytes(pickle.dumps(Payload()))
     registry = Registry(tmp_path / "b.db")
     with pytest.raises(VerdictFail, match="failed vet"):
-        admit(registry, evil.parent, "evil", "permissive", org[0], org[1], "tester")
+        admit(registry, evil.parent, "evil", "permissive", org[0], org[1], "tester", audit=sink)
     assert not (tmp_path / "pwned").exists()
     assert registry.list(include_revoked=True) == []
 
 
 def test_names_are_unique_until_revoked_and_revoked_bytes_stay_revoked(
-    tmp_path: Path, org: tuple[Path, Organisation]
+    tmp_path: Path, org: tuple[Path, Organisation], sink: AdminAudit
 ) -> None:
     registry = Registry(tmp_path / "b.db")
-    first, _ = admit(registry, bundled.smollm2(), "m", "permissive", org[0], org[1], "tester")
+    first, _ = admit(registry, bundled.smollm2(), "m", "permissive", org[0], org[1], "tester", audit=sink)
     with pytest.raises(UsageError, match="already admitted"):
-        admit(registry, bundled.smollm2(), "m", "permissive", org[0], org[1], "tester")
+        admit(registry, bundled.smollm2(), "m", "permissive", org[0], org[1], "tester", audit=sink)
     registry.revoke("m", "tester", "superseded")
     with pytest.raises(NotFound):
         registry.get("m")
     # The same bytes cannot come back under any name: a revocation is final for the bytes.
     with pytest.raises(PolicyDenied, match="were revoked as 'm'.*superseded"):
-        admit(registry, bundled.smollm2(), "m", "permissive", org[0], org[1], "tester")
+        admit(registry, bundled.smollm2(), "m", "permissive", org[0], org[1], "tester", audit=sink)
     other = tmp_path / "other.gguf"
     other.write_bytes(bundled.smollm2().read_bytes()[:-1] + b"\x00")  # another build: last byte differs
-    second, _ = admit(registry, other, "m", "permissive", org[0], org[1], "tester")
+    second, _ = admit(registry, other, "m", "permissive", org[0], org[1], "tester", audit=sink)
     assert registry.get("m").id == second.id != first.id
     assert len(registry.list(include_revoked=True)) == 2
 
 
-def test_bytes_changed_after_admission_are_caught_at_load(tmp_path: Path, org: tuple[Path, Organisation]) -> None:
+def test_bytes_changed_after_admission_are_caught_at_load(
+    tmp_path: Path, org: tuple[Path, Organisation], sink: AdminAudit
+) -> None:
     copy = tmp_path / "smol.gguf"
     copy.write_bytes(bundled.smollm2().read_bytes())
     registry = Registry(tmp_path / "b.db")
-    admit(registry, copy, "smol", "permissive", org[0], org[1], "tester")
+    admit(registry, copy, "smol", "permissive", org[0], org[1], "tester", audit=sink)
     with copy.open("r+b") as fh:
         fh.seek(50_000_000)
         byte = fh.read(1)

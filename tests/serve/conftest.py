@@ -59,18 +59,22 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 def admit_all(home: Path, models: dict[str, str], policy: str = "permissive") -> Path:
     """Admit ``models`` (name -> path) into the registry under ``home``, signed by a new org key."""
+    from bastion.audit import AdminAudit
+    from bastion.config import AuditSettings
     from bastion.policy import Organisation
     from bastion.registry import Registry, admit
     from bastion.signing import generate_key_pair
 
     pair = generate_key_pair(home / "org")
     registry = Registry(home / "bastion.db")
+    # the gateway under test keeps its own log; these admissions are set-up, not what is tested
+    audit = AuditSettings(enabled=False)
     old = os.environ.get("BASTION_HOME")
     os.environ["BASTION_HOME"] = str(home)  # bundled:gemma3 is assembled under the gateway's home
     try:
         for name, ref in models.items():
             admit(registry, bundled.resolve(ref), name, policy, pair.private_key,
-                  Organisation(("CN",), (pair.key_hint,)), "test")
+                  Organisation(("CN",), (pair.key_hint,)), "test", audit=AdminAudit(audit))
     finally:
         if old is None:
             os.environ.pop("BASTION_HOME", None)

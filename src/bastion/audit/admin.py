@@ -51,3 +51,21 @@ def record_admin(
         return log.append_admin(action, actor or os_actor(), before_digest, after_digest, details)
     finally:
         log.close()
+
+
+class AdminAudit:
+    """The audit sink admission writes to: admin entries in the configured log (nothing when off)."""
+
+    def __init__(self, settings: AuditSettings, actor: str | None = None) -> None:
+        self.settings = settings
+        self.actor = actor
+
+    def record(
+        self,
+        action: str,
+        details: dict[str, Any],
+        before_digest: str | None = None,
+        after_digest: str | None = None,
+    ) -> None:
+        """Append one admin entry durably (see :func:`record_admin`)."""
+        record_admin(self.settings, action, before_digest, after_digest, details, self.actor)

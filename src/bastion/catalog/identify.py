@@ -5,28 +5,24 @@ a match is a *claimed* identity: strong when several independent claims agree (n
 parameter count, tokenizer digest), weak when one name is all there is. Proving lineage from the
 weights is the job of ``bastion lineage``; its results plug in through :class:`EvidenceSource`.
 
-Nothing here executes or renders anything from the artifact: GGUF headers are read by a bounded parser,
-JSON with ``json.loads`` on a bounded read, and the model card only for its title and front matter.
+Nothing here reads a file: claims come from the :class:`~bastion.formats.Artifact` that
+``formats.open_artifact`` parsed once (bounded GGUF and safetensors readers, strict JSON, the first
+64 KiB of the model card for its title and front matter); nothing is executed or rendered.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
-import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 from bastion.catalog.catalog import Catalog, _norm, load_catalog
 from bastion.catalog.schema import CatalogEntry
 from bastion.errors import UnusableInput
-from bastion.formats.gguf import ArraySummary, read_gguf
+from bastion.formats import Artifact, GGUFInfo, SafetensorsInfo
+from bastion.formats.gguf import ArraySummary
 
-MAX_JSON_BYTES = 16 * 1024 * 1024  # config.json is a few KB; a safetensors header a few MB
-MAX_CARD_BYTES = 64 * 1024
 SELF_DECLARED_CAP = 90
 _TUNED = re.compile(r"(instruct|chat|\bit\b|-it\b|rl\b|distill)", re.IGNORECASE)
 
@@ -118,8 +114,8 @@ class Identification:
 class EvidenceSource(Protocol):
     """Seam for further evidence about a candidate, e.g. weight fingerprints from ``bastion lineage``."""
 
-    def evidence(self, path: Path, claims: Claims, entry: CatalogEntry) -> Iterable[Evidence]:
-        """Evidence for or against ``path`` being ``entry``."""
+    def evidence(self, artifact: Artifact, claims: Claims, entry: CatalogEntry) -> Iterable[Evidence]:
+        """Evidence for or against ``artifact`` being ``entry``."""
         ...
 
 
@@ -131,9 +127,8 @@ def _size_label_b(label: str | None) -> float | None:
     return float(m.group(1)) * scale
 
 
-def _gguf_claims(path: Path) -> Claims:
-    # The same bounded reader vet uses: every count and length checked against the file size.
-    meta = read_gguf(path).metadata
+def _gguf_claims(info: GGUFInfo) -> Claims:
+    meta = info.metadata
 
     def text(key: str) -> str | None:
         value = meta.get(key)
@@ -164,58 +159,8 @@ def _gguf_claims(path: Path) -> Claims:
     )
 
 
-def _read_bounded(path: Path, limit: int) -> bytes:
-    with path.open("rb") as fh:
-        data = fh.read(limit + 1)
-    if len(data) > limit:
-        raise UnusableInput(
-            f"{path} is larger than {limit:,} bytes", hint="This is not a normal model metadata file."
-        )
-    return data
-
-
-def _json_file(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(_read_bounded(path, MAX_JSON_BYTES))
-    except (OSError, ValueError) as exc:
-        raise UnusableInput(
-            f"{path}: not readable JSON: {exc}", hint="Obtain the file again from its source."
-        ) from exc
-    if not isinstance(value, dict):
-        raise UnusableInput(f"{path}: expected a JSON object", hint="Obtain the file again from its source.")
-    return value
-
-
-def _safetensors_params(path: Path) -> int | None:
-    """Parameter count from a safetensors header (shapes only; the tensor data is never read)."""
-    with path.open("rb") as fh:
-        raw = fh.read(8)
-        if len(raw) != 8:
-            return None
-        (n,) = struct.unpack("<Q", raw)
-        if n > MAX_JSON_BYTES:
-            raise UnusableInput(
-                f"{path}: safetensors header claims {n:,} bytes", hint="The file is damaged or crafted."
-            )
-        try:
-            header = json.loads(fh.read(n))
-        except ValueError as exc:
-            raise UnusableInput(
-                f"{path}: safetensors header is not JSON", hint="The file is damaged."
-            ) from exc
-    total = 0
-    for name, info in header.items():
-        if name != "__metadata__" and isinstance(info, dict):
-            count = 1
-            for dim in info.get("shape", []):
-                count *= int(dim)
-            total += count
-    return total
-
-
-def _card(path: Path) -> tuple[str | None, list[str], str | None]:
+def _card(text: str) -> tuple[str | None, list[str], str | None]:
     """Title (first '# ' heading), declared base_model(s) and licence from a model card's front matter."""
-    text = _read_bounded(path, MAX_CARD_BYTES * 16)[:MAX_CARD_BYTES].decode("utf-8", "replace")
     front, body = "", text
     if text.startswith("---"):
         end = text.find("\n---", 3)
@@ -228,28 +173,25 @@ def _card(path: Path) -> tuple[str | None, list[str], str | None]:
     return (title.group(1) if title else None, bases, lic.group(1) if lic else None)
 
 
-def _folder_claims(path: Path) -> Claims:
-    config_path = path / "config.json"
-    if not config_path.is_file():
+def _folder_claims(artifact: Artifact) -> Claims:
+    config = artifact.json("config.json")
+    if config is None:
         raise UnusableInput(
-            f"{path}: no config.json", hint="Point at a Hugging Face model folder or a .gguf file."
+            f"{artifact.path}: no config.json", hint="Point at a Hugging Face model folder or a .gguf file."
         )
-    config = _json_file(config_path)
     names: list[tuple[str, str]] = []
-    title: str | None = None
-    bases: list[str] = []
-    lic: str | None = None
-    if (path / "README.md").is_file():
-        title, bases, lic = _card(path / "README.md")
-        if title:
-            names.append(("README.md title", title))
+    title, bases, lic = _card(artifact.card) if artifact.card else (None, [], None)
+    if title:
+        names.append(("README.md title", title))
     if isinstance(config.get("_name_or_path"), str) and config["_name_or_path"]:
         names.append(("config.json _name_or_path", config["_name_or_path"]))
-    params = sum(_safetensors_params(p) or 0 for p in sorted(path.glob("*.safetensors"))[:64]) or None
-    tok = path / "tokenizer.json"
-    tok_digest = None
-    if tok.is_file():
-        tok_digest = "hf-tokenizer.json:" + hashlib.sha256(_read_bounded(tok, 64 * 1024 * 1024)).hexdigest()
+    params = sum(
+        f.require().n_parameters for f in artifact.weight_files() if isinstance(f.parsed, SafetensorsInfo)
+    ) or None
+    tok = artifact.get("tokenizer.json")
+    # the manifest's digest of tokenizer.json: the file was hashed once, with everything else
+    tok_digest = "hf-tokenizer.json:" + tok.digest.split(":", 1)[1] if tok is not None else None
+    tok_config = artifact.json("tokenizer_config.json")
     return Claims(
         format="hf-folder",
         names=tuple(names),
@@ -258,25 +200,20 @@ def _folder_claims(path: Path) -> Claims:
         organization=None,
         license=lic,
         params_b=params / 1e9 if params else None,
-        has_chat_template=("chat_template" in _json_file(path / "tokenizer_config.json"))
-        if (path / "tokenizer_config.json").is_file()
-        else None,
+        has_chat_template=("chat_template" in tok_config) if tok_config is not None else None,
         tokenizer_sha256=tok_digest,
     )
 
 
-def read_claims(path: Path) -> Claims:
-    """What the artifact at ``path`` (a .gguf file or a Hugging Face folder) says about itself."""
-    if path.is_dir():
-        return _folder_claims(path)
-    if not path.is_file():
-        raise UnusableInput(f"{path} does not exist", hint="Check the path.")
-    with path.open("rb") as fh:
-        magic = fh.read(4)
-    if magic == b"GGUF":
-        return _gguf_claims(path)
+def read_claims(artifact: Artifact) -> Claims:
+    """What the artifact (a .gguf file or a Hugging Face folder) says about itself."""
+    if artifact.is_folder:
+        return _folder_claims(artifact)
+    info = artifact.gguf
+    if info is not None:
+        return _gguf_claims(info)
     raise UnusableInput(
-        f"{path}: identification reads GGUF files and Hugging Face folders; this file is neither",
+        f"{artifact.path}: identification reads GGUF files and Hugging Face folders; this file is neither",
         hint="For safetensors or PyTorch files, point at the folder that holds them and their config.json.",
     )
 
@@ -349,14 +286,14 @@ def _score(claims: Claims, entry: CatalogEntry, catalog: Catalog) -> list[Eviden
 
 
 def identify(
-    path: Path,
+    artifact: Artifact,
     catalog: Catalog | None = None,
     evidence_sources: Sequence[EvidenceSource] = (),
     limit: int = 5,
 ) -> Identification:
-    """Match the artifact at ``path`` against the catalog; candidates best first with a 0-100 confidence."""
+    """Match ``artifact`` against the catalog; candidates best first with a 0-100 confidence."""
     cat = catalog if catalog is not None else load_catalog()
-    claims = read_claims(path)
+    claims = read_claims(artifact)
     candidates = []
     for entry in cat.entries:
         ev = _score(claims, entry, cat)
@@ -365,9 +302,9 @@ def identify(
         # What a file says about itself can be forged by whoever wrote it, so self-declared claims alone
         # never reach more than SELF_DECLARED_CAP; only external evidence (weights) can go beyond.
         declared = min(SELF_DECLARED_CAP, sum(e.points for e in ev))
-        external = [x for source in evidence_sources for x in source.evidence(path, claims, entry)]
+        external = [x for source in evidence_sources for x in source.evidence(artifact, claims, entry)]
         ev.extend(external)
         confidence = max(0, min(100, declared + sum(e.points for e in external)))
         candidates.append(Candidate(entry.name, confidence, tuple(ev)))
     candidates.sort(key=lambda c: (-c.confidence, c.name))
-    return Identification(str(path), claims, tuple(candidates[:limit]))
+    return Identification(str(artifact.path), claims, tuple(candidates[:limit]))

@@ -9,10 +9,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from bastion.admission.recommend import TASKS, recommend
 from bastion.audit import record_admin, require_audit
-from bastion.catalog import load_catalog
-from bastion.catalog.identify import identify
-from bastion.catalog.recommend import TASKS, recommend
+from bastion.catalog import identify, load_catalog
 from bastion.catalog.update import (
     UpdateDiff,
     apply_update,
@@ -25,6 +24,7 @@ from bastion.cli.options import ConfigOpt, JsonOpt
 from bastion.cli.render import emit, err, out
 from bastion.config import load_settings
 from bastion.errors import UsageError
+from bastion.formats import open_artifact
 from bastion.policy import Organisation
 from bastion.signing import load_private_key, load_public_key
 from bastion.signing.keys import read_small, write_atomic
@@ -153,7 +153,7 @@ def identify_(
     as_json: JsonOpt = False,
 ) -> None:
     """Match an artifact to catalog entries from what its files say, with a confidence (0-100)."""
-    result = identify(path, load_catalog(catalog))
+    result = identify(open_artifact(path), load_catalog(catalog))
 
     def human() -> None:
         best = result.best

@@ -17,6 +17,7 @@ from bastion.evals import EvalStore, LlamaBackend, OpenAIBackend, RunOptions, Ru
 from bastion.evals.backends import Backend
 from bastion.evals.policy_cost import admissibility
 from bastion.evals.report import compare_runs, write_report
+from bastion.lineage import local_weight_evidence
 from bastion.policy import Organisation
 
 app = typer.Typer(help="Measure models offline: capability (ARC, HellaSwag, PIQA, GSM8K) and safety suites.",
@@ -199,7 +200,9 @@ def report(
     verdicts = None
     if policy is not None:
         named = dict(pair.split("=", 1) for pair in identity or [] if "=" in pair)
-        verdicts = admissibility(runs, policy, Organisation.load(org), named)
+        verdicts = admissibility(
+            runs, policy, Organisation.load(org), named, evidence_sources=local_weight_evidence()
+        )
     path = write_report(runs, output, verdicts)
     emit({"report": str(path), "runs": [r.id for r in runs],
           "admissibility": [v.to_json() for v in verdicts or []]}, as_json,

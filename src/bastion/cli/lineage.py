@@ -147,7 +147,7 @@ def check_cmd(
     key, sep, name = claims.partition("=")
     if key != "base" or not sep or not name:
         raise UsageError(f"--claims {claims!r} is not understood", hint="Write --claims base=NAME.")
-    store = ReferenceStore()
+    store = ReferenceStore.default()
     try:
         store.info(name)  # an unknown base fails fast, before any progress bar is drawn
         with _progress("fingerprinting") as progress:
@@ -179,7 +179,7 @@ def add_reference_cmd(
     """Store a base model's fingerprint under a name, for 'check' to compare against."""
     with _progress("fingerprinting") as progress:
         fp = load_or_fingerprint(resolve(model), progress)
-    store = ReferenceStore()
+    store = ReferenceStore.default()
     try:
         info = store.add(name, fp, replace=replace)
     finally:
@@ -194,7 +194,7 @@ def add_reference_cmd(
 @app.command("references")
 def references_cmd(as_json: JsonOpt = False) -> None:
     """List the stored reference fingerprints."""
-    store = ReferenceStore()
+    store = ReferenceStore.default()
     try:
         refs = store.list()
     finally:

@@ -1,4 +1,4 @@
-"""``bastion admit`` and ``bastion models``: admission into the registry, and what is admitted."""
+"""``bastion admit``, ``bastion import`` and ``bastion models``: admission, and what is admitted."""
 
 from __future__ import annotations
 
@@ -9,13 +9,14 @@ import typer
 from rich.table import Table
 
 from bastion import bundled
-from bastion.audit import os_actor, record_admin, require_audit
+from bastion.audit import AdminAudit, os_actor, record_admin, require_audit
 from bastion.cli.options import ConfigOpt, JsonOpt
 from bastion.cli.render import emit, err, out
 from bastion.config import Settings, load_settings
-from bastion.errors import BastionError
+from bastion.errors import UsageError
+from bastion.lineage import local_weight_evidence
 from bastion.policy import Organisation
-from bastion.registry import Registry, admit, open_registry
+from bastion.registry import Declaration, Registry, admit, open_registry
 
 app = typer.Typer(help="Admitted models: list, show, revoke.", no_args_is_help=True)
 
@@ -23,6 +24,21 @@ app = typer.Typer(help="Admitted models: list, show, revoke.", no_args_is_help=T
 def _open(config: Path | None) -> tuple[Settings, Registry]:
     settings = load_settings(config)
     return settings, open_registry(settings)
+
+
+NameOpt = Annotated[str, typer.Option("--name", "-n", help="Name the gateway will serve it under.")]
+KeyOpt = Annotated[
+    Path, typer.Option("--key", help="Organisation private key (PEM) that signs the manifest.")
+]
+PolicyOpt = Annotated[
+    str,
+    typer.Option("--policy", "-p", help="Policy pack (permissive, enterprise, sovereign-strict) or file."),
+]
+OrgOpt = Annotated[
+    Path | None,
+    typer.Option("--org", help="organisation.toml: name, country, denied countries, trusted signers."),
+]
+StrictOpt = Annotated[bool, typer.Option("--strict", help="Strict vet (remote code and warnings fail).")]
 
 
 def register(root: typer.Typer) -> None:
@@ -33,77 +49,99 @@ def register(root: typer.Typer) -> None:
         path: Annotated[
             str, typer.Argument(help="Model file or folder (or bundled:smollm2 ...).", metavar="PATH")
         ],
-        name: Annotated[str, typer.Option("--name", "-n", help="Name the gateway will serve it under.")],
-        key: Annotated[
-            Path, typer.Option("--key", help="Organisation private key (PEM) that signs the manifest.")
-        ],
-        policy: Annotated[
-            str,
-            typer.Option(
-                "--policy", "-p", help="Policy pack (permissive, enterprise, sovereign-strict) or file."
-            ),
-        ] = "sovereign-strict",
-        org: Annotated[
-            Path | None, typer.Option("--org", help="organisation.toml: denied countries, trusted signers.")
-        ] = None,
-        strict: Annotated[
-            bool, typer.Option("--strict", help="Strict vet (remote code and warnings fail).")
-        ] = False,
+        name: NameOpt,
+        key: KeyOpt,
+        policy: PolicyOpt = "sovereign-strict",
+        org: OrgOpt = None,
+        strict: StrictOpt = False,
         config: ConfigOpt = None,
         as_json: JsonOpt = False,
     ) -> None:
         """Vet, hash, identify, decide (Cedar), sign and record a model; a denial cites the statements."""
-        settings, registry = _open(config)
-        if settings.audit.enabled:
-            require_audit(settings.audit)  # an admission that cannot be recorded is not made
-        model = bundled.resolve(path)
-        organisation = Organisation.load(org)
-        try:
-            with err.status(f"admitting {model} as {name!r} under {policy} ..."):
-                admission, assessment = admit(
-                    registry, model, name, policy, key, organisation, os_actor(), strict=strict
-                )
-        except BastionError as exc:
-            record_admin(
-                settings.audit,
-                "model.admit.refused",
-                details={
-                    "name": name,
-                    "path": str(model),
-                    "policy": policy,
-                    "error": exc.message,
-                },
-            )
-            raise
-        record_admin(
-            settings.audit,
-            "model.admit",
-            after_digest=admission.weights_digest,
-            details={
-                "name": name,
-                "path": admission.path,
-                "policy": admission.policy,
-                "signer": admission.signer,
-                "root_digest": admission.root_digest,
-                "decision": assessment.decision.to_json(),
-            },
-        )
+        _admit(path, name, key, policy, org, strict, config, as_json, None)
 
-        def human() -> None:
-            out.print(f"[green]admitted[/] {name!r} <- {admission.path}")
-            out.print(f"  weights   {admission.weights_digest}")
-            out.print(
-                f"  identity  {admission.identity.get('claimed_identity')} "
-                f"(confidence {admission.identity.get('confidence')})"
+    @root.command("import")
+    def import_cmd(
+        path: Annotated[
+            str, typer.Argument(help="The organisation's own model file or folder.", metavar="PATH")
+        ],
+        name: NameOpt,
+        key: KeyOpt,
+        base: Annotated[
+            str | None,
+            typer.Option(
+                "--base",
+                help="Catalog release it was derived from (fine-tune); the claim is tested on the weights.",
+            ),
+        ] = None,
+        developer: Annotated[
+            str | None, typer.Option("--developer", help="Developer (default: organisation.toml name).")
+        ] = None,
+        country: Annotated[
+            str | None,
+            typer.Option("--country", help="Developer country, ISO 3166-1 alpha-2 (default: the org's)."),
+        ] = None,
+        policy: PolicyOpt = "sovereign-strict",
+        org: OrgOpt = None,
+        strict: StrictOpt = False,
+        config: ConfigOpt = None,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Import an in-house model: vet, identify, test the declared base on its weights, decide, sign."""
+        if country is not None and not (len(country) == 2 and country.isalpha() and country.isupper()):
+            raise UsageError(
+                f"--country {country!r} is not an ISO 3166-1 alpha-2 code", hint="For example --country GB."
             )
-            out.print(f"  vet       {admission.verdict} ({len(admission.findings)} findings)")
-            reasons = ", ".join(r["id"] for r in assessment.decision.to_json()["reasons"])
-            out.print(f"  policy    {admission.policy}: allow ({reasons})")
-            out.print(f"  signed by {admission.signer}")
-
-        emit({"admitted": admission.to_json(), "assessment": assessment.to_json()}, as_json, human)
+        if base is None and (developer or country):
+            raise UsageError(
+                "--developer and --country describe a derivative: give its --base too",
+                hint="Without --base the model is identified against the catalog as 'bastion admit' does.",
+            )
+        declared = Declaration(base, developer, country) if base is not None else None
+        _admit(path, name, key, policy, org, strict, config, as_json, declared)
 
     root.add_typer(app, name="models")
+
+
+def _admit(
+    path: str,
+    name: str,
+    key: Path,
+    policy: str,
+    org: Path | None,
+    strict: bool,
+    config: Path | None,
+    as_json: bool,
+    declared: Declaration | None,
+) -> None:
+    settings, registry = _open(config)
+    if settings.audit.enabled:
+        require_audit(settings.audit)  # an admission that cannot be recorded is not made
+    model = bundled.resolve(path)
+    organisation = Organisation.load(org)
+    with err.status(f"admitting {model} as {name!r} under {policy} ..."):
+        admission, assessment = admit(
+            registry, model, name, policy, key, organisation, os_actor(),
+            audit=AdminAudit(settings.audit), evidence_sources=local_weight_evidence(),
+            declared=declared, strict=strict,
+        )
+
+    def human() -> None:
+        out.print(f"[green]admitted[/] {name!r} <- {admission.path}")
+        out.print(f"  weights   {admission.weights_digest}")
+        out.print(
+            f"  identity  {admission.identity.get('claimed_identity')} "
+            f"(confidence {admission.identity.get('confidence')})"
+        )
+        if assessment.lineage is not None:
+            lv = assessment.lineage
+            out.print(f"  lineage   declared base {lv.claimed_base}: {lv.claim} by the weights")
+        out.print(f"  vet       {admission.verdict} ({len(admission.findings)} findings)")
+        reasons = ", ".join(r["id"] for r in assessment.decision.to_json()["reasons"])
+        out.print(f"  policy    {admission.policy}: allow ({reasons})")
+        out.print(f"  signed by {admission.signer}")
+
+    emit({"admitted": admission.to_json(), "assessment": assessment.to_json()}, as_json, human)
 
 
 @app.command("list")

@@ -8,19 +8,15 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from bastion.catalog import load_catalog
-from bastion.catalog.identify import identify
+from bastion import bundled
+from bastion.admission import Facts, Subject, decide
+from bastion.catalog import identify, load_catalog
 from bastion.cli.options import JsonOpt
 from bastion.cli.render import emit, out
 from bastion.errors import UsageError
-from bastion.policy import (
-    PACKS,
-    ArtifactAttributes,
-    Organisation,
-    admission_decision,
-    read_policy,
-    schema_text,
-)
+from bastion.formats import open_artifact
+from bastion.lineage import local_weight_evidence
+from bastion.policy import PACKS, Organisation, read_policy, schema_text
 from bastion.policy.decision import VERDICTS
 
 app = typer.Typer(
@@ -87,25 +83,20 @@ def explain(
     organisation = Organisation.load(org)
     the_signer = signer if signer is not None else (organisation.trusted_signers or ("",))[0]
     cat = load_catalog()
-    path = Path(model)
+    path = bundled.resolve(model) if model.startswith("bundled:") else Path(model)
     confidence, identified = 100, model
     if path.exists():
-        ident = identify(path, cat)
+        # identified as admission identifies it: the file read once, the same weight evidence
+        ident = identify(open_artifact(path), cat, evidence_sources=local_weight_evidence())
         if ident.best is None:
             raise UsageError(
                 f"{model}: no catalog entry matches what the file says",
                 hint="'bastion catalog identify PATH' shows what was read.",
             )
         identified, confidence = ident.best.name, ident.best.confidence
-    attrs = ArtifactAttributes.from_catalog(
-        identified,
-        cat,
-        vet_verdict=vet,
-        finding_codes=tuple(finding or ()),
-        signer=the_signer,
-        match_confidence=confidence,
-    )
-    decision = admission_decision(attrs, policy, organisation)
+    facts = Facts(vet, tuple(finding or ()), the_signer)
+    ruling = decide(Subject(identified, match_confidence=confidence, facts=facts), policy, organisation, cat)
+    attrs, decision = ruling.attributes, ruling.decision
 
     def human() -> None:
         verdict = "[green]ALLOW[/]" if decision.allowed else "[red]DENY[/]"

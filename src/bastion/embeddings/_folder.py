@@ -10,7 +10,6 @@ numpy broadcasting traceback or, worse, silently wrong vectors.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,8 @@ from tokenizers import Tokenizer
 
 from bastion.embeddings._bert import BertWeights, LayerWeights
 from bastion.errors import UnusableInput
+from bastion.formats.safetensors import weight_file_names
+from bastion.formats.strict_json import read_json
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -51,15 +52,13 @@ class BertConfig:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise UnusableInput(f"{path} is missing", hint=_FIX)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UnusableInput(f"{path} is missing", hint=_FIX) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UnusableInput(f"{path} is not readable JSON: {exc}", hint=_FIX) from None
-    if not isinstance(data, dict):
-        raise UnusableInput(f"{path} must hold a JSON object, found {type(data).__name__}", hint=_FIX)
-    return data
+        return read_json(path)  # the one strict JSON reader: bounded, duplicate keys refused
+    except UnusableInput as exc:
+        detail = exc.message.removeprefix(f"{path}: ")
+        raise UnusableInput(f"{path} is not readable JSON: {detail}", hint=_FIX) from None
 
 
 def _int_field(cfg: dict[str, Any], key: str, path: Path, upper: int) -> int:
@@ -187,36 +186,55 @@ def _expected(cfg: BertConfig) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def weight_files(folder: Path) -> list[Path]:
+    """``model.safetensors``, or every shard a ``model.safetensors.index.json`` names."""
+    files = [folder / n for n in weight_file_names(folder)]
+    missing = [f for f in files if not f.is_file()]
+    if not files or missing:
+        raise UnusableInput(f"{(missing or [folder / WEIGHTS])[0]} is missing", hint=_FIX)
+    return files
+
+
 def load_weights(folder: Path, cfg: BertConfig) -> BertWeights:
-    """Read model.safetensors, check every tensor the encoder needs, and lay them out for numpy."""
-    path = folder / WEIGHTS
-    if not path.is_file():
-        raise UnusableInput(f"{path} is missing", hint=_FIX)
+    """Read the weights (one file or shards), check every tensor the encoder needs, lay them out."""
     expected = _expected(cfg)
     tensors: dict[str, np.ndarray[Any, np.dtype[np.float32]]] = {}
-    try:
-        with safe_open(str(path), framework="numpy") as f:
-            present = set(f.keys())
-            missing = sorted(set(expected) - present)
-            if missing:
-                more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-                raise UnusableInput(
-                    f"{path}: missing tensors {', '.join(missing[:3])}{more} for a {cfg.layers}-layer BERT",
-                    hint=_FIX,
-                )
-            for name, shape in expected.items():
-                sl = f.get_slice(name)
-                if sl.get_dtype() != "F32" or tuple(sl.get_shape()) != shape:
-                    raise UnusableInput(
-                        f"{path}: tensor {name} is {sl.get_dtype()} {list(sl.get_shape())},"
-                        f" expected F32 {list(shape)} (from {CONFIG})",
-                        hint=_FIX,
-                    )
-                tensors[name] = f.get_tensor(name)
-    except SafetensorError as exc:
-        raise UnusableInput(f"{path} is not a readable safetensors file: {exc}", hint=_FIX) from None
-    except OSError as exc:
-        raise UnusableInput(f"cannot read {path}: {exc.strerror or exc}", hint=_FIX) from None
+    where: dict[str, Path] = {}
+    for path in weight_files(folder):
+        try:
+            with safe_open(str(path), framework="numpy") as f:
+                for name in f.keys():
+                    where.setdefault(name, path)
+        except SafetensorError as exc:
+            raise UnusableInput(f"{path} is not a readable safetensors file: {exc}", hint=_FIX) from None
+        except OSError as exc:
+            raise UnusableInput(f"cannot read {path}: {exc.strerror or exc}", hint=_FIX) from None
+    missing = sorted(set(expected) - set(where))
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise UnusableInput(
+            f"{folder / WEIGHTS}: missing tensors {', '.join(missing[:3])}{more} "
+            f"for a {cfg.layers}-layer BERT",
+            hint=_FIX,
+        )
+    for path in sorted(set(where[n] for n in expected)):
+        try:
+            with safe_open(str(path), framework="numpy") as f:
+                for name, shape in expected.items():
+                    if where[name] != path:
+                        continue
+                    sl = f.get_slice(name)
+                    if sl.get_dtype() != "F32" or tuple(sl.get_shape()) != shape:
+                        raise UnusableInput(
+                            f"{path}: tensor {name} is {sl.get_dtype()} {list(sl.get_shape())},"
+                            f" expected F32 {list(shape)} (from {CONFIG})",
+                            hint=_FIX,
+                        )
+                    tensors[name] = f.get_tensor(name)
+        except SafetensorError as exc:
+            raise UnusableInput(f"{path} is not a readable safetensors file: {exc}", hint=_FIX) from None
+        except OSError as exc:
+            raise UnusableInput(f"cannot read {path}: {exc.strerror or exc}", hint=_FIX) from None
     return _arrange(tensors, cfg)
 
 

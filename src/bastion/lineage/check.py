@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bastion.formats import Artifact
 from bastion.lineage.compare import Comparison, compare
 from bastion.lineage.fingerprint import Fingerprint, fingerprint, load
 from bastion.lineage.references import ReferenceStore
@@ -52,22 +53,24 @@ class LineageVerdict:
         }
 
 
-def load_or_fingerprint(path: Path, progress: Callable[[int, int], None] | None = None) -> Fingerprint:
+def load_or_fingerprint(
+    target: Artifact | Path, progress: Callable[[int, int], None] | None = None
+) -> Fingerprint:
     """A fingerprint file (``.json``) is read; anything else is fingerprinted from its weights."""
-    if path.is_file() and path.suffix == ".json":
-        return load(path)
-    return fingerprint(path, progress)
+    if isinstance(target, Path) and target.is_file() and target.suffix == ".json":
+        return load(target)
+    return fingerprint(target, progress)
 
 
 def check_lineage(
-    path: Path,
+    path: Artifact | Path,
     claimed_base: str,
     store: ReferenceStore | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> LineageVerdict:
-    """Compare the model at ``path`` with reference ``claimed_base`` and with every other reference."""
+    """Compare the model (an Artifact or a path) with reference ``claimed_base`` and every other one."""
     own = store is None
-    refs = store or ReferenceStore()
+    refs = store or ReferenceStore.default()
     try:
         base = refs.get(claimed_base)  # NotFound before any heavy work
         fp = load_or_fingerprint(path, progress)
@@ -88,4 +91,5 @@ def check_lineage(
         claim = "inconclusive"
     else:
         claim = "contradicted" if related else "unsupported"
-    return LineageVerdict(str(path), claimed_base, claim, claimed, best_name, best, others)
+    where = path.path if isinstance(path, Artifact) else path
+    return LineageVerdict(str(where), claimed_base, claim, claimed, best_name, best, others)

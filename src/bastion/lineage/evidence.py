@@ -11,23 +11,19 @@ spaces), e.g. ``bastion lineage add-reference Gemma-3-270M bundled:gemma3``.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path
 
 from bastion.catalog.identify import Claims, Evidence
 from bastion.catalog.schema import CatalogEntry
+from bastion.formats import Artifact
 from bastion.lineage.check import load_or_fingerprint
 from bastion.lineage.compare import compare
 from bastion.lineage.fingerprint import Fingerprint
 from bastion.lineage.references import ReferenceStore
+from bastion.lineage.shipped import reference_name
 
 #: points for the entry's own reference / its base's reference, for and against
 SELF_MATCH, SELF_MISMATCH = 15, -60
 BASE_MATCH, BASE_MISMATCH = 5, -40
-
-
-def reference_name(catalog_name: str) -> str:
-    """The reference-store name of a catalog entry."""
-    return "-".join(catalog_name.split())
 
 
 class WeightEvidence:
@@ -36,14 +32,15 @@ class WeightEvidence:
     def __init__(self, store: ReferenceStore) -> None:
         self.store = store
         self.names = {info.name for info in store.list()}
-        self._fingerprints: dict[Path, Fingerprint] = {}
+        self._fingerprints: dict[str, Fingerprint] = {}
 
-    def _fingerprint(self, path: Path) -> Fingerprint:
-        if path not in self._fingerprints:
-            self._fingerprints[path] = load_or_fingerprint(path)
-        return self._fingerprints[path]
+    def _fingerprint(self, artifact: Artifact) -> Fingerprint:
+        key = artifact.manifest.root_digest()  # the same bytes are fingerprinted once
+        if key not in self._fingerprints:
+            self._fingerprints[key] = load_or_fingerprint(artifact)
+        return self._fingerprints[key]
 
-    def evidence(self, path: Path, claims: Claims, entry: CatalogEntry) -> Iterable[Evidence]:
+    def evidence(self, artifact: Artifact, claims: Claims, entry: CatalogEntry) -> Iterable[Evidence]:
         """Compare the weights with the entry's reference, else with its base model's."""
         for name, match, mismatch, what in (
             (entry.name, SELF_MATCH, SELF_MISMATCH, "this release"),
@@ -51,7 +48,7 @@ class WeightEvidence:
         ):
             if not name or reference_name(name) not in self.names:
                 continue
-            result = compare(self.store.get(reference_name(name)), self._fingerprint(path))
+            result = compare(self.store.get(reference_name(name)), self._fingerprint(artifact))
             if result.verdict == "related":
                 return [Evidence("weights", f"weights derive from the reference of {what} {name!r} "
                                  f"(log10 FPR {result.log10_p:.0f})", match)]
@@ -60,3 +57,13 @@ class WeightEvidence:
                                  mismatch)]
             return [Evidence("weights", f"weights vs {name!r}: inconclusive ({result.reason})", 0)]
         return []
+
+
+def local_weight_evidence(store: ReferenceStore | None = None) -> list[WeightEvidence]:
+    """Weight fingerprints as identification evidence, when the reference store has any references.
+
+    ``store`` defaults to the local store (``$BASTION_HOME/lineage.db``); none is created if absent.
+    """
+    if store is None:
+        store = ReferenceStore.default()
+    return [WeightEvidence(store)] if store.list() else []

@@ -28,7 +28,9 @@ from typing import Any
 import numpy as np
 
 from bastion.errors import UnusableInput, UsageError
-from bastion.hashing.digest import file_digest
+from bastion.formats import Artifact
+from bastion.formats.safetensors import weight_file_names
+from bastion.hashing.digest import file_digest, weights_digest
 from bastion.lineage.sources import Architecture, WeightSource, open_source
 
 FORMAT = "bastion-lineage-fingerprint/1"
@@ -263,20 +265,22 @@ def fingerprint_source(
     )
 
 
-def fingerprint(path: Path, progress: Callable[[int, int], None] | None = None) -> Fingerprint:
-    """Fingerprint the GGUF file or safetensors model at ``path``."""
-    src = open_source(path)
+def fingerprint(target: Artifact | Path, progress: Callable[[int, int], None] | None = None) -> Fingerprint:
+    """Fingerprint a GGUF file or safetensors model (an :class:`Artifact` read once, or a path)."""
+    src = open_source(target)
     try:
-        digest = file_digest(path) if path.is_file() else _folder_digest(path)
-        return fingerprint_source(src, path.name, digest, progress)
+        if isinstance(target, Artifact):
+            digest, name = target.weights_digest(), target.path.name
+        else:
+            digest, name = (file_digest(target) if target.is_file() else _folder_digest(target)), target.name
+        return fingerprint_source(src, name, digest, progress)
     finally:
         src.close()
 
 
 def _folder_digest(folder: Path) -> str:
-    """sha256 over the weight files' names and digests, so a folder model is identified like a file."""
-    lines = [f"{f.name}:{file_digest(f)}\n" for f in sorted(folder.glob("*.safetensors"))]
-    return "sha256-folder:" + hashlib.sha256("".join(lines).encode()).hexdigest()
+    """The weights digest of a folder model (``hashing.weights_digest`` over its weight files)."""
+    return weights_digest([(n, file_digest(folder / n)) for n in weight_file_names(folder)])
 
 
 def save(fp: Fingerprint, out: Path) -> None:

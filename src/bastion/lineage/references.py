@@ -12,6 +12,9 @@ import orjson
 from bastion.bundled import data_home
 from bastion.errors import NotFound, UsageError
 from bastion.lineage.fingerprint import Fingerprint
+from bastion.lineage.shipped import load as load_shipped
+from bastion.lineage.shipped import manifest as shipped_manifest
+from bastion.lineage.shipped import shipped_dir
 from bastion.store.sqlite import Migrations, open_database
 
 migrations = Migrations("lineage")
@@ -49,11 +52,23 @@ def default_path() -> Path:
 
 
 class ReferenceStore:
-    """Named reference fingerprints that ``check`` compares a model against."""
+    """Named reference fingerprints that ``check`` compares a model against.
 
-    def __init__(self, path: Path | None = None) -> None:
+    The organisation's own references live in SQLite; ``shipped`` adds the bundled models' references
+    built at install time (read-only, checked against their manifest; an own reference of the same
+    name wins). :meth:`default` is the store every command uses.
+    """
+
+    def __init__(self, path: Path | None = None, shipped: Path | None = None) -> None:
         self.path = path or default_path()
         self.conn = open_database(self.path, migrations)
+        self.shipped = shipped
+        self._shipped = shipped_manifest(shipped) if shipped is not None else {}
+
+    @classmethod
+    def default(cls) -> ReferenceStore:
+        """``$BASTION_HOME/lineage.db`` plus the references shipped for the bundled models."""
+        return cls(default_path(), shipped=shipped_dir())
 
     def add(self, name: str, fp: Fingerprint, replace: bool = False) -> ReferenceInfo:
         """Store ``fp`` under ``name`` (one transaction: the row is written whole or not at all)."""
@@ -76,20 +91,34 @@ class ReferenceStore:
             ) from exc
         return self.info(name)
 
-    def info(self, name: str) -> ReferenceInfo:
-        """Metadata of one reference."""
+    def _own(self, name: str) -> ReferenceInfo | None:
         row = self.conn.execute(
             "SELECT name, source, sha256, family, added_at FROM lineage_references WHERE name = ?", (name,)
         ).fetchone()
-        if row is None:
-            raise NotFound(
-                f"no lineage reference named {name!r}",
-                hint="See 'bastion lineage references'; add one with 'bastion lineage add-reference'.",
-            )
-        return ReferenceInfo(*row)
+        return ReferenceInfo(*row) if row else None
+
+    def _shipped_info(self, name: str) -> ReferenceInfo:
+        e = self._shipped[name]
+        return ReferenceInfo(
+            name, str(e.get("source")), str(e.get("weights")), str(e.get("family")), "shipped"
+        )
+
+    def info(self, name: str) -> ReferenceInfo:
+        """Metadata of one reference."""
+        own = self._own(name)
+        if own is not None:
+            return own
+        if name in self._shipped:
+            return self._shipped_info(name)
+        raise NotFound(
+            f"no lineage reference named {name!r}",
+            hint="See 'bastion lineage references'; add one with 'bastion lineage add-reference'.",
+        )
 
     def get(self, name: str) -> Fingerprint:
         """The fingerprint stored under ``name``."""
+        if self._own(name) is None and name in self._shipped and self.shipped is not None:
+            return load_shipped(self.shipped, name, self._shipped[name])
         self.info(name)
         (blob,) = self.conn.execute(
             "SELECT fingerprint FROM lineage_references WHERE name = ?", (name,)
@@ -97,11 +126,13 @@ class ReferenceStore:
         return Fingerprint.from_json(orjson.loads(blob), f"reference {name!r}")
 
     def list(self) -> list[ReferenceInfo]:
-        """Every reference, by name."""
+        """Every reference (own and shipped), by name."""
         rows = self.conn.execute(
             "SELECT name, source, sha256, family, added_at FROM lineage_references ORDER BY name"
         ).fetchall()
-        return [ReferenceInfo(*r) for r in rows]
+        own = {r[0]: ReferenceInfo(*r) for r in rows}
+        shipped = {n: self._shipped_info(n) for n in self._shipped if n not in own}
+        return sorted([*own.values(), *shipped.values()], key=lambda r: r.name)
 
     def close(self) -> None:
         """Close the database."""

@@ -7,7 +7,7 @@ vocabulary. Tensors are streamed in row blocks so memory stays bounded whatever 
 
 from __future__ import annotations
 
-import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +16,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from bastion.errors import UnusableInput
-from bastion.lineage.gguf_tensors import GGUFTensors
-
-MAX_TOKENIZER_JSON = 64 << 20  # tokenizer.json files are a few MB; refuse to parse a huge one
+from bastion.formats import Artifact, read_json
+from bastion.formats.gguf_tensors import GGUFTensors
+from bastion.formats.safetensors import weight_file_names
 
 
 @dataclass(frozen=True)
@@ -55,8 +55,8 @@ class WeightSource(Protocol):
 class GGUFSource:
     """A GGUF model in llama.cpp's tensor naming (``blk.N.ffn_up.weight`` ...)."""
 
-    def __init__(self, path: Path) -> None:
-        self.g = GGUFTensors(path)
+    def __init__(self, path: Path, expect: os.stat_result | None = None) -> None:
+        self.g = GGUFTensors(path, expect)
         meta, t = self.g.metadata, self.g.tensors
         family = str(meta.get("general.architecture", "?"))
         n_layers = int(meta.get(f"{family}.block_count", 0))
@@ -126,11 +126,12 @@ _HF_LAYOUTS = (
 class SafetensorsSource:
     """A Hugging Face model folder (or single ``.safetensors`` file) with ``config.json`` beside it."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, jsons: dict[str, dict[str, Any] | None] | None = None) -> None:
+        """``jsons``: config.json and tokenizer.json as an Artifact parsed them (else read here)."""
         from safetensors import safe_open
 
         folder = path if path.is_dir() else path.parent
-        files = sorted(folder.glob("*.safetensors")) if path.is_dir() else [path]
+        files = [folder / n for n in weight_file_names(folder)] if path.is_dir() else [path]
         if not files:
             raise UnusableInput(f"{path}: no .safetensors file found", hint="Give a model folder or file.")
         self._handles: dict[str, Any] = {}
@@ -142,7 +143,9 @@ class SafetensorsSource:
                     self._handles[k.removeprefix("bert.")] = (h, k)
         except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types for bad headers
             raise UnusableInput(f"{path}: not a readable safetensors file: {exc}") from exc
-        config = _read_json(folder / "config.json") if (folder / "config.json").exists() else {}
+        if jsons is None:
+            jsons = {n: read_json(folder / n) if (folder / n).is_file() else None for n in _JSONS}
+        config = jsons.get("config.json") or {}
         family = str(config.get("model_type", "unknown"))
         # HF Gemma norms compute x * (1 + w); fold the +1 so the weight means the same as in GGUF.
         self._norm_shift = 1.0 if family.startswith("gemma") else 0.0
@@ -170,7 +173,7 @@ class SafetensorsSource:
             "gated" if gated else "plain",
             self._tensor(self._emb).shape[0],
         )
-        self.tokenizer_kind, self.vocab, self.merges = _hf_tokenizer(folder)
+        self.tokenizer_kind, self.vocab, self.merges = _hf_tokenizer(jsons.get("tokenizer.json"))
 
     def _tensor(self, name: str) -> np.ndarray:
         h, k = self._handles[name]
@@ -210,23 +213,16 @@ class SafetensorsSource:
         self._handles.clear()
 
 
-def _read_json(path: Path) -> Any:
-    if path.stat().st_size > MAX_TOKENIZER_JSON:
-        raise UnusableInput(f"{path} is larger than {MAX_TOKENIZER_JSON} bytes; refusing to parse it")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UnusableInput(
-            f"{path}: not valid JSON: {exc}", hint="Restore the file from the publisher."
-        ) from exc
+_JSONS = ("config.json", "tokenizer.json")
 
 
-def _hf_tokenizer(folder: Path) -> tuple[str, list[str], list[str]]:
-    """Vocabulary (in id order) and merges from ``tokenizer.json``, or empty when absent."""
-    path = folder / "tokenizer.json"
-    if not path.exists():
+def _hf_tokenizer(tokenizer: dict[str, Any] | None) -> tuple[str, list[str], list[str]]:
+    """Vocabulary (in id order) and merges from a parsed ``tokenizer.json``, or empty when absent."""
+    if tokenizer is None:
         return "none", [], []
-    model = _read_json(path).get("model", {})
+    model = tokenizer.get("model", {})
+    if not isinstance(model, dict):
+        return "unknown", [], []
     kind = str(model.get("type", "unknown"))
     vocab = model.get("vocab", {})
     if isinstance(vocab, dict):
@@ -237,8 +233,20 @@ def _hf_tokenizer(folder: Path) -> tuple[str, list[str], list[str]]:
     return kind, ordered, merges
 
 
-def open_source(path: Path) -> WeightSource:
-    """Open ``path`` as GGUF (by magic) or safetensors (file or folder), or say why not."""
+def open_source(target: Artifact | Path) -> WeightSource:
+    """Open a model as GGUF (by magic) or safetensors (file or folder), or say why not.
+
+    Given an :class:`Artifact`, the headers and JSON files it parsed are used and a GGUF is refused
+    if it changed since it was hashed; given a path, the files are read here.
+    """
+    if isinstance(target, Artifact):
+        if target.gguf is not None:
+            return GGUFSource(target.path, expect=target.files[0].stat)
+        if target.is_folder:
+            return SafetensorsSource(target.path, {n: target.json(n) for n in _JSONS})
+        path = target.path
+    else:
+        path = target
     if not path.exists():
         raise UnusableInput(f"{path} does not exist", hint="Check the path.")
     if path.is_file():

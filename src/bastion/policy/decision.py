@@ -24,6 +24,9 @@ class Organisation:
     denied_countries: tuple[str, ...] = ()
     trusted_signers: tuple[str, ...] = ()
     id: str = "org"
+    #: the organisation's name and ISO 3166-1 alpha-2 country: developer of the models it imports
+    name: str = ""
+    country: str = ""
 
     @classmethod
     def load(cls, path: Path | None = None) -> Organisation:
@@ -43,19 +46,30 @@ class Organisation:
             raw = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{origin}: not valid TOML: {exc}", hint="Fix the syntax.") from exc
-        unknown = set(raw) - {"denied_countries", "trusted_signers"}
+        unknown = set(raw) - {"denied_countries", "trusted_signers", "name", "country"}
+        country = raw.get("country", "")
         bad = [
             c
-            for c in raw.get("denied_countries", [])
+            for c in [*raw.get("denied_countries", []), *([country] if country != "" else [])]
             if not (isinstance(c, str) and len(c) == 2 and c.isupper())
         ]
-        if unknown or bad or not all(isinstance(s, str) for s in raw.get("trusted_signers", [])):
+        if (
+            unknown
+            or bad
+            or not isinstance(raw.get("name", ""), str)
+            or not all(isinstance(s, str) for s in raw.get("trusted_signers", []))
+        ):
             raise ConfigError(
-                f"{origin}: expected only denied_countries (ISO 3166 alpha-2 codes) and trusted_signers "
-                f"(key ids); unknown keys {sorted(unknown)}, bad country codes {bad}",
+                f"{origin}: expected only name, country and denied_countries (ISO 3166 alpha-2 codes) and "
+                f"trusted_signers (key ids); unknown keys {sorted(unknown)}, bad country codes {bad}",
                 hint="See the bundled bastion/policy/packs/organisation.toml for the format.",
             )
-        return cls(tuple(raw.get("denied_countries", ())), tuple(raw.get("trusted_signers", ())))
+        return cls(
+            tuple(raw.get("denied_countries", ())),
+            tuple(raw.get("trusted_signers", ())),
+            name=raw.get("name", ""),
+            country=country,
+        )
 
     def entity(self) -> dict[str, Any]:
         """The Cedar entity for the organisation."""
@@ -89,48 +103,14 @@ class ArtifactAttributes:
     finding_codes: tuple[str, ...] = ()
     signer: str = ""
     match_confidence: int = 0
+    #: what the weights said about a declared base ("not-declared" when none was declared)
+    lineage_evidence: str = "not-declared"
 
     def __post_init__(self) -> None:
         if self.vet_verdict not in VERDICTS:
             raise ValueError(f"vet_verdict must be one of {VERDICTS}, not {self.vet_verdict!r}")
         if not 0 <= self.match_confidence <= 100:
             raise ValueError("match_confidence is a percentage (0-100)")
-
-    @classmethod
-    def from_catalog(
-        cls,
-        name: str,
-        catalog: Any = None,
-        *,
-        vet_verdict: str = "unknown",
-        finding_codes: tuple[str, ...] = (),
-        signer: str = "",
-        match_confidence: int = 100,
-    ) -> ArtifactAttributes:
-        """Attributes of catalog entry ``name`` with its whole ancestry, plus vet/signing facts given."""
-        from bastion.catalog import load_catalog  # catalog is data this module reads, never the reverse
-
-        cat = catalog if catalog is not None else load_catalog()
-        anc = cat.ancestry(name)
-        e = anc.chain[0]
-        return cls(
-            name=e.name,
-            developer=e.developer,
-            developer_country=e.country,
-            lineage=tuple(x.name for x in anc.chain),
-            lineage_countries=anc.countries,
-            developed_in=e.made_in,
-            lineage_developed_in=anc.developed_in,
-            license=e.license,
-            lineage_licenses=anc.licenses,
-            license_flags=anc.license_flags,
-            params_millions=round(e.params_b * 1000),
-            active_params_millions=round(e.active_b * 1000),
-            vet_verdict=vet_verdict,
-            finding_codes=finding_codes,
-            signer=signer,
-            match_confidence=match_confidence,
-        )
 
     def entity(self) -> dict[str, Any]:
         """The Cedar entity for this artifact."""

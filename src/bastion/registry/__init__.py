@@ -1,6 +1,6 @@
-"""Admitted models: admission (vet -> hash -> identify -> decide -> sign -> record) and load-time checks."""
+"""Admitted models: admission (read once, vet, identify, decide, sign, record) and load-time checks."""
 
-from bastion.registry.admit import Assessment, admit, assess, weights_digest
+from bastion.registry.admit import Assessment, AuditSink, Declaration, admit, assess
 from bastion.registry.sealed import SealedModel, seal
 from bastion.registry.store import Admission, AdmittedRef, Registry
 from bastion.registry.verify import ServedWeights, open_admitted, seal_unverified, verify_for_serving
@@ -10,6 +10,8 @@ __all__ = [
     "Admission",
     "AdmittedRef",
     "Assessment",
+    "AuditSink",
+    "Declaration",
     "Registry",
     "SealedModel",
     "ServedWeights",
@@ -21,5 +23,4 @@ __all__ = [
     "seal",
     "seal_unverified",
     "verify_for_serving",
-    "weights_digest",
 ]

@@ -1,135 +1,265 @@
 """Admission: the artifact flow from a file on disk to a signed row in the registry.
 
-    vet (no code execution) -> hash (manifest) -> identify (catalog) -> decide (Cedar)
-        -> sign the manifest with the organisation key -> record (one transaction)
+    read once (formats.open_artifact: headers parsed, every byte hashed)
+        -> vet (the parsed headers) -> identify (catalog + evidence sources)
+        -> lineage (a declared base tested on the weights) -> decide (Cedar, admission.decide)
+        -> check the files are still the ones read -> sign the manifest -> record + audit (one boundary)
 
-Nothing is signed or recorded unless every step before it succeeded; a denial raises PolicyDenied
-citing the Cedar statements that decided it.
+The weights are read once: vet, identification and lineage work on the :class:`Artifact`, and the
+manifest signed is the one computed in that read, so the bytes vetted are the bytes signed. Nothing is
+signed or recorded unless every step before it succeeded; a denial raises PolicyDenied citing the
+Cedar statements that decided it, and every refusal is written to the audit sink.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from bastion.catalog import EvidenceSource, Identification, identify, load_catalog
-from bastion.errors import NotFound, PolicyDenied, VerdictFail
-from bastion.hashing import Manifest, file_digest, manifest_of
-from bastion.policy import ArtifactAttributes, Decision, Organisation, admission_decision, load_policy
+from bastion.admission import Derivative, Facts, Ruling, Subject, decide
+from bastion.catalog import Catalog, EvidenceSource, Identification, identify, load_catalog
+from bastion.errors import BastionError, IntegrityError, NotFound, PolicyDenied, VerdictFail
+from bastion.formats import Artifact, open_artifact
+from bastion.lineage import LineageVerdict, ReferenceStore, check_lineage, reference_name
+from bastion.policy import ArtifactAttributes, Decision, Organisation
 from bastion.registry.store import Admission, Registry
 from bastion.signing import key_hint, load_private_key, sign_manifest
-from bastion.vet import VetReport, build_bom, vet_path
+from bastion.vet import VetReport, build_bom, vet_artifact
+
+
+class AuditSink(Protocol):
+    """Where admission writes its audit entries (``audit.AdminAudit`` over the configured log)."""
+
+    def record(
+        self,
+        action: str,
+        details: dict[str, Any],
+        before_digest: str | None = None,
+        after_digest: str | None = None,
+    ) -> None:
+        """Append one admin entry durably; raise if it cannot be written."""
+        ...
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """What the operator states about an in-house model (``bastion import --base ...``)."""
+
+    base: str  # catalog release it was derived from
+    developer: str | None = None  # default: the organisation's name
+    country: str | None = None  # default: the organisation's country
 
 
 @dataclass(frozen=True)
 class Assessment:
     """Everything admission learned about an artifact before signing it."""
 
-    path: Path
+    artifact: Artifact
     report: VetReport
-    manifest: Manifest
     identity: Identification
-    attributes: ArtifactAttributes
-    decision: Decision
+    lineage: LineageVerdict | None
+    ruling: Ruling
+
+    @property
+    def path(self) -> Path:
+        """Where the artifact was read from."""
+        return self.artifact.path
+
+    @property
+    def attributes(self) -> ArtifactAttributes:
+        """The attributes Cedar decided on."""
+        return self.ruling.attributes
+
+    @property
+    def decision(self) -> Decision:
+        """The Cedar decision."""
+        return self.ruling.decision
+
+    def identity_record(self) -> dict[str, Any]:
+        """The identity stored in the registry: the catalog match, and for a derivative its lineage test."""
+        doc = self.identity.to_json()
+        if self.lineage is not None:
+            doc.update(
+                claimed_identity=self.attributes.name,
+                confidence=self.attributes.match_confidence,
+                declared_base=self.lineage.claimed_base,
+                lineage=self.lineage.to_json(),
+            )
+        return doc
 
     def to_json(self) -> dict[str, Any]:
+        """Plain mapping (``--json``)."""
         return {
             "path": str(self.path),
             "verdict": self.report.verdict.value,
             "findings": [f.to_json() for f in self.report.findings],
-            "root_digest": self.manifest.root_digest(),
-            "identity": self.identity.to_json(),
+            "root_digest": self.artifact.manifest.root_digest(),
+            "weights_digest": self.artifact.weights_digest(),
+            "identity": self.identity_record(),
             "attributes": self.attributes.to_json(),
             "decision": self.decision.to_json(),
         }
 
 
-def weights_digest(path: Path) -> str:
-    """The digest the gateway reports for a model: the GGUF's (or, for a folder, its weights file's)."""
-    if path.is_file():
-        return file_digest(path)
-    for name in ("model.safetensors", "pytorch_model.bin"):
-        if (path / name).is_file():
-            return file_digest(path / name)
-    raise NotFound(f"{path} has no weights file (model.safetensors)", hint="Point at the model folder.")
-
-
-def _weight_evidence() -> list[EvidenceSource]:
-    """Weight fingerprints as identification evidence, when the local reference store has any."""
-    from bastion.lineage import ReferenceStore, WeightEvidence
-    from bastion.lineage.references import default_path
-
-    if not default_path().exists():
-        return []
-    store = ReferenceStore()
-    return [WeightEvidence(store)] if store.list() else []
+def _lineage(
+    artifact: Artifact, base: str, catalog: Catalog, store: ReferenceStore
+) -> tuple[LineageVerdict, Derivative]:
+    """Test "derived from ``base``" on the weights, against the nearest ancestor with a reference."""
+    have = {info.name for info in store.list()}
+    chain = catalog.ancestry(base).chain
+    ref = next((e.name for e in chain if reference_name(e.name) in have), None)
+    if ref is None:
+        raise NotFound(
+            f"no lineage reference for {base!r} or any of its ancestors, so the claim cannot be tested",
+            hint=f"Add one: 'bastion lineage add-reference {reference_name(base)} PATH-OF-THE-RELEASE'.",
+        )
+    verdict = check_lineage(artifact, reference_name(ref), store)
+    related = None
+    if verdict.claim == "contradicted" and verdict.best_match is not None:
+        found = catalog.find(verdict.best_match)
+        related = found.name if found is not None else None
+    return verdict, Derivative(chain[0].name, verdict.claim, related)
 
 
 def assess(
-    path: Path, policy: str | Path, organisation: Organisation, signer: str, strict: bool = False
+    artifact: Artifact,
+    name: str,
+    policy: str | Path,
+    organisation: Organisation,
+    signer: str,
+    *,
+    evidence_sources: Sequence[EvidenceSource] = (),
+    declared: Declaration | None = None,
+    references: ReferenceStore | None = None,
+    strict: bool = False,
+    catalog: Catalog | None = None,
 ) -> Assessment:
-    """Vet, hash, identify and decide; no side effects. VerdictFail as soon as vet says ``fail``."""
-    report = vet_path(path, strict=strict)
+    """Vet, identify, test a declared lineage and decide; no side effects. VerdictFail on a vet ``fail``."""
+    report = vet_artifact(artifact, strict=strict)
     if report.verdict.value == "fail":
         codes = ", ".join(sorted({f.code for f in report.findings if f.severity.value == "fail"}))
         raise VerdictFail(
-            f"{path} failed vet ({codes}); it cannot be admitted",
-            hint=f"Run 'bastion vet {path}' for the findings.",
+            f"{artifact.path} failed vet ({codes}); it cannot be admitted",
+            hint=f"Run 'bastion vet {artifact.path}' for the findings.",
         )
-    manifest = manifest_of(path)
-    catalog = load_catalog()
-    identity = identify(path, catalog, evidence_sources=_weight_evidence())
-    best = identity.best
-    findings = tuple(sorted({f.code for f in report.findings}))
-    if best is not None:
-        attrs = ArtifactAttributes.from_catalog(
-            best.name, catalog, vet_verdict=report.verdict.value, finding_codes=findings, signer=signer,
-            match_confidence=best.confidence,
+    cat = catalog if catalog is not None else load_catalog()
+    identity = identify(artifact, cat, evidence_sources=evidence_sources)
+    facts = Facts(report.verdict.value, tuple(sorted({f.code for f in report.findings})), signer)
+    lineage: LineageVerdict | None = None
+    if declared is not None:
+        store = references if references is not None else ReferenceStore.default()
+        lineage, derivative = _lineage(artifact, declared.base, cat, store)
+        org = Organisation(
+            organisation.denied_countries,
+            organisation.trusted_signers,
+            organisation.id,
+            name=declared.developer or organisation.name,
+            country=declared.country or organisation.country,
         )
+        ruling = decide(Subject(name, facts=facts, derivative=derivative), policy, org, cat)
+    elif identity.best is not None:
+        best = identity.best
+        subject = Subject(best.name, match_confidence=best.confidence, facts=facts)
+        ruling = decide(subject, policy, organisation, cat)
     else:  # unidentified: an unknown lineage, which strict policies refuse
-        attrs = ArtifactAttributes(
-            name=path.name, vet_verdict=report.verdict.value, finding_codes=findings, signer=signer
+        ruling = decide(Subject(name, identified=False, facts=facts), policy, organisation, cat)
+    return Assessment(artifact, report, identity, lineage, ruling)
+
+
+def _bytes_vetted_are_bytes_signed(assessment: Assessment) -> None:
+    """Refuse unless every digest vet reported is the manifest's and no file changed since the read."""
+    artifact = assessment.artifact
+    manifest = {f.name if artifact.is_folder else f.path.name: f.digest for f in artifact.files}
+    vetted = {r.path: r.digest for r in assessment.report.files}
+    differ = sorted(p for p, d in vetted.items() if manifest.get(p) != d)
+    if differ:
+        raise IntegrityError(
+            f"{artifact.path}: the digests vet read differ from the manifest to be signed "
+            f"({', '.join(differ)})",
+            hint="Admit again; nothing was signed or recorded.",
         )
-    decision = admission_decision(attrs, load_policy(policy), organisation)
-    return Assessment(path, report, manifest, identity, attrs, decision)
+    artifact.check_unchanged()
 
 
 def admit(
     registry: Registry,
-    path: Path,
+    source: Path | Artifact,
     name: str,
     policy: str | Path,
     key_path: Path,
     organisation: Organisation,
     actor: str,
+    *,
+    audit: AuditSink,
+    evidence_sources: Sequence[EvidenceSource] = (),
+    declared: Declaration | None = None,
+    references: ReferenceStore | None = None,
     strict: bool = False,
 ) -> tuple[Admission, Assessment]:
-    """Admit the model at ``path`` as ``name`` under ``policy``, signed with the key at ``key_path``."""
-    private_key = load_private_key(key_path)
-    signer = key_hint(private_key.public_key())
-    assessment = assess(path, policy, organisation, signer, strict)
-    if not assessment.decision.allowed:
-        cited = ", ".join(f"{r.id} (line {r.line})" for r in assessment.decision.reasons)
-        raise PolicyDenied(
-            f"policy {assessment.decision.policy} denies admitting {path} as {name!r}: "
-            + (cited or "no permit statement matched"),
-            hint=f"See 'bastion policy explain {path} --policy {policy}' for every input of the decision.",
+    """Admit the model at ``source`` as ``name`` under ``policy``, signed with the key at ``key_path``.
+
+    ``audit`` receives ``model.admit`` inside the registry transaction (if it cannot be written, the row
+    is rolled back) or ``model.admit.refused`` with the error; ``declared`` makes it an import of an
+    in-house derivative whose base is tested on the weights against ``references``.
+    """
+    where = source.path if isinstance(source, Artifact) else source
+    try:
+        private_key = load_private_key(key_path)
+        signer = key_hint(private_key.public_key())
+        artifact = source if isinstance(source, Artifact) else open_artifact(source)
+        assessment = assess(
+            artifact, name, policy, organisation, signer, evidence_sources=evidence_sources,
+            declared=declared, references=references, strict=strict,
         )
-    bundle = sign_manifest(assessment.manifest, private_key)
-    admission = registry.record(
-        name=name,
-        path=str(path.resolve()),
-        weights_digest=weights_digest(path),
-        root_digest=assessment.manifest.root_digest(),
-        signature=bundle,
-        signer=signer,
-        verdict=assessment.report.verdict.value,
-        findings=[f.to_json() for f in assessment.report.findings],
-        bom=build_bom(assessment.report),
-        identity=assessment.identity.to_json(),
-        decision=assessment.decision.to_json(),
-        policy=assessment.decision.policy,
-        admitted_by=actor,
-    )
+        if not assessment.decision.allowed:
+            cited = ", ".join(f"{r.id} (line {r.line})" for r in assessment.decision.reasons)
+            why = ""
+            lv = assessment.lineage
+            if lv is not None and lv.claim != "supported":
+                why = f"; lineage evidence: the claimed base {lv.claimed_base!r} is {lv.claim} by the weights"
+                why += f" (they derive from {lv.best_match!r})" if lv.best_match else ""
+            raise PolicyDenied(
+                f"policy {assessment.decision.policy} denies admitting {where} as {name!r}: "
+                + (cited or "no permit statement matched") + why,
+                hint=f"See 'bastion policy explain {where} --policy {policy}' for every input of the "
+                "decision.",
+            )
+        _bytes_vetted_are_bytes_signed(assessment)
+        bundle = sign_manifest(artifact.manifest, private_key)
+        digest = artifact.weights_digest()
+        details = {
+            "name": name,
+            "path": str(where.resolve()),
+            "policy": assessment.decision.policy,
+            "signer": signer,
+            "root_digest": artifact.manifest.root_digest(),
+            "decision": assessment.decision.to_json(),
+        }
+        if assessment.lineage is not None:
+            details["declared_base"] = assessment.lineage.claimed_base
+            details["lineage_evidence"] = assessment.lineage.claim
+        admission = registry.record(
+            name=name,
+            path=str(where.resolve()),
+            weights_digest=digest,
+            root_digest=artifact.manifest.root_digest(),
+            signature=bundle,
+            signer=signer,
+            verdict=assessment.report.verdict.value,
+            findings=[f.to_json() for f in assessment.report.findings],
+            bom=build_bom(assessment.report),
+            identity=assessment.identity_record(),
+            decision=assessment.decision.to_json(),
+            policy=assessment.decision.policy,
+            admitted_by=actor,
+            before_commit=lambda: audit.record("model.admit", details, after_digest=digest),
+        )
+    except BastionError as exc:
+        audit.record(
+            "model.admit.refused",
+            {"name": name, "path": str(where), "policy": str(policy), "error": exc.message},
+        )
+        raise
     return admission, assessment

@@ -230,10 +230,13 @@ class Registry:
         decision: dict[str, Any],
         policy: str,
         admitted_by: str,
+        before_commit: Callable[[], None] | None = None,
     ) -> Admission:
         """Record an admission in one transaction; UsageError if ``name`` is already admitted.
 
-        PolicyDenied if these bytes were revoked: a revocation is final for the bytes it names.
+        ``before_commit`` runs after the row is written and before it is committed (admission writes
+        its audit entry there): if it raises, the row is rolled back. PolicyDenied if these bytes were
+        revoked: a revocation is final for the bytes it names.
         """
         revoked = self.revocation_of(weights_digest, root_digest)
         if revoked is not None:
@@ -258,6 +261,8 @@ class Registry:
                             policy, _now(), admitted_by,
                         ),
                     )
+                    if before_commit is not None:
+                        before_commit()
             except sqlite3.IntegrityError as exc:
                 raise UsageError(
                     f"a model named {name!r} is already admitted",

@@ -8,7 +8,7 @@ Public face for other capabilities (the admission pipeline, the catalog matcher)
 
 from bastion.vet.bom import ModelCard, build_bom, model_card, write_bom
 from bastion.vet.findings import FileReport, Finding, Severity, Verdict, VetReport, verdict_of
-from bastion.vet.scan import vet_path
+from bastion.vet.scan import vet_artifact, vet_path
 
 __all__ = [
     "FileReport",
@@ -20,6 +20,7 @@ __all__ = [
     "build_bom",
     "model_card",
     "verdict_of",
+    "vet_artifact",
     "vet_path",
     "write_bom",
 ]

@@ -16,7 +16,9 @@ from typing import Any
 
 from bastion.errors import UnusableInput
 from bastion.formats import (
+    Artifact,
     GGUFInfo,
+    SafetensorsInfo,
     analyse_pickle,
     detect_format,
     read_gguf,
@@ -31,6 +33,7 @@ from bastion.formats.budget import BudgetExceeded
 from bastion.formats.containers import HEAD_BYTES
 from bastion.formats.gguf import ArraySummary
 from bastion.formats.gguf_types import FILE_TYPES
+from bastion.formats.hf_config import added_tokens_of, hf_config_of, tokenizer_config_of
 from bastion.formats.numpy_npy import read_npy_header
 from bastion.hashing import file_digest
 from bastion.vet.content_scan import (
@@ -97,6 +100,37 @@ _MODEL_FORMATS = {
 }
 
 
+def vet_artifact(artifact: Artifact, strict: bool = False) -> VetReport:
+    """Vet an artifact read by ``formats.open_artifact``: its parsed headers, its manifest digests.
+
+    Nothing is re-hashed and no header is parsed twice; the report's digests are the manifest's, so
+    the bytes judged here are the bytes admission signs.
+    """
+    findings: list[Finding] = []
+    reports: list[FileReport] = []
+    single = not artifact.is_folder
+    for af in artifact.files:
+        rel = af.name if artifact.is_folder else af.path.name
+        rep, found = _scan_file(
+            af.path, rel, strict, single, af.size, af.head, af.format, _const(af.digest),
+            parsed=af.parsed, error=af.error,
+        )
+        findings += found
+        if rep is not None:
+            reports.append(rep)
+    if artifact.is_folder and not any(r.format in _MODEL_FORMATS for r in reports):
+        raise UnusableInput(
+            f"{artifact.path} holds no model file Bastion can read (GGUF, safetensors, PyTorch, pickle)",
+            hint="Point vet at the model file or the folder that contains its weights.",
+        )
+    findings += _remote_code(artifact.path, reports, strict) if artifact.is_folder else []
+    return VetReport(str(artifact.path), verdict_of(findings), tuple(findings), tuple(reports), strict)
+
+
+def _const(digest: str) -> Callable[[], str | None]:
+    return lambda: digest
+
+
 def _list_files(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
@@ -137,13 +171,33 @@ def _vet_file(
             head = fh.read(HEAD_BYTES)
     except OSError as exc:
         raise UnusableInput(f"cannot read {f}: {exc.strerror or exc}", hint="Check permissions.") from exc
+    fmt = detect_format(f, head, size) if size else "empty"
+    rep, found = _scan_file(
+        f, rel, strict, single, size, head, fmt, lambda: file_digest(f) if digests else None
+    )
+    return rep, link + found
+
+
+def _scan_file(
+    f: Path,
+    rel: str,
+    strict: bool,
+    single: bool,
+    size: int,
+    head: bytes,
+    fmt: str | None,
+    digest: Callable[[], str | None],
+    parsed: Any = None,
+    error: UnusableInput | None = None,
+) -> tuple[FileReport | None, list[Finding]]:
+    if fmt == "shard-index":  # parsed by open_artifact for the shard list; plain JSON to vet
+        fmt = None
     if size == 0:
         if single:
             raise UnusableInput(
                 f"{f} is empty", hint="The download or copy did not complete; fetch it again."
             )
-        return FileReport(rel, "empty", 0, file_digest(f) if digests else None), link
-    fmt = detect_format(f, head, size)
+        return FileReport(rel, "empty", 0, digest()), []
     content = ""
     if fmt is None:
         # Names do not decide: whatever parses as a pickle is scanned as one, other binaries warn.
@@ -157,24 +211,24 @@ def _vet_file(
                 "JSON files.",
             )
         card = _readme(f) if f.name.lower() == "readme.md" else {}
-        digest = file_digest(f) if digests else None
         if content == "binary":
-            return FileReport(rel, "binary", size, digest, card), [*link, unknown_binary(rel, "", strict)]
+            return FileReport(rel, "binary", size, digest(), card), [unknown_binary(rel, "", strict)]
         return FileReport(
-            rel, "sentencepiece" if content == "sentencepiece" else "other", size, digest, card
-        ), link
+            rel, "sentencepiece" if content == "sentencepiece" else "other", size, digest(), card
+        ), []
     findings: list[Finding] = []
     meta: dict[str, Any] = {}
     try:
-        meta, findings = _PARSERS[fmt](f, rel, strict)
+        if error is not None:
+            raise error
+        meta, findings = _PARSERS[fmt](f, rel, strict, parsed)
     except BudgetExceeded as exc:
         findings = [Finding("FILE_BUDGET_EXCEEDED", Severity.FAIL, rel, "", exc.message)]
         meta = {"format": fmt}
     except UnusableInput as exc:
         findings = [Finding("STRUCTURE_INVALID", Severity.FAIL, rel, "", exc.message)]
         meta = {"format": fmt}
-    digest = file_digest(f) if digests else None
-    return FileReport(rel, str(meta.get("format", fmt)), size, digest, meta), link + findings
+    return FileReport(rel, str(meta.get("format", fmt)), size, digest(), meta), findings
 
 
 def _readme(f: Path) -> dict[str, Any]:
@@ -195,8 +249,11 @@ def _readme(f: Path) -> dict[str, Any]:
     return {}
 
 
-def _gguf(f: Path, rel: str, strict: bool) -> tuple[dict[str, Any], list[Finding]]:
-    info = read_gguf(f)
+def _gguf(
+    f: Path, rel: str, strict: bool, parsed: Any = None
+) -> tuple[dict[str, Any], list[Finding]]:
+    # parsed: the header open_artifact read (vet_artifact); else read here (vet_path)
+    info = parsed if isinstance(parsed, GGUFInfo) else read_gguf(f)
     findings: list[Finding] = []
     for key, value in info.metadata.items():
         if key == "tokenizer.chat_template" or key.startswith("tokenizer.chat_template."):
@@ -237,12 +294,16 @@ def _sha256_text(text: str) -> str:
     return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _safetensors(f: Path, rel: str, strict: bool) -> tuple[dict[str, Any], list[Finding]]:
-    info = read_safetensors(f)
+def _safetensors(
+    f: Path, rel: str, strict: bool, parsed: Any = None
+) -> tuple[dict[str, Any], list[Finding]]:
+    info = parsed if isinstance(parsed, SafetensorsInfo) else read_safetensors(f)
     return info.to_json(), []
 
 
-def _pickle(f: Path, rel: str, strict: bool) -> tuple[dict[str, Any], list[Finding]]:
+def _pickle(
+    f: Path, rel: str, strict: bool, parsed: Any = None
+) -> tuple[dict[str, Any], list[Finding]]:
     try:
         size = f.stat().st_size
         with f.open("rb") as fh:
@@ -252,12 +313,16 @@ def _pickle(f: Path, rel: str, strict: bool) -> tuple[dict[str, Any], list[Findi
     return analysis.to_json(), pickle_findings(analysis, rel, strict)
 
 
-def _zip(f: Path, rel: str, strict: bool) -> tuple[dict[str, Any], list[Finding]]:
+def _zip(
+    f: Path, rel: str, strict: bool, parsed: Any = None
+) -> tuple[dict[str, Any], list[Finding]]:
     archive = read_torch_zip(f)
     return archive.to_json(), archive_findings(archive, rel, strict)
 
 
-def _npy(f: Path, rel: str, strict: bool) -> tuple[dict[str, Any], list[Finding]]:
+def _npy(
+    f: Path, rel: str, strict: bool, parsed: Any = None
+) -> tuple[dict[str, Any], list[Finding]]:
     try:
         size = f.stat().st_size
         with f.open("rb") as fh:
@@ -272,12 +337,17 @@ def _npy(f: Path, rel: str, strict: bool) -> tuple[dict[str, Any], list[Finding]
     return {**meta, "pickle": analysis.to_json()}, pickle_findings(analysis, rel, strict)
 
 
-def _config(f: Path, rel: str, strict: bool) -> tuple[dict[str, Any], list[Finding]]:
-    return read_hf_config(f).to_json(), []
+def _config(
+    f: Path, rel: str, strict: bool, parsed: Any = None
+) -> tuple[dict[str, Any], list[Finding]]:
+    config = hf_config_of(f, parsed) if isinstance(parsed, dict) else read_hf_config(f)
+    return config.to_json(), []
 
 
-def _tokenizer_config(f: Path, rel: str, strict: bool) -> tuple[dict[str, Any], list[Finding]]:
-    tc = read_tokenizer_config(f)
+def _tokenizer_config(
+    f: Path, rel: str, strict: bool, parsed: Any = None
+) -> tuple[dict[str, Any], list[Finding]]:
+    tc = tokenizer_config_of(f, parsed) if isinstance(parsed, dict) else read_tokenizer_config(f)
     findings: list[Finding] = []
     for name, source in tc.chat_templates.items():
         findings += scan_template(source, rel, f"chat_template[{name}]")
@@ -287,12 +357,16 @@ def _tokenizer_config(f: Path, rel: str, strict: bool) -> tuple[dict[str, Any], 
     return meta, findings
 
 
-def _tokenizer(f: Path, rel: str, strict: bool) -> tuple[dict[str, Any], list[Finding]]:
-    tokens = read_tokenizer_added_tokens(f)
+def _tokenizer(
+    f: Path, rel: str, strict: bool, parsed: Any = None
+) -> tuple[dict[str, Any], list[Finding]]:
+    tokens = added_tokens_of(parsed) if isinstance(parsed, dict) else read_tokenizer_added_tokens(f)
     return {"format": "hf-tokenizer", "added_tokens": len(tokens)}, scan_tokens(tokens, rel, "added_tokens")
 
 
-def _jinja(f: Path, rel: str, strict: bool) -> tuple[dict[str, Any], list[Finding]]:
+def _jinja(
+    f: Path, rel: str, strict: bool, parsed: Any = None
+) -> tuple[dict[str, Any], list[Finding]]:
     try:
         source = f.read_bytes()[: 4 << 20].decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -300,12 +374,20 @@ def _jinja(f: Path, rel: str, strict: bool) -> tuple[dict[str, Any], list[Findin
     return {"format": "chat-template", "sha256": _sha256_text(source)}, scan_template(source, rel, "template")
 
 
-def _python(f: Path, rel: str, strict: bool) -> tuple[dict[str, Any], list[Finding]]:
+def _python(
+    f: Path, rel: str, strict: bool, parsed: Any = None
+) -> tuple[dict[str, Any], list[Finding]]:
     # Read as text for the report only; never imported (trust_remote_code is how it would run).
     return {"format": "python"}, []
 
 
-_PARSERS: dict[str, Callable[[Path, str, bool], tuple[dict[str, Any], list[Finding]]]] = {
+def _wrapped(
+    f: Path, rel: str, strict: bool, parsed: Any = None
+) -> tuple[dict[str, Any], list[Finding]]:
+    return scan_wrapped_file(f, rel, strict)
+
+
+_PARSERS: dict[str, Callable[[Path, str, bool, Any], tuple[dict[str, Any], list[Finding]]]] = {
     "npy": _npy,
     "gguf": _gguf,
     "safetensors": _safetensors,
@@ -316,8 +398,8 @@ _PARSERS: dict[str, Callable[[Path, str, bool], tuple[dict[str, Any], list[Findi
     "hf-tokenizer": _tokenizer,
     "chat-template": _jinja,
     "python": _python,
-    "compressed": scan_wrapped_file,
-    "tar": scan_wrapped_file,
+    "compressed": _wrapped,
+    "tar": _wrapped,
 }
 
 
@@ -353,4 +435,4 @@ def _remote_code(root: Path, reports: list[FileReport], strict: bool) -> list[Fi
     return out
 
 
-__all__ = ["gguf_card", "read_json", "vet_path"]
+__all__ = ["gguf_card", "read_json", "vet_artifact", "vet_path"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bastion.catalog.recommend import recommend
+from bastion.admission.recommend import recommend
 from bastion.errors import UsageError
 from bastion.policy import Organisation
 

@@ -1,4 +1,4 @@
-"""The GGUF header reader: fast, bounded, and clear about corrupt files."""
+"""GGUF tensor access over the one GGUF header reader: rows agree, corrupt files are clear errors."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from bastion import bundled
 from bastion.errors import UnusableInput
-from bastion.lineage.gguf_tensors import GGUFTensors
+from bastion.formats.gguf_tensors import GGUFTensors
 
 
 def test_reads_bundled_header_vocabulary_and_tensor_table() -> None:
@@ -41,7 +41,7 @@ def test_not_a_gguf_file_is_unusable_input(tmp_path: Path) -> None:
 def test_truncated_gguf_names_the_file_and_the_problem(tmp_path: Path) -> None:
     p = tmp_path / "cut.gguf"
     p.write_bytes(bundled.smollm2().read_bytes()[: 40 << 20])  # header intact, tensor data cut short
-    with pytest.raises(UnusableInput, match="extends past the end of the file") as err:
+    with pytest.raises(UnusableInput, match="past the end of the file") as err:
         GGUFTensors(p)
     assert str(p) in err.value.message and err.value.hint
 
@@ -49,12 +49,23 @@ def test_truncated_gguf_names_the_file_and_the_problem(tmp_path: Path) -> None:
 def test_absurd_key_count_is_refused_before_allocating(tmp_path: Path) -> None:
     p = tmp_path / "huge.gguf"
     p.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 1, 1 << 32))
-    with pytest.raises(UnusableInput, match="refusing"):
+    with pytest.raises(UnusableInput, match="cannot fit"):
         GGUFTensors(p)
 
 
 def test_header_cut_mid_string_is_unusable_input(tmp_path: Path) -> None:
     p = tmp_path / "short.gguf"
     p.write_bytes(bundled.smollm2().read_bytes()[:5000])
-    with pytest.raises(UnusableInput, match="truncated or corrupt"):
+    with pytest.raises(UnusableInput, match="malformed GGUF"):
         GGUFTensors(p)
+
+
+def test_a_file_changed_since_it_was_read_is_refused(tmp_path: Path) -> None:
+    p = tmp_path / "m.gguf"
+    p.write_bytes(bundled.smollm2().read_bytes())
+    before = p.stat()
+    with p.open("r+b") as fh:  # same size, same name: only the identity (mtime/ctime) tells
+        fh.seek(-1, 2)
+        fh.write(b"\x01")
+    with pytest.raises(UnusableInput, match="changed after it was read"):
+        GGUFTensors(p, expect=before)

@@ -2,9 +2,10 @@
 
 Figures are compared only within one (benchmark, setting) group: the same benchmark measured with
 different shots, modes or evaluators is not comparable, so each group is ranked on its own.
-Admissibility is decided by the real Cedar policy on each entry's catalog facts and whole ancestry,
-*assuming* the artifact would pass vet cleanly and be signed by the organisation's first trusted key:
-recommend answers "could we admit it", admission later checks the actual file.
+Admissibility is decided by the real Cedar policy on each entry's catalog facts and whole ancestry
+through ``admission.decide``, *assuming* the artifact would pass vet cleanly and be signed by the
+organisation's first trusted key: recommend answers "could we admit it", admission later checks the
+actual file with the same function.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bastion.catalog.catalog import Catalog, load_catalog
+from bastion.admission.decide import Subject, decide
+from bastion.catalog import Catalog, load_catalog
 from bastion.errors import UsageError
-from bastion.policy import ArtifactAttributes, Organisation, admission_decision, load_policy
+from bastion.policy import Organisation, load_policy
 
 #: Task -> benchmarks that speak to it, most relevant first.
 TASKS: dict[str, tuple[str, ...]] = {
@@ -121,7 +123,6 @@ def recommend(
     cat = catalog if catalog is not None else load_catalog()
     org = organisation if organisation is not None else Organisation.load()
     source = load_policy(policy)
-    signer = org.trusted_signers[0] if org.trusted_signers else ""
     wanted = (benchmark,) if benchmark else TASKS[task]
     known = sorted({b.name for e in cat.entries for b in e.benchmarks})
     if benchmark and benchmark.lower() not in {k.lower() for k in known}:
@@ -132,8 +133,7 @@ def recommend(
     admissible_count = refused_count = 0
     rows: dict[tuple[str, str], list[Ranked]] = {}
     for entry in cat.select(max_params_b=max_params_b):
-        attrs = ArtifactAttributes.from_catalog(entry.name, cat, vet_verdict="pass", signer=signer)
-        decision = admission_decision(attrs, source, org)
+        decision = decide(Subject.assumed(entry.name, org), source, org, cat).decision
         admissible_count += decision.allowed
         refused_count += not decision.allowed
         for b in entry.benchmarks:
