@@ -9,6 +9,8 @@ import httpx
 from openai import OpenAI
 
 from bastion import bundled
+from bastion.audit import AdminAudit
+from bastion.config import AuditSettings
 from bastion.keys import KeyStore
 from bastion.policy import Organisation
 from bastion.registry import Registry, admit
@@ -43,7 +45,11 @@ path = "bundled:minilm"
         registry = Registry(home / "bastion.db")
         org_key = home / "org" / "signing-key.pem"
         signer = key_hint(load_private_key(org_key).public_key())
-        admit(registry, ours, "acme-smol", "permissive", org_key, Organisation((), (signer,)), "test")
+        # the library call writes its audit entry into the running gateway's log, as the CLI would
+        audit = AuditSettings(path=home / "audit" / "audit.db", signing_key=home / "audit" / "signing.key",
+                              body_key=home / "audit" / "body.key")
+        admit(registry, ours, "acme-smol", "permissive", org_key, Organisation((), (signer,)), "test",
+              audit=AdminAudit(audit))
         registry.close()
         assert "acme-smol" not in [m.id for m in client.models.list().data]  # never by name alone
         reloaded = httpx.post(base + "/admin/reload", timeout=120).json()
