@@ -133,3 +133,21 @@ def test_bytes_changed_after_admission_are_caught_at_load(
         fh.write(bytes([byte[0] ^ 0x01]))
     with pytest.raises(IntegrityError, match="changed after admission"):
         verify_for_serving(registry, "smol", copy, load_public_key(org[0].with_suffix(".pub.pem")))
+
+
+def test_a_sharded_safetensors_folder_is_admitted_and_verifies_for_serving(
+    tmp_path: Path, org: tuple[Path, Organisation], sink: AdminAudit
+) -> None:
+    from scripts.crafted import sharded_copy
+
+    from bastion.embeddings import MiniLMEmbedder
+
+    folder = sharded_copy(bundled.minilm(), tmp_path / "minilm-sharded")
+    registry = Registry(tmp_path / "b.db")
+    admission, assessment = admit(registry, folder, "minilm", "permissive", org[0], org[1], "tester", audit=sink)
+    assert admission.weights_digest.startswith("sha256-folder:")
+    vetted = {r.path for r in assessment.report.files}
+    assert {"model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"} <= vetted
+    verify_for_serving(registry, "minilm", folder, load_public_key(org[0].with_suffix(".pub.pem")))
+    # what the embeddings backend serves is known by the digest the registry recorded
+    assert MiniLMEmbedder.load(folder, expected_digest=admission.weights_digest).digest == admission.weights_digest
