@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from bastion.catalog import load_catalog, parse_catalog
-from bastion.errors import ConfigError
 from bastion.admission import Facts
 from bastion.admission.attributes import catalog_attributes
+from bastion.catalog import load_catalog, parse_catalog
+from bastion.errors import ConfigError
 from bastion.policy import Organisation, admission_decision
 from bastion.policy.source import parse_source
 
