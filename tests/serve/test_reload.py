@@ -46,8 +46,9 @@ path = "bundled:minilm"
         org_key = home / "org" / "signing-key.pem"
         signer = key_hint(load_private_key(org_key).public_key())
         # the library call writes its audit entry into the running gateway's log, as the CLI would
-        audit = AuditSettings(path=home / "audit" / "audit.db", signing_key=home / "audit" / "signing.key",
-                              body_key=home / "audit" / "body.key")
+        keys = Path(f"{home}-keys")  # where serving() keeps the operator's keys (BASTION_KEY_HOME)
+        audit = AuditSettings(path=home / "audit" / "audit.db", signing_key=keys / "audit-signing.key",
+                              body_key=keys / "audit-body.key")
         admit(registry, ours, "acme-smol", "permissive", org_key, Organisation((), (signer,)), "test",
               audit=AdminAudit(audit))
         registry.close()
