@@ -40,7 +40,9 @@ def write_archive(out: Path, manifest: bytes, signature: bytes, files: Iterable[
             size = fh.tell()
         os.replace(tmp, out)
     except OSError as exc:
-        raise UsageError(f"cannot write {out}: {exc.strerror or exc}", hint="Choose a writable path.") from exc
+        raise UsageError(
+            f"cannot write {out}: {exc.strerror or exc}", hint="Choose a writable path."
+        ) from exc
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -26,7 +26,8 @@ _TEMPLATE = r"""#!/bin/sh
 # 3. builds a temporary virtual environment from the verified wheelhouse (no index) and runs
 #    'bastion bundle install', which verifies again, installs under PREFIX and admits the models
 set -eu
-[ $# -ge 2 ] || { echo "usage: sh bootstrap.sh BUNDLE.tar ORG-KEY.pub.pem [PREFIX] [-- OPTIONS]" >&2; exit 2; }
+USAGE="usage: sh bootstrap.sh BUNDLE.tar ORG-KEY.pub.pem [PREFIX] [-- OPTIONS]"
+[ $# -ge 2 ] || { echo "$USAGE" >&2; exit 2; }
 B=$1; K=$2; shift 2
 P=$HOME/bastion
 if [ $# -gt 0 ] && [ "$1" != "--" ]; then P=$1; shift; fi
@@ -49,10 +50,10 @@ with tarfile.open(bundle, "r:") as tf:
         else:
             open(tmp + "/offline_verify.py", "wb").write(data)
 EOF
-PYTHONPATH="$T/lib" "$PY" "$T/offline_verify.py" "$B" "$K" --unpack "$T/b"
+PYTHONPATH="$T/lib" "$PY" "$T/offline_verify.py" "$B" "$K" --unpack "$T/b" >&2
 "$PY" -m venv --without-pip "$T/venv"
 PIP_WHEEL=$(ls "$T"/b/wheels/pip-*.whl)
-"$T/venv/bin/python" "$PIP_WHEEL/pip" install -q --disable-pip-version-check --no-index \
+"$T/venv/bin/python" "$PIP_WHEEL/pip" install -q --disable-pip-version-check --no-index --no-compile \
   --require-hashes --find-links "$T/b/wheels" -r "$T/b/requirements.txt"
 "$T/venv/bin/bastion" bundle install "$B" --trust "$K" --prefix "$P" "$@"
 """

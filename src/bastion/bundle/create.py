@@ -13,9 +13,9 @@ import os
 import shutil
 import sqlite3
 import tempfile
-from importlib import resources
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -50,11 +50,15 @@ class ModelSpec:
             name, ref = Path(text).stem, text
         path = bundled.resolve(ref)
         if not path.exists():
-            raise UsageError(f"model {path} does not exist", hint="Pass a model file or folder, or bundled:NAME.")
+            raise UsageError(
+                f"model {path} does not exist", hint="Pass a model file or folder, or bundled:NAME."
+            )
         try:
             check_name(name)
         except offline_verify.BundleRefused as exc:
-            raise UsageError(f"{name!r} cannot be a model name in a bundle", hint="Use letters, digits, . _ -") from exc
+            raise UsageError(
+                f"{name!r} cannot be a model name in a bundle", hint="Use letters, digits, . _ -"
+            ) from exc
         return cls(name, path)
 
 
@@ -165,8 +169,12 @@ def create_bundle(
         if lineage_refs is not None:
             (root / "lineage").mkdir()
             # The SQLite backup API copies a consistent snapshot even if the store is in use.
-            with sqlite3.connect(lineage_refs) as src, sqlite3.connect(root / "lineage" / "lineage.db") as dst:
+            src, dst = sqlite3.connect(lineage_refs), sqlite3.connect(root / "lineage" / "lineage.db")
+            try:
                 src.backup(dst)
+            finally:
+                src.close()
+                dst.close()
         (root / "catalog").mkdir()
         (root / "catalog" / "catalog.toml").write_bytes(
             resources.files("bastion.catalog").joinpath("catalog.toml").read_bytes()

@@ -4,10 +4,10 @@ This file is shipped inside every bundle and run by its bootstrap script on a ma
 not installed yet, so it imports nothing from Bastion: the standard library and ``cryptography`` only.
 Bastion's own ``bastion bundle verify`` and ``install`` run this same code (one verifier, not two).
 
-What a bundle is: an uncompressed POSIX (ustar, pax for long names) tar in a canonical form. Its first member is
-``MANIFEST.json`` (every file's path, size and SHA-256), its second ``MANIFEST.json.sig`` (a sigstore
-bundle v0.3 whose ``messageSignature`` is an ECDSA signature over the manifest's bytes: a detached
-signature, as ``cosign sign-blob --bundle`` writes one). Every later member is a regular file.
+What a bundle is: an uncompressed POSIX tar (ustar; pax for long names) in a canonical form. Its first
+member is ``MANIFEST.json`` (every file's path, size and SHA-256), its second ``MANIFEST.json.sig``
+(a sigstore bundle v0.3 whose ``messageSignature`` is an ECDSA signature over the manifest's bytes: a
+detached signature, as ``cosign sign-blob --bundle`` writes one). Every later member is a regular file.
 
 Why "every byte" holds: each 512-byte header must equal the header this module would write for that
 name and size (mode 0644, owner 0, mtime 0, no link, no user names), so no header byte can change
@@ -325,7 +325,9 @@ def verify(
                 for _ in chunks:  # a sink that stopped early must not skip the check
                     pass
             if h.hexdigest() != entry["sha256"]:
-                raise BundleRefused(f"{name} does not match its digest in the signed manifest (altered)", name)
+                raise BundleRefused(
+                    f"{name} does not match its digest in the signed manifest (altered)", name
+                )
             seen.add(name)
             del expected[name]
             total += size

@@ -64,13 +64,15 @@ def build_sbom(
             )
         )
     for path, digest in sorted(data_files.items()):
-        comps.append(Component(name=path, type=ComponentType.DATA, bom_ref=f"data:{path}", hashes=[_sha(digest)]))
+        comps.append(
+            Component(name=path, type=ComponentType.DATA, bom_ref=f"data:{path}", hashes=[_sha(digest)])
+        )
     for n in debian:
         comps.append(
             Component(
                 name=n.package,
                 version=n.version or None,
-                type=ComponentType.OPERATING_SYSTEM if n.package.startswith("libc") else ComponentType.LIBRARY,
+                type=ComponentType.LIBRARY,
                 bom_ref=f"deb:{n.package}",
                 purl=PackageURL("deb", namespace="debian", name=n.package, version=n.version or None),
                 properties=[Property(name="bastion:bundle:provided-by", value="system (not in the bundle)")],

@@ -27,7 +27,9 @@ def verify_file(
 ) -> Verified:
     """Verify ``bundle`` (signature, then every byte); IntegrityError naming the file at fault."""
     if not bundle.is_file():
-        raise NotFound(f"bundle {bundle} does not exist", hint="Pass the .tar written by 'bastion bundle create'.")
+        raise NotFound(
+            f"bundle {bundle} does not exist", hint="Pass the .tar written by 'bastion bundle create'."
+        )
     try:
         return verify(bundle, public_pem, sink, on_bytes=on_bytes, manifest_only=manifest_only)
     except BundleRefused as exc:

@@ -30,10 +30,10 @@ def create(
         typer.Option("--models", "-m", help="Model to carry: bundled name, NAME=PATH or PATH (repeatable)."),
     ] = None,
     eval_data: Annotated[
-        bool, typer.Option("--eval-data", help="Carry the built evaluation data (~/.cache/bastion/eval-data).")
+        bool, typer.Option("--eval-data", help="Carry the built evaluation data.")
     ] = False,
     lineage_refs: Annotated[
-        bool, typer.Option("--lineage-refs", help="Carry the lineage reference store ($BASTION_HOME/lineage.db).")
+        bool, typer.Option("--lineage-refs", help="Carry the lineage references.")
     ] = False,
     since: Annotated[
         Path | None,
@@ -41,13 +41,13 @@ def create(
     ] = None,
     platform: Annotated[
         list[str] | None,
-        typer.Option("--platform", help="Target wheel platform tag, e.g. manylinux_2_28_x86_64 (repeatable)."),
+        typer.Option("--platform", help="Target wheel platform tag (repeatable)."),
     ] = None,
     offline: Annotated[
         bool, typer.Option("--offline", help="Use the local wheel caches only; never ask the package index.")
     ] = False,
     bastion_wheel: Annotated[
-        Path | None, typer.Option("--bastion-wheel", help="Bastion wheel to carry (default: build it from source).")
+        Path | None, typer.Option("--bastion-wheel", help="Bastion wheel (default: built from source).")
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
