@@ -1,6 +1,6 @@
 """Run inside ``unshare -n``: bootstrap a bundle with only /usr/bin/python3, serve, chat; print timings.
 
-    python airgap_driver.py BOOTSTRAP.sh BUNDLE.tar ORG.pub.pem ORG.pem PREFIX
+    python airgap_driver.py BOOTSTRAP.sh BUNDLE.tar ORG.pub.pem ORG.pem PREFIX INCREMENTAL.tar
 
 Prints one JSON document: the phases' wall times, the install result, the chat answer, and whether
 any address outside loopback was reachable (it must not be).
@@ -28,7 +28,7 @@ def no_route() -> bool:
 
 
 def main() -> None:
-    bootstrap, bundle, pub, key, prefix = sys.argv[1:6]
+    bootstrap, bundle, pub, key, prefix, incremental = sys.argv[1:7]
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     times: dict[str, float] = {}
     isolated = no_route()
@@ -49,6 +49,10 @@ def main() -> None:
     again = subprocess.run([bastion, "bundle", "install", bundle, "--trust", pub, "--prefix", prefix, "--key", key,
                             "--policy", "enterprise", "--json"], capture_output=True, text=True, env=env)
     times["reinstall_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    incr = subprocess.run([bastion, "bundle", "install", incremental, "--trust", pub, "--prefix", prefix, "--key",
+                           key, "--policy", "enterprise", "--json"], capture_output=True, text=True, env=env)
+    times["incremental_install_s"] = time.perf_counter() - t0
     api_key = json.loads(subprocess.run([bastion, "keys", "create", "tester", "-m", "*", "--json"],
                                         capture_output=True, text=True, env=env, check=True).stdout)["key"]
     t0 = time.perf_counter()
@@ -76,7 +80,8 @@ def main() -> None:
         server.terminate()
         server.wait(30)
     print(json.dumps({"isolated": isolated, "times": times, "install": _json(boot.stdout),
-                      "reinstall": _json(again.stdout), "answer": answer, "stderr": boot.stderr[-2000:]}))
+                      "reinstall": _json(again.stdout),
+                      "incremental": _json(incr.stdout), "answer": answer, "stderr": boot.stderr[-2000:]}))
 
 
 def _json(text: str) -> object:

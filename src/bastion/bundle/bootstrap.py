@@ -29,7 +29,7 @@ set -eu
 USAGE="usage: sh bootstrap.sh BUNDLE.tar ORG-KEY.pub.pem [PREFIX] [-- OPTIONS]"
 [ $# -ge 2 ] || { echo "$USAGE" >&2; exit 2; }
 B=$1; K=$2; shift 2
-P=$HOME/bastion
+P=${HOME:-/opt}/bastion
 if [ $# -gt 0 ] && [ "$1" != "--" ]; then P=$1; shift; fi
 [ $# -gt 0 ] && [ "$1" = "--" ] && shift
 PY=${PYTHON:-python3}

@@ -10,9 +10,11 @@ side at create time, never at install time.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,8 +56,8 @@ def source_tree() -> Path | None:
     return root if (root / "pyproject.toml").is_file() and (root / "src" / "bastion").is_dir() else None
 
 
-def _run(cmd: list[str], what: str) -> None:
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+def _run(cmd: list[str], what: str, env: dict[str, str] | None = None) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env={**os.environ, **(env or {})})
     if proc.returncode != 0:
         tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-12:])
         raise NotFound(
@@ -85,8 +87,17 @@ def build_wheelhouse(
                 hint="Run from a Bastion checkout, or pass --bastion-wheel dist/bastion-*.whl.",
             )
         # No build isolation: the build backend (setuptools) is already here; nothing is fetched.
-        _run(pip + ["wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dest), str(tree)],
-             f"building Bastion's wheel from {tree}")
+        # SOURCE_DATE_EPOCH fixes the zip timestamps: the same sources give the same wheel, so an
+        # incremental bundle does not carry (nor the enclave reinstall) an unchanged Bastion.
+        # Built from a clean copy: a build/ folder left in the tree could smuggle stale modules in.
+        with tempfile.TemporaryDirectory(prefix="bastion-src-") as tmp:
+            clean = Path(tmp) / "bastion"
+            ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc")
+            shutil.copytree(tree / "src", clean / "src", ignore=ignore)
+            for name in ("pyproject.toml", "README.md"):
+                shutil.copy2(tree / name, clean / name)
+            _run(pip + ["wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dest), str(clean)],
+                 f"building Bastion's wheel from {tree}", env={"SOURCE_DATE_EPOCH": "315532800"})
         bastion_wheel = next(dest.glob("bastion-*.whl"))
     elif bastion_wheel.parent.resolve() != dest.resolve():
         shutil.copy2(bastion_wheel, dest / bastion_wheel.name)
