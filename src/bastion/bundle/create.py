@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import sqlite3
 import tempfile
@@ -22,6 +21,7 @@ from typing import Any
 from bastion import __version__, bundled
 from bastion.bundle import bootstrap, debian, offline_verify, sbom
 from bastion.bundle.archive import write_archive
+from bastion.bundle.files import place, sha256_of
 from bastion.bundle.offline_verify import FORMAT, check_name
 from bastion.bundle.wheelhouse import build_wheelhouse, requirements_txt
 from bastion.errors import UsageError
@@ -91,29 +91,15 @@ class Created:
         }
 
 
-def _sha256(path: Path) -> str:
-    with path.open("rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
-def _place(src: Path, dest: Path) -> None:
-    """Hard-link (or copy) ``src`` to ``dest``: large models are not copied twice on the same disk."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(src, dest)
-    except OSError:
-        shutil.copy2(src, dest)
-
-
 def _place_tree(src: Path, dest: Path) -> None:
     if src.is_file():
-        _place(src, dest / src.name)
+        place(src, dest / src.name)
         return
     for p in sorted(src.rglob("*")):
         if p.is_symlink():
             raise UsageError(f"{p} is a symbolic link", hint="Bundles carry regular files only; copy it in.")
         if p.is_file():
-            _place(p, dest / p.relative_to(src))
+            place(p, dest / p.relative_to(src))
 
 
 def _previous(since: Path | None) -> tuple[dict[str, str], str | None]:
@@ -161,7 +147,7 @@ def create_bundle(
                 "path": target.relative_to(root).as_posix(),
                 "signature": f"models/{spec.name}.sig",
                 "root_digest": manifest.root_digest(),
-                "files": {p.relative_to(root).as_posix(): _sha256(p)
+                "files": {p.relative_to(root).as_posix(): sha256_of(p)
                           for p in sorted(dest.rglob("*")) if p.is_file()},
             })
         if eval_data is not None:
@@ -182,11 +168,11 @@ def create_bundle(
         needs = debian.system_needs([root / "wheels" / w.file for w in wheels])
         (root / debian.FILE).write_text(debian.render(needs), encoding="utf-8")
         shutil.copyfile(offline_verify.__file__, root / "offline_verify.py")
-        data_files = {p.relative_to(root).as_posix(): _sha256(p)
+        data_files = {p.relative_to(root).as_posix(): sha256_of(p)
                       for d in ("eval-data", "lineage", "catalog") if (root / d).is_dir()
                       for p in sorted((root / d).rglob("*")) if p.is_file()}
         sbom.write_sbom(sbom.build_sbom(wheels, model_docs, data_files, needs), root / sbom.FILE)
-        pins = {"offline_verify.py": _sha256(root / "offline_verify.py")}
+        pins = {"offline_verify.py": sha256_of(root / "offline_verify.py")}
         pins |= {f"wheels/{w.file}": w.sha256 for w in wheels if w.name in bootstrap.VERIFIER_WHEELS}
         script = bootstrap.bootstrap_script(pins)
         (root / bootstrap.FILE).write_text(script, encoding="utf-8")
@@ -198,7 +184,7 @@ def create_bundle(
                 continue
             rel = p.relative_to(root).as_posix()
             check_name(rel)
-            digest = _sha256(p)
+            digest = sha256_of(p)
             carry = rel in ALWAYS_CARRIED or previous.get(rel) != digest
             files.append({"path": rel, "size": p.stat().st_size, "sha256": digest, "carried": carry})
             if carry:

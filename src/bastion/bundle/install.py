@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from bastion.bundle import debian
+from bastion.bundle.files import place, sha256_of
 from bastion.bundle.offline_verify import Verified, unpack_into
 from bastion.bundle.verify import read_trusted_key, verify_file
 from bastion.errors import IntegrityError, UsageError
@@ -96,8 +97,6 @@ def _installed_path(prefix: Path, release: Path, bundle_path: str, manifest: dic
 
 def _carry_forward(prefix: Path, staging: Path, manifest: dict[str, Any], current: Path | None) -> None:
     """Hard-link the files an incremental bundle did not carry from the installed release, checked."""
-    import hashlib
-
     for f in manifest["files"]:
         if f.get("carried", True):
             continue
@@ -108,23 +107,14 @@ def _carry_forward(prefix: Path, staging: Path, manifest: dict[str, Any], curren
                 hint="Install the bundle it was made against (--since) first.",
             )
         src = _installed_path(prefix, current, f["path"], manifest)
-        try:
-            with src.open("rb") as fh:
-                digest = hashlib.file_digest(fh, "sha256").hexdigest()
-        except OSError:
-            digest = ""
+        digest = sha256_of(src) if src.is_file() else ""
         if digest != f["sha256"]:
             raise IntegrityError(
                 f"the incremental bundle needs {f['path']} from the installed release, and {src} "
                 + ("is missing" if not digest else "differs from the signed digest"),
                 hint="Install the bundle it was made against (--since) first, or a full bundle.",
             )
-        dest = staging / f["path"]
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(src, dest)
-        except OSError:
-            shutil.copy2(src, dest)
+        place(src, staging / f["path"])
 
 
 def _build_venv(prefix: Path, release: Path) -> Path:
@@ -135,9 +125,7 @@ def _build_venv(prefix: Path, release: Path) -> Path:
     made (its scripts name their own path), so it is built in place and marked complete last; one
     without the mark is an interrupted build and is made again.
     """
-    import hashlib
-
-    digest = hashlib.sha256((release / "requirements.txt").read_bytes()).hexdigest()[:16]
+    digest = sha256_of(release / "requirements.txt")[:16]
     venv = prefix / "venvs" / digest
     if not (venv / _COMPLETE).exists():
         if venv.exists():

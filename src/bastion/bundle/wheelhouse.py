@@ -9,7 +9,6 @@ side at create time, never at install time.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -20,6 +19,7 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
+from bastion.bundle.files import sha256_of
 from bastion.errors import NotFound, UnusableInput
 
 #: pip, setuptools and wheel travel too: pip installs the rest without ensurepip (Debian ships python3
@@ -140,9 +140,7 @@ def wheels_in(folder: Path) -> list[Wheel]:
                 f"the wheelhouse holds two wheels of {name}: {out[name].file} and {path.name}",
                 hint="Keep one version of each project.",
             )
-        with path.open("rb") as fh:
-            digest = hashlib.file_digest(fh, "sha256").hexdigest()
-        out[name] = Wheel(path.name, str(canonicalize_name(name)), str(version), digest)
+        out[name] = Wheel(path.name, str(canonicalize_name(name)), str(version), sha256_of(path))
     return list(out.values())
 
 
