@@ -1,9 +1,9 @@
 """The acceptance test of issue 14: a bundle built in this run installs and serves with no network.
 
 Inside ``unshare -n`` (a new network namespace: loopback only, no route anywhere) the bootstrap script
-printed by ``bastion bundle create`` verifies the bundle with Debian's /usr/bin/python3 (which has no
-``cryptography``: the pinned wheels from the bundle supply it), builds the venv from the wheelhouse with
-no index, admits SmolLM2 through vet -> Cedar (enterprise) -> sign, and the installed gateway answers a
+printed by ``bastion bundle create`` verifies the bundle with Debian's /usr/bin/python3 run with -S
+(no site-packages: the standard library, then the pinned cryptography wheels from the bundle), builds
+the venv from the wheelhouse with no index, admits SmolLM2 through vet -> Cedar (enterprise) -> sign, and the installed gateway answers a
 chat request made with the openai SDK. A second install is a no-op; an incremental bundle (made with
 --since, carrying only what changed) installs on top, reusing the venv and the admitted model; the
 gateway then starts from that release. Wall times are printed (-s).
@@ -47,6 +47,8 @@ def test_bundle_installs_admits_and_serves_inside_unshare_n(built: Built, tmp_pa
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert "failed" not in result, result
     assert result["isolated"] is True  # nothing but loopback was reachable
+    verified = next(line for line in result["stderr"].splitlines() if line.startswith("verified: "))
+    assert "(cryptography 50." in verified and "/usr/lib/python3" not in verified  # the bundle's own wheel
     install = result["install"]
     assert [(m["name"], m["admitted"]) for m in install["models"]] == [("smollm2", True)]
     assert install["already_installed"] is False

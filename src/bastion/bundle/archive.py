@@ -22,6 +22,7 @@ def write_archive(out: Path, manifest: bytes, signature: bytes, files: Iterable[
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o644)  # a bundle is public: its integrity comes from the signature
         with os.fdopen(fd, "wb") as fh:
             for name, data in ((MANIFEST, manifest), (SIGNATURE, signature)):
                 fh.write(canonical_header(name, len(data)))

@@ -34,7 +34,8 @@ if [ $# -gt 0 ] && [ "$1" != "--" ]; then P=$1; shift; fi
 [ $# -gt 0 ] && [ "$1" = "--" ] && shift
 PY=${PYTHON:-python3}
 T=$(mktemp -d); trap 'rm -rf "$T"' EXIT INT TERM
-"$PY" - "$B" "$T" <<'EOF'
+# -S: no site-packages, so only the standard library and the pinned wheels are ever imported
+"$PY" -S - "$B" "$T" <<'EOF'
 import hashlib, io, sys, tarfile, zipfile
 PINNED = {
 @PINS@}
@@ -50,7 +51,7 @@ with tarfile.open(bundle, "r:") as tf:
         else:
             open(tmp + "/offline_verify.py", "wb").write(data)
 EOF
-PYTHONPATH="$T/lib" "$PY" "$T/offline_verify.py" "$B" "$K" --unpack "$T/b" >&2
+PYTHONPATH="$T/lib" "$PY" -S "$T/offline_verify.py" "$B" "$K" --unpack "$T/b" >&2
 "$PY" -m venv --without-pip "$T/venv"
 PIP_WHEEL=$(ls "$T"/b/wheels/pip-*.whl)
 "$T/venv/bin/python" "$PIP_WHEEL/pip" install -q --disable-pip-version-check --no-index --no-compile \

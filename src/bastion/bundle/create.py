@@ -122,7 +122,8 @@ def create_bundle(
     offline: bool = False,
     bastion_wheel: Path | None = None,
 ) -> Created:
-    """Build the bundle at ``output`` and its manifest at ``output`` + ``.manifest.json``."""
+    """Build the bundle at ``output``, its manifest at ``output`` + ``.manifest.json`` (for a later
+    ``--since``) and its bootstrap script at ``output`` + ``.bootstrap.sh`` (to carry separately)."""
     private = load_private_key(key)
     private_pem = read_small(key, "private key")
     names = [m.name for m in models]
@@ -207,6 +208,7 @@ def create_bundle(
         size = write_archive(output, manifest_bytes, signature, carried)
     manifest_path = output.with_name(output.name + ".manifest.json")
     write_atomic(manifest_path, manifest_bytes)
+    write_atomic(output.with_name(output.name + ".bootstrap.sh"), script.encode())
     return Created(
         output, manifest_path, hashlib.sha256(manifest_bytes).hexdigest(), size, len(files), len(carried),
         len(wheels), tuple(names), script,

@@ -382,9 +382,12 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
+    import cryptography
+
     print(
         f"verified: {result.files} files, {result.bytes} bytes, manifest sha256 {result.manifest_sha256}, "
-        f"signed by key {result.key_hint[:16]}..."
+        f"signed by key {result.key_hint[:16]}... (cryptography {cryptography.__version__} from "
+        f"{os.path.dirname(os.path.dirname(cryptography.__file__))})"
     )
     return 0
 

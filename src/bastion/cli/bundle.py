@@ -74,7 +74,7 @@ def create(
                   f"{created.files} files carried, {created.wheels} wheels, models: "
                   f"{', '.join(created.models) or 'none'})")
         out.print(f"manifest  {created.manifest_path} (sha256 {created.manifest_sha256})")
-        out.print("bootstrap (carry this script separately; it pins the verifier's digests):")
+        out.print(f"bootstrap {created.path}.bootstrap.sh (carry it separately: it pins the verifier):")
         out.print(created.bootstrap, markup=False)
 
     emit(created.to_json(), as_json, human)
