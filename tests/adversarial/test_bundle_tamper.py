@@ -18,7 +18,14 @@ import pytest
 from bastion.bundle import verify_file
 from bastion.bundle.offline_verify import BLOCK, canonical_header
 from bastion.errors import IntegrityError
-from tests.bundle.built import Built
+from tests.bundle.built import Built, built_bundle, cleanup
+
+
+@pytest.fixture(scope="session")
+def built() -> Iterator[Built]:
+    """The session's real bundle (shared with tests/bundle; kept here, not in a conftest of this folder)."""
+    yield built_bundle()
+    cleanup()
 
 
 def _members(bundle: Path) -> dict[str, tarfile.TarInfo]:
