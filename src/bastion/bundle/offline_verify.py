@@ -186,6 +186,20 @@ def parse_manifest(data: bytes) -> dict[str, Any]:
         seen.add(f["path"])
         if not isinstance(f.get("size"), int) or not re.fullmatch(r"[0-9a-f]{64}", str(f.get("sha256"))):
             raise BundleRefused(f"{MANIFEST} entry {f['path']} has no valid size and sha256", f["path"])
+    # Installers build paths from the model entries: each must name files the manifest covers.
+    models = doc.get("models", [])
+    if not isinstance(models, list):
+        raise BundleRefused(f"{MANIFEST} has a malformed model list", MANIFEST)
+    for m in models:
+        fields = ("name", "path", "signature")
+        if not isinstance(m, dict) or not all(isinstance(m.get(k), str) for k in fields):
+            raise BundleRefused(f"{MANIFEST} has a malformed model entry", MANIFEST)
+        check_name(m["name"])
+        inside = m["path"] == f"models/{m['name']}" or m["path"].startswith(f"models/{m['name']}/")
+        if not inside or m["signature"] != f"models/{m['name']}.sig" or m["signature"] not in seen:
+            raise BundleRefused(
+                f"{MANIFEST} model {m['name']!r} names files outside models/{m['name']}", MANIFEST
+            )
     return doc
 
 
