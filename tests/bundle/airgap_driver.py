@@ -44,6 +44,7 @@ def main() -> None:
         return
     bastion = str(Path(prefix) / "current" / "venv" / "bin" / "bastion")
     env = {"PATH": "/usr/bin:/bin", "BASTION_HOME": f"{prefix}/data", "BASTION_CONFIG": f"{prefix}/bastion.toml",
+           "BASTION_KEY_HOME": f"{prefix}/keys",
            "HF_HUB_OFFLINE": "1", "HOME": prefix + ".home"}
     t0 = time.perf_counter()
     again = subprocess.run([bastion, "bundle", "install", bundle, "--trust", pub, "--prefix", prefix, "--key", key,

@@ -64,6 +64,9 @@ def test_bundle_installs_admits_and_serves_inside_unshare_n(built: Built, tmp_pa
     assert result["answer"]["content"].strip()
     assert (prefix / "current" / ".complete").exists()
     assert not list(prefix.glob(".staging-*"))
+    assert (prefix / "keys" / "audit-signing.key").is_file()  # the audit key lives outside the data folder
+    assert not list((prefix / "data").rglob("*.key"))
+    assert "BASTION_KEY_HOME" in (prefix / "env.sh").read_text()
     print(f"\nair-gap install: bundle built in {built.seconds:.1f} s ({built.created.size / 1e6:.0f} MB; "
           f"incremental {incremental.size / 1e6:.1f} MB); "
           f"inside unshare -n: {json.dumps(result['times'])}; total {total:.1f} s")
