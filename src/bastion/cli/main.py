@@ -8,6 +8,7 @@ import typer
 
 from bastion.cli import (
     audit,
+    bundle,
     catalog,
     doctor,
     drill,
@@ -48,6 +49,7 @@ app.add_typer(evals.app, name="eval")
 usage.register(app)
 drill.register(app)
 withdraw.register(app)
+app.add_typer(bundle.app, name="bundle")
 
 
 def main() -> None:
