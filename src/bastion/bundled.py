@@ -15,7 +15,7 @@ import importlib.util
 import os
 from pathlib import Path
 
-from bastion.errors import NotFound, UnusableInput
+from bastion.errors import NotFound, UnusableInput, did_you_mean
 
 BUNDLED = ("smollm2", "gemma3", "minilm")
 GEMMA_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
@@ -104,4 +104,7 @@ def resolve(ref: str) -> Path:
         return gemma3()
     if name == "minilm":
         return minilm()
-    raise NotFound(f"unknown bundled model {ref!r}", hint=f"Use one of: {', '.join(BUNDLED)}.")
+    raise NotFound(
+        f"unknown bundled model {ref!r}",
+        hint=did_you_mean(name, BUNDLED, f"Use one of: {', '.join('bundled:' + b for b in BUNDLED)}."),
+    )

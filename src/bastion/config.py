@@ -17,6 +17,9 @@ from bastion.bundled import data_home, key_home
 from bastion.errors import ConfigError
 
 ENV_PREFIX = "BASTION_"
+#: the configuration file of a home made by `bastion init`, read when no --config/BASTION_CONFIG is given
+CONFIG_FILE = "bastion.toml"
+ORGANISATION_FILE = "organisation.toml"
 
 
 #: backends whose weights are files on this host; every other backend is an upstream HTTP server
@@ -92,6 +95,8 @@ class RegistrySettings(_Strict):
     serve_admitted: bool = False
     #: classification ceiling of models served that way (callers need that clearance)
     admitted_classification: Literal["public", "official", "secret", "top-secret"] = "official"
+    #: the organisation's private key (PEM) that `bastion admit` signs with when --key is not given
+    signing_key: Path = Field(default_factory=lambda: data_home() / "org" / "signing-key.pem")
 
 
 class PolicySettings(_Strict):
@@ -101,6 +106,9 @@ class PolicySettings(_Strict):
     #: clearance level of each group (public, official, secret, top-secret); a key's clearance is
     #: the highest of its groups'
     clearance: dict[str, Literal["public", "official", "secret", "top-secret"]] = Field(default_factory=dict)
+    #: organisation.toml (name, country, denied countries, trusted signers) used when a command gets
+    #: no --org; default: $BASTION_HOME/organisation.toml if it exists, else the bundled example
+    organisation: Path | None = None
 
 
 class LimitSettings(_Strict):
@@ -214,6 +222,13 @@ class Settings(_Strict):
         """The settings of the model called ``name``, if configured."""
         return next((m for m in self.models if m.name == name), None)
 
+    def organisation_file(self) -> Path | None:
+        """The organisation.toml commands use without --org (None: the bundled example)."""
+        if self.policy.organisation is not None:
+            return self.policy.organisation
+        default = data_home() / ORGANISATION_FILE
+        return default if default.exists() else None
+
 
 DEFAULT_MODELS: tuple[dict[str, Any], ...] = (
     {"name": "smollm2", "backend": "llama_cpp", "path": "bundled:smollm2"},
@@ -236,10 +251,13 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, dict[str, Any]]:
 
 
 def load_settings(path: Path | None = None, environ: dict[str, str] | None = None) -> Settings:
-    """Read ``path`` (or built-in defaults), apply environment overrides and validate everything."""
+    """Read ``path`` (else $BASTION_CONFIG, else $BASTION_HOME/bastion.toml, else built-in defaults),
+    apply environment overrides and validate everything."""
     environ = dict(os.environ) if environ is None else environ
     if path is None and environ.get("BASTION_CONFIG"):
         path = Path(environ["BASTION_CONFIG"])
+    if path is None and (data_home() / CONFIG_FILE).is_file():
+        path = data_home() / CONFIG_FILE  # the home's own configuration, as `bastion init` wrote it
     raw: dict[str, Any] = {}
     source = "defaults"
     if path is not None:

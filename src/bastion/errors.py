@@ -30,6 +30,8 @@ Subclasses share their parent's exit status: ``EgressBlocked`` (a ``PermissionDe
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 
@@ -200,3 +202,16 @@ def internal_error() -> BastionError:
         "internal error; the gateway log has the details",
         hint="Report it to the administrator with the request id.",
     )
+
+
+def did_you_mean(name: str, choices: Iterable[str], otherwise: str = "") -> str:
+    """A hint naming the closest of ``choices`` to a mistyped ``name`` (difflib), else ``otherwise``.
+
+    Case is ignored when matching, so ``SMOLLM2`` finds ``smollm2``; the suggestion keeps its spelling.
+    """
+    pool = {c.lower(): c for c in choices if c}
+    close = difflib.get_close_matches(name.lower(), list(pool), n=3, cutoff=0.6)
+    if not close:
+        return otherwise
+    names = " or ".join(f"'{pool[c]}'" for c in close)
+    return f"Did you mean {names}?" + (f" {otherwise}" if otherwise else "")

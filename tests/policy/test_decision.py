@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
 
 from bastion.admission.attributes import Facts, catalog_attributes
 from bastion.catalog import load_catalog
-from bastion.policy import ArtifactAttributes, Organisation, admission_decision
+from bastion.policy import PACKS, ArtifactAttributes, Organisation, admission_decision
 
 ORG = Organisation(denied_countries=("CN", "RU"), trusted_signers=("org-key",))
 
@@ -100,3 +101,34 @@ def test_organisation_file_is_validated(tmp_path: object) -> None:
         Organisation.load(p)
     p.write_text('denied_countries = ["CN"]\ntrusted_signers = ["k1"]\n')
     assert Organisation.load(p) == Organisation(("CN",), ("k1",))
+
+
+# What admission builds for an artifact no catalog entry matched: everything but vet and signer unknown.
+UNKNOWN = ArtifactAttributes(name="my-model.gguf", vet_verdict="pass", signer="org-key")
+
+
+@pytest.mark.parametrize("pack", PACKS)
+def test_every_pack_denies_an_artifact_of_unknown_identity(pack: str) -> None:
+    d = admission_decision(UNKNOWN, pack, ORG)
+    assert not d.allowed, f"{pack} admits an artifact of unknown identity, licence and lineage"
+
+
+@pytest.mark.parametrize(
+    ("pack", "statement"),
+    [
+        ("permissive", "permissive.unknown-identity"),
+        ("enterprise", "enterprise.unknown-licence-or-lineage"),
+        ("sovereign-strict", "sovereign.unknown-lineage"),
+    ],
+)
+def test_the_denial_of_an_unknown_artifact_names_the_unknown(pack: str, statement: str) -> None:
+    assert statement in ids(admission_decision(UNKNOWN, pack, ORG))
+
+
+def test_enterprise_refuses_a_known_lineage_whose_licences_are_unknown() -> None:
+    # containsAll over an empty set is true: an artifact whose lineage has no licence must not pass.
+    known = attrs("SmolLM2-135M-Instruct")
+    assert admission_decision(known, "enterprise", ORG).allowed
+    blank = dataclasses.replace(known, license="", lineage_licenses=())
+    d = admission_decision(blank, "enterprise", ORG)
+    assert not d.allowed and ids(d) == ["enterprise.unknown-licence-or-lineage"]

@@ -6,10 +6,12 @@ import getpass
 import os
 from typing import Any
 
+from bastion.audit.heads import SignedTreeHead
+from bastion.audit.keys import KeyFiles, create_keys, existing_keys
 from bastion.audit.log import AuditLog
 from bastion.audit.records import EntryRef
 from bastion.config import AuditSettings
-from bastion.errors import ConfigError
+from bastion.errors import ConfigError, UsageError
 
 
 def os_actor() -> str:
@@ -69,3 +71,28 @@ class AdminAudit:
     ) -> None:
         """Append one admin entry durably (see :func:`record_admin`)."""
         record_admin(self.settings, action, before_digest, after_digest, details, self.actor)
+def initialise_log(settings: AuditSettings) -> tuple[KeyFiles, EntryRef, SignedTreeHead | None, list[str]]:
+    """Make the audit log: keys (an operator's complete existing set is reused), the database and a
+    signed first entry; also returns warnings about where the keys are.
+
+    Used by ``bastion audit init`` and ``bastion init``. Refuses an existing log: a new key over it
+    would leave its signed heads unverifiable.
+    """
+    if settings.path.exists():
+        raise UsageError(
+            f"an audit log already exists at {settings.path}",
+            hint="Keep using it (its keys are audit.signing_key and audit.body_key), or set audit.path to a "
+            "new file to start a new log.",
+        )
+    keys = existing_keys(settings.signing_key, settings.body_key) or create_keys(
+        settings.signing_key, settings.body_key
+    )
+    warnings = []
+    if settings.signing_key.resolve().is_relative_to(settings.path.resolve().parent):
+        warnings.append(
+            f"the signing key {settings.signing_key} is in the database's folder: whoever can write the log"
+            " can read the key and re-sign a rewritten history (set audit.signing_key elsewhere)"
+        )
+    log = AuditLog.open(settings)
+    ref = log.append_admin("audit.init", os_actor(), details={"key_id": keys.key_id})
+    return keys, ref, log.close(), warnings

@@ -11,7 +11,7 @@ from typing import Any
 
 from bastion.catalog.overlay import overlay_dir, overlay_entries, state_key
 from bastion.catalog.schema import CatalogEntry, CatalogFile, read_toml
-from bastion.errors import ConfigError, NotFound
+from bastion.errors import ConfigError, NotFound, did_you_mean
 
 BUNDLED = "catalog.toml"
 
@@ -116,12 +116,13 @@ class Catalog:
         if entry is None:
             key = _norm(name)
             close = [e.name for e in self.entries if key and key[:5] in _norm(e.name)][:5]
+            names = [n for e in self.entries for n in (e.name, *e.aliases)]
             raise NotFound(
                 f"no catalog entry named {name!r}",
-                hint=(
-                    f"Did you mean: {', '.join(close)}?"
-                    if close
-                    else "List entries with 'bastion catalog list'."
+                hint=did_you_mean(
+                    name,
+                    names,
+                    f"Similar: {', '.join(close)}." if close else "List entries with 'bastion catalog list'.",
                 ),
             )
         return entry

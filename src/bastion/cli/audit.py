@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,18 +13,19 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bastion.audit import AuditLog, BodyCipher, Filters, create_keys, load_public_key, open_store
+from bastion.audit import AuditLog, BodyCipher, Filters, initialise_log, load_public_key, open_store
 from bastion.audit.admin import os_actor
 from bastion.audit.heads import read_document, read_head
-from bastion.audit.keys import existing_keys, public_key_path
+from bastion.audit.keys import public_key_path
 from bastion.audit.proofs import build_proof, check_proof, iter_proofs, prove_consistency
 from bastion.audit.records import decode_leaf, parse_time
 from bastion.audit.sqlite_store import SqliteStore
 from bastion.audit.verify import verify_log
 from bastion.cli.options import ConfigOpt, JsonOpt
 from bastion.cli.render import emit, err, out
-from bastion.config import AuditSettings, load_settings
+from bastion.config import AuditSettings, Settings, load_settings
 from bastion.errors import IntegrityError, NotFound, UsageError
+from bastion.keys import KeyStore
 
 app = typer.Typer(
     help="Tamper-evident audit log: Merkle tree, signed tree heads, inclusion proofs.", no_args_is_help=True
@@ -53,25 +55,7 @@ def _store(settings: AuditSettings) -> SqliteStore:
 def init(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Create the signing key (+ .pub), the body key and the log; record and sign the first entry."""
     settings = _settings(config)
-    if settings.path.exists():
-        # A new key over an existing log would leave its signed heads unverifiable by the new key.
-        raise UsageError(
-            f"an audit log already exists at {settings.path}",
-            hint="Keep using it (its keys are audit.signing_key and audit.body_key), or set audit.path to a "
-            "new file to start a new log.",
-        )
-    keys = existing_keys(settings.signing_key, settings.body_key) or create_keys(
-        settings.signing_key, settings.body_key
-    )
-    warnings = []
-    if settings.signing_key.resolve().is_relative_to(settings.path.resolve().parent):
-        warnings.append(
-            f"the signing key {settings.signing_key} is in the database's folder: whoever can write the log"
-            " can read the key and re-sign a rewritten history (set audit.signing_key elsewhere)"
-        )
-    log = AuditLog.open(settings)
-    ref = log.append_admin("audit.init", os_actor(), details={"key_id": keys.key_id})
-    head = log.close()
+    keys, ref, head, warnings = initialise_log(settings)
     data = {
         **keys.to_json(),
         "database": str(settings.path),
@@ -285,7 +269,7 @@ def show(
     data: dict[str, Any] = {
         "entry": entry_id,
         "leaf_hash": entry.leaf_hash.hex(),
-        "record": decode_leaf(entry.leaf),
+        "record": _named(decode_leaf(entry.leaf), _key_names(load_settings(config))),
     }
     data["stored_bodies"] = sorted(stored)
     if bodies and stored:
@@ -311,7 +295,9 @@ def show(
 @app.command("search")
 def search(
     kind: Annotated[str | None, typer.Option(help="'request' or 'admin'.")] = None,
-    principal: Annotated[str | None, typer.Option(help="API key id (requests) or actor (admin).")] = None,
+    principal: Annotated[
+        str | None, typer.Option(help="API key id or key name (requests), or actor (admin).")
+    ] = None,
     model: Annotated[str | None, typer.Option(help="Model name.")] = None,
     request_id: Annotated[str | None, typer.Option("--request-id", help="Gateway request id.")] = None,
     since: Annotated[str | None, typer.Option(help="From this time (YYYY-MM-DD[THH:MM:SS], UTC).")] = None,
@@ -331,22 +317,45 @@ def search(
         since=parse_time(since, "--since") if since else None,
         until=parse_time(until, "--until") if until else None,
     )
-    store = _store(_settings(config))
-    records = [decode_leaf(e.leaf, e.seq) for e in store.find(filters, limit)]
+    settings = load_settings(config)
+    names = _key_names(settings)
+    store = _store(settings.audit)
+    # A key name stands for every key id made under it (ids are what the log records).
+    ids = [i for i, n in names.items() if n == principal] if principal and principal not in names else []
+    rows = [e for i in ids for e in store.find(replace(filters, principal=i), limit)] if ids else []
+    rows = sorted(rows, key=lambda e: -e.seq)[:limit] if ids else store.find(filters, limit)
+    records = [_named(decode_leaf(e.leaf, e.seq), names) for e in rows]
     store.close()
 
     def human() -> None:
         table = Table("entry", "time", "kind", "who", "what", "status")
         for r in records:
             if r["kind"] == "request":
-                table.add_row(
-                    str(r["seq"]), r["time"], "request", r["principal"], r["model"], str(r["status"])
-                )
+                who = r["principal"] + (f" ({r['principal_name']})" if r.get("principal_name") else "")
+                table.add_row(str(r["seq"]), r["time"], "request", who, r["model"], str(r["status"]))
             else:
                 table.add_row(str(r["seq"]), r["time"], "admin", r["actor"], r["action"], "")
         out.print(table)
 
     emit(records, as_json, human)
+
+
+def _key_names(settings: Settings) -> dict[str, str]:
+    """API key id -> key name, for showing who a request was (the log records ids only)."""
+    if not settings.store.path.exists():
+        return {}
+    store = KeyStore(settings.store.path)
+    try:
+        return {k.id: k.name for k in store.list(include_revoked=True)}
+    finally:
+        store.close()
+
+
+def _named(record: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+    """``record`` with ``principal_name`` beside a request's key id, when the key store knows it."""
+    if record.get("kind") == "request" and record.get("principal") in names:
+        return {**record, "principal_name": names[record["principal"]]}
+    return record
 
 
 @app.command("prune")

@@ -20,12 +20,11 @@ from bastion.catalog.update import (
     state_digest,
     verify_update,
 )
-from bastion.cli.options import ConfigOpt, JsonOpt
+from bastion.cli.options import ConfigOpt, JsonOpt, ModelPathArg, load_organisation
 from bastion.cli.render import emit, err, out
 from bastion.config import load_settings
 from bastion.errors import UsageError
 from bastion.formats import open_artifact
-from bastion.policy import Organisation
 from bastion.signing import load_private_key, load_public_key
 from bastion.signing.keys import read_small, write_atomic
 
@@ -40,7 +39,9 @@ CatalogOpt = Annotated[
 OrgOpt = Annotated[
     Path | None,
     typer.Option(
-        "--org", help="organisation.toml with denied_countries and trusted_signers (default: bundled)."
+        "--org",
+        help="organisation.toml with denied_countries and trusted_signers (default: policy.organisation, "
+        "else $BASTION_HOME/organisation.toml, else bundled).",
     ),
 ]
 
@@ -148,7 +149,7 @@ def show(
 
 @app.command("identify")
 def identify_(
-    path: Annotated[Path, typer.Argument(help="A .gguf file or a Hugging Face model folder.")],
+    path: ModelPathArg,
     catalog: CatalogOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -200,7 +201,7 @@ def recommend_(
         max_params,
         task=task,
         benchmark=benchmark,
-        organisation=Organisation.load(org),
+        organisation=load_organisation(org),
         catalog=load_catalog(catalog),
     )
 

@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from bastion.bundled import BUNDLED, resolve
-from bastion.cli.options import JsonOpt
+from bastion.cli.options import JsonOpt, load_organisation
 from bastion.cli.render import emit, err, out
 from bastion.errors import UsageError
 from bastion.evals import EvalStore, LlamaBackend, OpenAIBackend, RunOptions, RunRecord, run_eval
@@ -18,7 +18,6 @@ from bastion.evals.backends import Backend
 from bastion.evals.policy_cost import admissibility
 from bastion.evals.report import compare_runs, write_report
 from bastion.lineage import local_weight_evidence
-from bastion.policy import Organisation
 
 app = typer.Typer(help="Measure models offline: capability (ARC, HellaSwag, PIQA, GSM8K) and safety suites.",
                   no_args_is_help=True)
@@ -201,7 +200,7 @@ def report(
     if policy is not None:
         named = dict(pair.split("=", 1) for pair in identity or [] if "=" in pair)
         verdicts = admissibility(
-            runs, policy, Organisation.load(org), named, evidence_sources=local_weight_evidence()
+            runs, policy, load_organisation(org), named, evidence_sources=local_weight_evidence()
         )
     path = write_report(runs, output, verdicts)
     emit({"report": str(path), "runs": [r.id for r in runs],

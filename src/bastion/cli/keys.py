@@ -12,7 +12,9 @@ from bastion.audit import record_admin, require_audit
 from bastion.cli.options import ConfigOpt, JsonOpt, duration
 from bastion.cli.render import emit, out
 from bastion.config import Settings, load_settings
+from bastion.errors import NotFound, did_you_mean
 from bastion.keys import KeyStore
+from bastion.registry import Registry
 
 app = typer.Typer(help="Gateway API keys: shown once, stored only as hashes.", no_args_is_help=True)
 
@@ -32,6 +34,9 @@ def create(
     expires: Annotated[
         str | None, typer.Option("--expires", help="Lifetime, e.g. 30d, 12h (default: never expires).")
     ] = None,
+    allow_unknown: Annotated[
+        bool, typer.Option("--allow-unknown", help="Accept --model names neither configured nor admitted.")
+    ] = False,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -40,6 +45,8 @@ def create(
     settings, store = _open(config)
     if settings.audit.enabled:
         require_audit(settings.audit)  # refuse before creating a key that could not be recorded
+    if not allow_unknown:
+        _check_models(settings, model)
     new = store.create(name, model, group or [], expires_at)
     record_admin(settings.audit, "key.create", details=new.record.to_json())
 
@@ -51,6 +58,26 @@ def create(
         out.print("[yellow]Store it now: Bastion keeps only its hash and cannot show it again.[/]")
 
     emit(new.to_json(), as_json, human)
+
+
+def _check_models(settings: Settings, models: list[str]) -> None:
+    """Refuse a model name no gateway could serve: a typo would make a key that never works."""
+    registry = Registry(settings.store.path)
+    try:
+        known = {m.name for m in settings.models} | {a.name for a in registry.list()}
+    finally:
+        registry.close()
+    for name in models:
+        if name != "*" and name not in known:
+            raise NotFound(
+                f"model {name!r} is neither configured nor admitted",
+                hint=did_you_mean(
+                    name,
+                    sorted(known),
+                    "See 'bastion models list' and the [[models]] of the configuration; "
+                    "--allow-unknown creates the key anyway.",
+                ),
+            )
 
 
 @app.command("list")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -28,7 +29,8 @@ def _open(config: Path | None) -> tuple[Settings, Registry]:
 
 NameOpt = Annotated[str, typer.Option("--name", "-n", help="Name the gateway will serve it under.")]
 KeyOpt = Annotated[
-    Path, typer.Option("--key", help="Organisation private key (PEM) that signs the manifest.")
+    Path | None,
+    typer.Option("--key", help="Organisation private key (PEM) that signs (default: registry.signing_key)."),
 ]
 PolicyOpt = Annotated[
     str,
@@ -36,7 +38,11 @@ PolicyOpt = Annotated[
 ]
 OrgOpt = Annotated[
     Path | None,
-    typer.Option("--org", help="organisation.toml: name, country, denied countries, trusted signers."),
+    typer.Option(
+        "--org",
+        help="organisation.toml: name, country, denied countries, trusted signers (default: "
+        "policy.organisation, else $BASTION_HOME/organisation.toml, else bundled).",
+    ),
 ]
 StrictOpt = Annotated[bool, typer.Option("--strict", help="Strict vet (remote code and warnings fail).")]
 
@@ -50,7 +56,7 @@ def register(root: typer.Typer) -> None:
             str, typer.Argument(help="Model file or folder (or bundled:smollm2 ...).", metavar="PATH")
         ],
         name: NameOpt,
-        key: KeyOpt,
+        key: KeyOpt = None,
         policy: PolicyOpt = "sovereign-strict",
         org: OrgOpt = None,
         strict: StrictOpt = False,
@@ -66,7 +72,7 @@ def register(root: typer.Typer) -> None:
             str, typer.Argument(help="The organisation's own model file or folder.", metavar="PATH")
         ],
         name: NameOpt,
-        key: KeyOpt,
+        key: KeyOpt = None,
         base: Annotated[
             str | None,
             typer.Option(
@@ -106,7 +112,7 @@ def register(root: typer.Typer) -> None:
 def _admit(
     path: str,
     name: str,
-    key: Path,
+    key: Path | None,
     policy: str,
     org: Path | None,
     strict: bool,
@@ -118,7 +124,8 @@ def _admit(
     if settings.audit.enabled:
         require_audit(settings.audit)  # an admission that cannot be recorded is not made
     model = bundled.resolve(path)
-    organisation = Organisation.load(org)
+    organisation = Organisation.load(org if org is not None else settings.organisation_file())
+    key = key if key is not None else settings.registry.signing_key
     with err.status(f"admitting {model} as {name!r} under {policy} ..."):
         admission, assessment = admit(
             registry, model, name, policy, key, organisation, os_actor(),
@@ -211,6 +218,9 @@ def revoke(
     reason: Annotated[
         str, typer.Option("--reason", help="Why (kept in the registry and the audit log).")
     ] = "",
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Do not ask for confirmation on a terminal.")
+    ] = False,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -218,6 +228,12 @@ def revoke(
     settings, registry = _open(config)
     if settings.audit.enabled:
         require_audit(settings.audit)
+    registry.get(name)  # NotFound (with a suggestion) before asking anything
+    if not yes and sys.stdin.isatty() and not as_json:
+        # Revocation cannot be undone (only a new admission brings the model back): ask a person first.
+        typer.confirm(
+            f"Revoke {name!r}? The running gateway stops serving it on its next request", abort=True
+        )
     admission = registry.revoke(name, os_actor(), reason)
     # The audit entry is the revocation's witness: the registry treats every digest it names as
     # revoked even if the database row is later deleted (registry/witness.py).

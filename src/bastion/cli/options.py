@@ -8,14 +8,27 @@ from typing import Annotated
 
 import typer
 
+from bastion import bundled
+from bastion.config import load_settings
+from bastion.policy import Organisation
+
 ConfigOpt = Annotated[
     Path | None,
     typer.Option(
         "--config",
         "-c",
-        help="Configuration TOML (default: $BASTION_CONFIG, else built-in defaults).",
+        help="Configuration TOML (default: $BASTION_CONFIG, else $BASTION_HOME/bastion.toml, "
+        "else built-in defaults).",
         envvar="BASTION_CONFIG",
         show_envvar=True,
+    ),
+]
+ModelPathArg = Annotated[
+    Path,
+    typer.Argument(
+        help="A model file or folder (every file in it is covered), or bundled:smollm2|gemma3|minilm.",
+        parser=lambda s: bundled.resolve(s),
+        metavar="PATH",
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON document instead of text.")]
@@ -28,3 +41,8 @@ def duration(text: str) -> timedelta:
     if unit not in units or not number.isdigit() or int(number) == 0:
         raise typer.BadParameter(f"{text!r} is not a duration; write e.g. 30d, 12h, 90m or 45s")
     return timedelta(**{units[unit]: int(number)})
+
+
+def load_organisation(org: Path | None, config: Path | None = None) -> Organisation:
+    """``--org`` if given, else the configured/home organisation.toml, else the bundled example."""
+    return Organisation.load(org if org is not None else load_settings(config).organisation_file())

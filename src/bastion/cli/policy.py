@@ -11,12 +11,12 @@ from rich.table import Table
 from bastion import bundled
 from bastion.admission import Facts, Subject, decide
 from bastion.catalog import identify, load_catalog
-from bastion.cli.options import JsonOpt
+from bastion.cli.options import JsonOpt, load_organisation
 from bastion.cli.render import emit, out
 from bastion.errors import UsageError
 from bastion.formats import open_artifact
 from bastion.lineage import local_weight_evidence
-from bastion.policy import PACKS, Organisation, read_policy, schema_text
+from bastion.policy import PACKS, read_policy, schema_text
 from bastion.policy.decision import VERDICTS
 
 app = typer.Typer(
@@ -45,12 +45,21 @@ def check(
         if not problems:
             out.print(f"{source.origin}: [green]valid[/], {len(source.statements)} statements")
 
-    emit(data, as_json, human)
-    if problems:
-        raise UsageError(
+    error = (
+        UsageError(
             f"{source.origin}: {len(problems)} problem(s) found",
             hint="Fix the lines listed; the schema is printed by 'bastion policy schema'.",
         )
+        if problems
+        else None
+    )
+    if error is not None and as_json:
+        # One document: the problems and the error together (exit 2), not a report followed by an error.
+        emit({**data, "error": error.to_json()}, as_json, human)
+        raise typer.Exit(error.exit_code)
+    emit(data, as_json, human)
+    if error is not None:
+        raise error
 
 
 @app.command("schema")
@@ -61,11 +70,21 @@ def schema_() -> None:
 
 @app.command("explain")
 def explain(
-    model: Annotated[str, typer.Argument(help="Catalog name, or a path to a .gguf file / model folder.")],
+    model: Annotated[
+        str,
+        typer.Argument(help="Catalog name, a .gguf file / model folder, or bundled:smollm2|gemma3|minilm."),
+    ],
     policy: Annotated[
         str, typer.Option("--policy", help=f"Bundled pack ({', '.join(PACKS)}) or a .cedar file.")
     ],
-    org: Annotated[Path | None, typer.Option("--org", help="organisation.toml (default: bundled).")] = None,
+    org: Annotated[
+        Path | None,
+        typer.Option(
+            "--org",
+            help="organisation.toml (default: policy.organisation, else $BASTION_HOME/organisation.toml, "
+            "else bundled).",
+        ),
+    ] = None,
     vet: Annotated[
         str, typer.Option("--vet", help=f"Vet verdict to assume: {', '.join(VERDICTS)}.")
     ] = "pass",
@@ -80,7 +99,7 @@ def explain(
     """Print the admission decision for a model and the policy statements that decided it."""
     if vet not in VERDICTS:
         raise UsageError(f"--vet must be one of {', '.join(VERDICTS)}", hint="For example --vet pass.")
-    organisation = Organisation.load(org)
+    organisation = load_organisation(org)
     the_signer = signer if signer is not None else (organisation.trusted_signers or ("",))[0]
     cat = load_catalog()
     path = bundled.resolve(model) if model.startswith("bundled:") else Path(model)

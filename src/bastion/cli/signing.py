@@ -13,8 +13,7 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 
-from bastion import bundled
-from bastion.cli.options import JsonOpt
+from bastion.cli.options import JsonOpt, ModelPathArg
 from bastion.cli.render import emit, err, out
 from bastion.errors import UsageError
 from bastion.hashing import Manifest, manifest_of
@@ -45,14 +44,7 @@ class CurveName(StrEnum):
     p384 = "p384"
 
 
-PathArg = Annotated[
-    Path,
-    typer.Argument(
-        help="A model file or folder (every file in it is covered), or bundled:smollm2|gemma3|minilm.",
-        parser=lambda s: bundled.resolve(s),
-        metavar="PATH",
-    ),
-]
+PathArg = ModelPathArg
 AlgorithmOpt = Annotated[
     Algorithm, typer.Option("--algorithm", "-a", help="Digest algorithm for every file.")
 ]

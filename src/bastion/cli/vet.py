@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -12,7 +14,7 @@ from bastion.bundled import resolve
 from bastion.cli.options import JsonOpt
 from bastion.cli.render import emit, err, out
 from bastion.errors import VerdictFail
-from bastion.vet import VetReport, vet_path, write_bom
+from bastion.vet import VetReport, build_bom, vet_path, write_bom
 
 PathArg = Annotated[
     str,
@@ -77,7 +79,9 @@ def vet(path: PathArg, strict: StrictOpt = False, as_json: JsonOpt = False) -> N
 
 def bom(
     path: PathArg,
-    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the CycloneDX 1.6 JSON.")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Where to write the CycloneDX 1.6 JSON ('-' for stdout).")
+    ],
     strict: StrictOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -86,6 +90,14 @@ def bom(
     The BOM is written whatever the verdict (it records it); the exit status is still 12 for fail.
     """
     report = _vet(resolve(path), strict, show_progress=not as_json)
+    if str(output) == "-":
+        # The BOM is the one document on stdout (with or without --json); the summary goes to stderr.
+        sys.stdout.write(json.dumps(build_bom(report), indent=2) + "\n")
+        sys.stdout.flush()
+        err.print(f"CycloneDX 1.6, {len(report.files)} files, verdict {report.verdict.value}")
+        if report.verdict.value == "fail":
+            raise typer.Exit(VerdictFail.exit_code)
+        return
     write_bom(report, output)
     summary = {
         "output": str(output),

@@ -18,8 +18,21 @@ from typing import Any
 from bastion.errors import UsageError
 from bastion.evals.policy_cost import Admissibility
 from bastion.evals.records import RunRecord
+from bastion.evals.scoring import wilson_interval
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+#: one colour per run, the same in every chart (Okabe-Ito, readable with colour-blindness; then tab20)
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
+
+
+def run_colour(index: int) -> str:
+    """The colour of the ``index``-th run in every chart of the report."""
+    if index < len(PALETTE):
+        return PALETTE[index]
+    from matplotlib import colormaps
+
+    r, g, b, _ = colormaps["tab20"](index % 20)
+    return f"#{round(255 * r):02x}{round(255 * g):02x}{round(255 * b):02x}"
 
 
 def compare_runs(runs: Sequence[RunRecord]) -> dict[str, Any]:
@@ -79,10 +92,13 @@ def _bar_chart(runs: Sequence[RunRecord], kind: str, title: str, value: str) -> 
         tasks += [s.task for s in r.summaries if s.kind == kind and s.task not in tasks]
     if not tasks:
         return None
-    fig = Figure(figsize=(7.5, 0.5 + 0.45 * len(tasks) * max(1, len(runs))))
+    # Only runs with something to show get a bar row and a legend entry (a safety-only run has no
+    # capability bars); each keeps its own colour from the whole report.
+    shown = [(i, r) for i, r in enumerate(runs) if any(r.summary(task) for task in tasks)]
+    fig = Figure(figsize=(7.5, 0.5 + 0.45 * len(tasks) * max(1, len(shown))))
     ax = fig.add_subplot()
-    height = 0.8 / len(runs)
-    for j, r in enumerate(runs):
+    height = 0.8 / len(shown)
+    for j, (index, r) in enumerate(shown):
         ys, xs, lo, hi = [], [], [], []
         for i, task in enumerate(tasks):
             s = r.summary(task)
@@ -99,6 +115,7 @@ def _bar_chart(runs: Sequence[RunRecord], kind: str, title: str, value: str) -> 
             height=height * 0.9,
             xerr=[lo, hi] if value == "score" else None,
             capsize=3,
+            color=run_colour(index),
             label=f"{r.target.get('name')} ({r.id[-6:]})",
         )
     if value == "score":
@@ -117,9 +134,19 @@ def _bar_chart(runs: Sequence[RunRecord], kind: str, title: str, value: str) -> 
     return _svg(fig)
 
 
-def _mean_capability(run: RunRecord) -> float | None:
-    values = [s.value for s in run.summaries if s.kind == "capability"]
-    return sum(values) / len(values) if values else None
+def _mean_capability(run: RunRecord) -> tuple[float, float, float, int] | None:
+    """Capability over every item of the run's capability tasks: score, 95% Wilson interval, items.
+
+    Items are pooled (each task weighted by its n), so the interval is one binomial interval; with
+    the same --limit per task this equals the plain mean over tasks.
+    """
+    caps = [s for s in run.summaries if s.kind == "capability" and s.n > 0]
+    n = sum(s.n for s in caps)
+    if not n:
+        return None
+    correct = sum(s.value * s.n for s in caps)
+    low, high = wilson_interval(correct, n)
+    return correct / n, low, high, n
 
 
 def _word(v: Admissibility) -> str:
@@ -132,31 +159,64 @@ def _policy_chart(runs: Sequence[RunRecord], verdicts: Sequence[Admissibility]) 
 
     colours = {True: "#2e7d32", False: "#c62828", None: "#9e9e9e"}
     by_run = {v.run_id: v for v in verdicts}
-    rows = [(r, by_run[r.id], m) for r in runs if (m := _mean_capability(r)) is not None]
+    rows = [(r, by_run[r.id], cap) for r in runs if (cap := _mean_capability(r)) is not None]
     fig = Figure(figsize=(7.5, 0.8 + 0.4 * max(1, len(rows))))
     ax = fig.add_subplot()
-    for i, (r, v, m) in enumerate(rows):
+    for i, (r, v, (score, lo, hi, _)) in enumerate(rows):
         label = _word(v)
-        ax.barh([i], [100 * m], color=colours[v.allowed], height=0.7)
-        ax.text(100 * m + 1, i, f"{v.identity or r.target.get('name')} ({label})", va="center", fontsize=8)
+        ax.barh([i], [100 * score], xerr=[[100 * (score - lo)], [100 * (hi - score)]], capsize=3,
+                color=colours[v.allowed], height=0.7)
+        ax.text(100 * hi + 1, i, f"{v.identity or r.target.get('name')} ({label})", va="center", fontsize=8)
     ax.set_yticks(range(len(rows)), [r.id[-6:] for r, _, _ in rows])
-    ax.set_xlim(0, 115)
+    ax.set_xlim(0, 130)
     ax.invert_yaxis()
-    ax.set_xlabel("mean capability score % over the run's tasks")
+    ax.set_xlabel("capability score % over every item of the run's tasks (bars: 95% Wilson interval)")
     policy = verdicts[0].policy if verdicts else ""
     ax.set_title(f"What your policy costs you ({policy})")
     best_in = max((m for _, v, m in rows if v.allowed is True), default=None)
     best_out = max((m for _, v, m in rows if v.allowed is False), default=None)
     if best_in is not None and best_out is not None:
-        gap = 100 * (best_out - best_in)
-        sentence = (
-            f"Under {policy}, the best admissible model scores {100 * best_in:.1f}% and the best "
-            f"inadmissible one {100 * best_out:.1f}%: your policy costs you {gap:.1f} points "
-            "(mean over each run's tasks; compare runs of the same suite and limit)."
-        )
+        sentence = _cost_sentence(policy, best_in, best_out)
     else:
         sentence = f"Under {policy}: " + ", ".join(f"{v.identity or v.run_id}: {_word(v)}" for v in verdicts)
     return _svg(fig), sentence
+
+
+def _pct(m: tuple[float, float, float, int]) -> str:
+    return f"{100 * m[0]:.1f}% [{100 * m[1]:.1f}-{100 * m[2]:.1f}, n={m[3]}]"
+
+
+def _cost_sentence(
+    policy: str, best_in: tuple[float, float, float, int], best_out: tuple[float, float, float, int]
+) -> str:
+    """The headline: both scores with intervals, the gap, and whether the gap is within noise."""
+    gap = 100 * (best_out[0] - best_in[0])
+    head = (
+        f"Under {policy}, the best admissible model scores {_pct(best_in)} and the best inadmissible "
+        f"one {_pct(best_out)}"
+    )
+    overlap = best_in[1] <= best_out[2] and best_out[1] <= best_in[2]
+    if gap <= 0:
+        verdict = f": no cost, the admissible model leads by {-gap:.1f} points"
+    else:
+        verdict = f": your policy costs you {gap:.1f} points"
+    if overlap:
+        verdict += (
+            ", but the 95% intervals overlap, so the gap is within noise at these sample sizes "
+            "(run more items with --limit to separate them)"
+        )
+    return head + verdict + " (compare runs of the same suite and limit)."
+
+
+def _settings_text(settings: dict[str, Any]) -> str:
+    """Run settings one per line, unset ones left out, lists joined: readable, and wraps in a cell."""
+    lines = []
+    for k, v in settings.items():
+        if v is None or v == [] or v == {}:
+            continue
+        value = ", ".join(map(str, v)) if isinstance(v, list | tuple) else str(v)
+        lines.append(f"{_e(k)}: {_e(value)}")
+    return "<br>".join(lines) or "-"
 
 
 def _e(v: Any) -> str:
@@ -182,21 +242,25 @@ def render_html(runs: Sequence[RunRecord], verdicts: Sequence[Admissibility] | N
         f'<meta http-equiv=Content-Security-Policy content="{CSP}">'
         "<title>Bastion evaluation report</title><style>"
         "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
-        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;"
-        "font-size:13px;text-align:left}th{background:#f3f3f3}figure{margin:1em 0}"
-        "code{font-size:12px}</style></head><body><h1>Bastion evaluation report</h1>"
+        # Wide tables scroll inside their own box and long digests wrap: nothing overflows the page.
+        "table{border-collapse:collapse;margin:1em 0;display:block;max-width:100%;overflow-x:auto}"
+        "td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px;text-align:left;vertical-align:top;"
+        "overflow-wrap:anywhere}th{background:#f3f3f3}figure{margin:1em 0}figure svg{max-width:100%;"
+        "height:auto}code{font-size:12px;word-break:break-all}.swatch{display:inline-block;width:.8em;"
+        "height:.8em;margin-right:.4em;vertical-align:middle}</style></head><body>"
+        "<h1>Bastion evaluation report</h1>"
     ]
     parts.append(
         "<h2>Runs</h2><table><tr><th>run</th><th>target</th><th>weights sha256</th>"
         "<th>suite</th><th>settings</th><th>seconds</th></tr>"
     )
-    for r in runs:
-        settings = ", ".join(f"{k}={v}" for k, v in r.settings.items())
+    for i, r in enumerate(runs):
         target = f"{_e(r.target.get('name'))} ({_e(r.target.get('kind'))})"
+        swatch = f'<span class=swatch style="background:{run_colour(i)}"></span>'
         parts.append(
-            f"<tr><td>{_e(r.id)}</td><td>{target}</td>"
+            f"<tr><td>{swatch}{_e(r.id)}</td><td>{target}</td>"
             f"<td><code>{_e(r.model_digest or 'unknown: not reported by the server')}</code></td>"
-            f"<td>{_e(r.suite_version)}</td><td>{_e(settings)}</td><td>{r.seconds:.0f}</td></tr>"
+            f"<td>{_e(r.suite_version)}</td><td>{_settings_text(r.settings)}</td><td>{r.seconds:.0f}</td></tr>"
         )
     parts.append(
         "</table><h2>Scores</h2><table><tr><th>task</th>"

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from bastion.errors import BackendUnavailable, UsageError
+from bastion.errors import BackendUnavailable, UsageError, did_you_mean
 from bastion.evals import safety
 from bastion.evals.backends.base import Backend
 from bastion.evals.records import ItemRecord, RunRecord, TaskSummary
@@ -171,13 +171,16 @@ def run_eval(backend: Backend, options: RunOptions, progress: Progress | None = 
              ) -> tuple[RunRecord, list[ItemRecord]]:
     """Run ``options.suite`` against ``backend``; returns the run (not yet stored) and its items."""
     if options.suite not in SUITES:
-        raise UsageError(f"unknown suite {options.suite!r}", hint=f"Use one of: {', '.join(SUITES)}.")
+        raise UsageError(f"unknown suite {options.suite!r}",
+                         hint=did_you_mean(options.suite, SUITES, f"Use one of: {', '.join(SUITES)}."))
     scoring = _resolve_scoring(options.scoring, backend)
     want_core = options.suite in ("core", "all")
     tasks = options.tasks or (CORE if want_core else ())
     for t in tasks:
         if t not in TASKS:
-            raise UsageError(f"unknown task {t!r}", hint=f"Tasks: {', '.join(TASKS)}.")
+            raise UsageError(
+                f"unknown task {t!r}", hint=did_you_mean(t, TASKS, f"Tasks: {', '.join(TASKS)}.")
+            )
     loaded = [(t, *load_task(t, options.limit, options.seed)) for t in tasks]
     safety_items: list[safety.SafetyItem] = []
     datasets = [d.to_json() for _, _, ds in loaded for d in ds]

@@ -28,7 +28,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from bastion.errors import UsageError
+from bastion.errors import UsageError, did_you_mean
 from bastion.evals.data import Dataset, load_dataset
 
 GSM8K_UNTIL = ("Question:", "</s>", "<|im_end|>", "\n\n")
@@ -128,7 +128,9 @@ def subsample(n: int, limit: int | None, seed: int, task: str) -> list[int]:
 def load_task(task: str, limit: int | None, seed: int) -> tuple[list[MCItem] | list[GenItem], list[Dataset]]:
     """Items of ``task`` (subsampled) and the data sets they came from (for provenance)."""
     if task not in TASKS:
-        raise UsageError(f"unknown task {task!r}", hint=f"Tasks: {', '.join(TASKS)}.")
+        raise UsageError(
+            f"unknown task {task!r}", hint=did_you_mean(task, TASKS, f"Tasks: {', '.join(TASKS)}.")
+        )
     ds = load_dataset(task)
     idx = subsample(len(ds.records), limit, seed, task)
     if TASKS[task].kind == "mc":

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bastion.errors import AuthenticationFailed, NotFound, UsageError
+from bastion.errors import AuthenticationFailed, NotFound, UsageError, did_you_mean
 from bastion.store import Migrations, open_database
 
 PREFIX = "bst"
@@ -197,7 +197,11 @@ class KeyStore:
         with self._lock:
             row = self._conn.execute(_SELECT + " WHERE id = ?", (key_id,)).fetchone()
         if row is None:
-            raise NotFound(f"no API key with id {key_id!r}", hint="List keys with 'bastion keys list'.")
+            known = [k.id for k in self.list(include_revoked=True)]
+            raise NotFound(
+                f"no API key with id {key_id!r}",
+                hint=did_you_mean(key_id, known, "List keys with 'bastion keys list' (revoke takes the id)."),
+            )
         return _row(row)
 
     def list(self, include_revoked: bool = False) -> list[ApiKey]:

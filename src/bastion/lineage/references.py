@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from bastion.bundled import data_home
-from bastion.errors import NotFound, UsageError
+from bastion.errors import NotFound, UsageError, did_you_mean
 from bastion.lineage.fingerprint import Fingerprint
 from bastion.lineage.shipped import load as load_shipped
 from bastion.lineage.shipped import manifest as shipped_manifest
@@ -112,7 +112,11 @@ class ReferenceStore:
             return self._shipped_info(name)
         raise NotFound(
             f"no lineage reference named {name!r}",
-            hint="See 'bastion lineage references'; add one with 'bastion lineage add-reference'.",
+            hint=did_you_mean(
+                name,
+                (r.name for r in self.list()),
+                "See 'bastion lineage references'; add one with 'bastion lineage add-reference'.",
+            ),
         )
 
     def get(self, name: str) -> Fingerprint:

@@ -17,7 +17,7 @@ from typing import Any
 
 import cedarpy
 
-from bastion.errors import NotFound, UsageError
+from bastion.errors import NotFound, UsageError, did_you_mean
 
 PACKS = ("permissive", "enterprise", "sovereign-strict")
 MAX_POLICY_BYTES = 1024 * 1024  # a policy file is reviewed by people; a megabyte is already absurd
@@ -223,7 +223,7 @@ def _read_text(spec: str | Path) -> tuple[str, str]:
     except FileNotFoundError as exc:
         raise NotFound(
             f"no policy named {name!r}",
-            hint=f"Give a .cedar file path or a bundled pack: {', '.join(PACKS)}.",
+            hint=did_you_mean(name, PACKS, f"Give a .cedar file path or a bundled pack: {', '.join(PACKS)}."),
         ) from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bastion.errors import NotFound, PolicyDenied, UsageError
+from bastion.errors import NotFound, PolicyDenied, UsageError, did_you_mean
 from bastion.store import Migrations, open_database
 
 migrations = Migrations("registry")
@@ -288,7 +288,11 @@ class Registry:
         if r is None:
             raise NotFound(
                 f"no model named {name!r} is admitted",
-                hint="List admitted models with 'bastion models list'; admit with 'bastion admit'.",
+                hint=did_you_mean(
+                    name,
+                    (a.name for a in self.list()),
+                    "List admitted models with 'bastion models list'; admit with 'bastion admit'.",
+                ),
             )
         return _row(r)
 
