@@ -9,7 +9,6 @@ moved aside, never deleted: signatures made with it must stay checkable).
 
 from __future__ import annotations
 
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from bastion.audit import initialise_log
 from bastion.config import CONFIG_FILE, ORGANISATION_FILE, AuditSettings, Settings, load_settings
 from bastion.errors import ConfigError, UsageError
 from bastion.policy import Organisation
+from bastion.serve.preflight import port_free
 from bastion.signing import generate_key_pair, key_hint, load_public_key
 from bastion.signing.keys import write_atomic
 
@@ -60,16 +60,6 @@ class InitResult:
             "steps": [s.to_json() for s in self.steps],
             "next": list(self.next_commands),
         }
-
-
-def port_free(host: str, port: int) -> bool:
-    """True when ``host:port`` can be bound now (what ``serve`` will need)."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 def choose_port(host: str, wanted: int | None) -> int:
@@ -181,7 +171,7 @@ def _org_key(org_dir: Path, force: bool) -> tuple[Step, str]:
         ), pair.key_hint
     pair = generate_key_pair(org_dir)
     return Step(
-        "organisation signing key", private, "created", f"key {pair.key_hint} (mode 0600)"
+        "organisation signing key", private, "created", f"key {pair.key_hint}, mode 0600"
     ), pair.key_hint
 
 
@@ -233,7 +223,7 @@ def init_home(
         outcome = "replaced" if config.exists() else "created"
         write_atomic(config, config_text(home, host, chosen, policy).encode())
         settings = load_settings(config)
-        steps.append(Step("configuration", config, outcome, f"port {chosen} (free now)"))
+        steps.append(Step("configuration", config, outcome, f"port {chosen}, free now"))
 
     steps.append(_audit(settings))
     nxt = next_commands(home, settings)

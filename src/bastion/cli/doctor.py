@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("doctor")
     def doctor(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
-        """Check llama.cpp, the bundled models, the configuration, the store and the egress guard."""
+        """Check everything 'serve' needs: keys, audit log, admitted and unchanged models, policy, port."""
         settings: Settings | None = None
         error: BastionError | None = None
         try:
@@ -31,9 +31,15 @@ def register(app: typer.Typer) -> None:
 
         def human() -> None:
             table = Table("check", "status", "detail", "fix")
+            for column in table.columns:
+                column.overflow = "fold"  # paths and hints are the point: never cut them with an ellipsis
             for c in checks:
                 table.add_row(c.name, f"[{STYLE[c.status]}]{c.status}[/]", c.detail, c.fix)
             out.print(table)
+            if failed:
+                out.print(f"[bold red]{len(failed)} problem(s)[/] to fix before 'bastion serve'.")
+            else:
+                out.print("[green]ready[/]: 'bastion serve' has what it needs.")
 
         emit({"ok": not failed, "checks": [c.to_json() for c in checks]}, as_json, human)
         if failed:

@@ -23,7 +23,6 @@ from bastion.bundled import data_home
 from bastion.config import ModelSettings, Settings
 from bastion.errors import Busy, ConfigError
 from bastion.keys import KeyStore
-from bastion.policy import LEVELS, AccessPolicy, CedarAuthorizer
 from bastion.quota.quotas import Quotas
 from bastion.registry import open_registry
 from bastion.serve.app import AdmissionCheck, Gateway, build_app
@@ -33,6 +32,7 @@ from bastion.serve.backends.upstream import UpstreamBackend, upstream_host
 from bastion.serve.egress import install_egress_guard
 from bastion.serve.limits import HeadLimits, limited_protocol
 from bastion.serve.pidfile import PidFile
+from bastion.serve.preflight import build_authorizer, registry_enforced, require_models, require_public_key
 from bastion.serve.router import Router
 from bastion.signing import load_public_key
 from bastion.withdrawal import WithdrawalStore
@@ -53,35 +53,17 @@ def make_backend(model: ModelSettings) -> Backend:
     raise ConfigError(f"model {model.name!r}: unknown backend {model.backend!r}")
 
 
-def build_authorizer(settings: Settings) -> CedarAuthorizer:
-    """Per-request access by Cedar: the configured policy and group clearances (models carry ceilings)."""
-    policy = AccessPolicy(
-        settings.policy.access, {group: LEVELS[level] for group, level in settings.policy.clearance.items()}
-    )
-    return CedarAuthorizer(policy)
-
-
 def build_admission_check(settings: Settings) -> AdmissionCheck | None:
     """When the registry is enforced: the check that a local model is admitted and unchanged."""
-    local = any(m.local for m in settings.models) or settings.registry.serve_admitted
-    if not settings.registry.enforce or not local:
+    if not registry_enforced(settings):
         return None  # nothing local to admit: upstream weights are not on this host
-    key_file = settings.registry.public_key
-    if not key_file.exists():
-        raise ConfigError(
-            f"registry.enforce is on but the organisation public key {key_file} does not exist",
-            hint="Set registry.public_key to the .pub.pem of the key models are admitted with"
-            " ('bastion signing-key generate'), or set registry.enforce = false.",
-        )
-    return AdmissionCheck(open_registry(settings), load_public_key(key_file))
+    require_public_key(settings)
+    return AdmissionCheck(open_registry(settings), load_public_key(settings.registry.public_key))
 
 
 def build_gateway(settings: Settings) -> Gateway:
     """A gateway with one backend per configured model (not started yet)."""
-    if not settings.models:
-        raise ConfigError(
-            "no models are configured", hint="Add a [[models]] table; see bastion.example.toml."
-        )
+    require_models(settings)
     admission = build_admission_check(settings)
     authorizer = build_authorizer(settings)
     audit = None
