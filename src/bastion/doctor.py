@@ -14,7 +14,6 @@ from bastion.bundled import data_home
 from bastion.config import Settings
 from bastion.errors import BastionError
 from bastion.keys import KeyStore
-from bastion.serve import preflight
 
 Status = Literal["ok", "warn", "fail"]
 
@@ -141,6 +140,7 @@ def _attempt(name: str, ok_detail: str, check: Callable[[], object]) -> Check:
 
 def _admitted(settings: Settings) -> list[Check]:
     """Each local model: admitted under its name, signature valid, bytes unchanged (what serve verifies)."""
+    from bastion.serve import preflight
     if not preflight.registry_enforced(settings) or not settings.registry.public_key.exists():
         return []
     from bastion.registry import Registry, verify_for_serving
@@ -247,6 +247,8 @@ def run_checks(settings: Settings | None, config_error: BastionError | None = No
     Each of serve's own pre-start checks (``bastion.serve.preflight``) runs here unchanged, so a
     failure serve would stop on is reported with the same message and hint.
     """
+    from bastion.serve import preflight  # the gateway's modules load only when the checks run
+
     checks = [_llama(), *_bundled()]
     if settings is None:
         assert config_error is not None

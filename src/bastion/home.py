@@ -18,7 +18,6 @@ from bastion.audit import initialise_log
 from bastion.config import CONFIG_FILE, ORGANISATION_FILE, AuditSettings, Settings, load_settings
 from bastion.errors import ConfigError, UsageError
 from bastion.policy import Organisation
-from bastion.serve.preflight import port_free
 from bastion.signing import generate_key_pair, key_hint, load_public_key
 from bastion.signing.keys import write_atomic
 
@@ -64,6 +63,8 @@ class InitResult:
 
 def choose_port(host: str, wanted: int | None) -> int:
     """``wanted`` if free (error if not); else 8080 or the next free port above it."""
+    from bastion.serve.preflight import port_free  # the same test serve makes before it listens
+
     if wanted is not None:
         if not port_free(host, wanted):
             raise ConfigError(

@@ -58,16 +58,19 @@ def test_errors_have_a_message_a_hint_and_a_distinct_exit_code(tmp_path: Path) -
 
 
 def test_doctor_reports_a_healthy_install_and_a_broken_config(tmp_path: Path) -> None:
-    fresh = json.loads(bastion("doctor", "--json", home=tmp_path).stdout)
+    fresh = json.loads(bastion("doctor", "--json", home=tmp_path / "empty").stdout)
+    assert fresh["ok"] is False  # nothing initialised: serve would refuse to start
     key = next(c for c in fresh["checks"] if c["name"] == "audit signing key")
-    assert key["status"] == "fail" and "bastion audit init" in key["fix"]  # the gateway would refuse to start
-    assert bastion("audit", "init", home=tmp_path).returncode == 0
+    assert key["status"] == "fail" and "bastion audit init" in key["fix"]
+    assert bastion("init", "--port", "0", home=tmp_path).returncode == 0
+    assert bastion("admit", "bundled:smollm2", "--name", "smollm2", home=tmp_path).returncode == 0
     ok = bastion("doctor", "--json", home=tmp_path)
     assert ok.returncode == 0, ok.stdout
     report = json.loads(ok.stdout)
     assert report["ok"] is True
     assert {c["name"] for c in report["checks"]} >= {
-        "llama.cpp", "bundled model smollm2", "store", "audit signing key", "egress guard"
+        "llama.cpp", "bundled model smollm2", "store", "egress guard", "audit log", "audit signing key",
+        "model smollm2 admitted", "registry public key", "access policy", "port", "gateway",
     }
     cfg = tmp_path / "b.toml"
     cfg.write_text('[[models]]\nname = "x"\npath = "/nonexistent/model.gguf"\n[egress]\nguard = false\n')

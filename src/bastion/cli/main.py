@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 from typing import Annotated
 
-import click
 import orjson
 import typer
 
@@ -87,25 +86,32 @@ def main() -> None:
         status = app(standalone_mode=False)
     except BastionError as exc:
         sys.exit(render_error(exc, as_json=as_json))
-    except click.UsageError as exc:
-        if not as_json:
-            exc.show()
-            sys.exit(exc.exit_code)
-        error = UsageError(exc.format_message(), hint=_usage_hint(exc))
-        sys.stdout.write(orjson.dumps({"error": error.to_json()}, option=orjson.OPT_INDENT_2).decode() + "\n")
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.Abort:
+    except typer.Abort:
         sys.stderr.write("Aborted.\n")
         sys.exit(1)
+    except typer.TyperException as exc:  # Click's own errors (typer vendors Click): usage is exit 2
+        sys.exit(_click_error(exc, as_json))
     sys.exit(status if isinstance(status, int) else 0)
 
 
-def _usage_hint(exc: click.UsageError) -> str:
-    ctx = exc.ctx
-    return f"See '{ctx.command_path} --help'." if ctx is not None else "See 'bastion --help'."
+def _click_error(exc: typer.TyperException, as_json: bool) -> int:
+    """Show a Click error (one JSON document for a usage error with --json); return its exit status."""
+    code = int(getattr(exc, "exit_code", 1))
+    if as_json and code == UsageError.exit_code:
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        error = UsageError(message, hint=_usage_hint(exc))
+        sys.stdout.write(orjson.dumps({"error": error.to_json()}, option=orjson.OPT_INDENT_2).decode() + "\n")
+    elif hasattr(exc, "show"):
+        exc.show()
+    else:
+        sys.stderr.write(f"error: {exc}\n")
+    return code
+
+
+def _usage_hint(exc: Exception) -> str:
+    ctx = getattr(exc, "ctx", None)
+    path = getattr(ctx, "command_path", None) or "bastion"
+    return f"See '{path} --help'."
 
 
 if __name__ == "__main__":
