@@ -31,7 +31,7 @@ Subclasses share their parent's exit status: ``EgressBlocked`` (a ``PermissionDe
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 
@@ -204,14 +204,20 @@ def internal_error() -> BastionError:
     )
 
 
-def did_you_mean(name: str, choices: Iterable[str], otherwise: str = "") -> str:
+def did_you_mean(name: str, choices: Iterable[str] | Mapping[str, str], otherwise: str = "") -> str:
     """A hint naming the closest of ``choices`` to a mistyped ``name`` (difflib), else ``otherwise``.
 
-    Case is ignored when matching, so ``SMOLLM2`` finds ``smollm2``; the suggestion keeps its spelling.
+    Case is ignored when matching, so ``SMOLLM2`` finds ``smollm2``. ``choices`` may map each spelling
+    (e.g. an alias) to the name to suggest for it.
     """
-    pool = {c.lower(): c for c in choices if c}
-    close = difflib.get_close_matches(name.lower(), list(pool), n=3, cutoff=0.6)
-    if not close:
+    spelled = choices if isinstance(choices, Mapping) else {c: c for c in choices}
+    pool: dict[str, str] = {}
+    for spelling, shown in spelled.items():
+        if spelling:
+            pool.setdefault(spelling.lower(), shown)  # the first spelling given wins
+    close = difflib.get_close_matches(name.lower(), list(pool), n=5, cutoff=0.6)
+    names = list(dict.fromkeys(pool[c] for c in close))[:3]  # two aliases of one entry: suggest it once
+    if not names:
         return otherwise
-    names = " or ".join(f"'{pool[c]}'" for c in close)
-    return f"Did you mean {names}?" + (f" {otherwise}" if otherwise else "")
+    listed = " or ".join(f"'{n}'" for n in names)
+    return f"Did you mean {listed}?" + (f" {otherwise}" if otherwise else "")

@@ -116,15 +116,10 @@ class Catalog:
         if entry is None:
             key = _norm(name)
             close = [e.name for e in self.entries if key and key[:5] in _norm(e.name)][:5]
-            names = [n for e in self.entries for n in (e.name, *e.aliases)]
-            raise NotFound(
-                f"no catalog entry named {name!r}",
-                hint=did_you_mean(
-                    name,
-                    names,
-                    f"Similar: {', '.join(close)}." if close else "List entries with 'bastion catalog list'.",
-                ),
-            )
+            spellings = {e.name: e.name for e in self.entries}
+            spellings |= {a: e.name for e in self.entries for a in e.aliases if a not in spellings}
+            similar = f"Similar: {', '.join(close)}." if close else "See 'bastion catalog list'."
+            raise NotFound(f"no catalog entry named {name!r}", hint=did_you_mean(name, spellings) or similar)
         return entry
 
     def ancestry(self, name: str) -> Ancestry:

@@ -179,7 +179,7 @@ def run_eval(backend: Backend, options: RunOptions, progress: Progress | None = 
     for t in tasks:
         if t not in TASKS:
             raise UsageError(
-                f"unknown task {t!r}", hint=did_you_mean(t, TASKS, f"Tasks: {', '.join(TASKS)}.")
+                f"unknown task {t!r}", hint=did_you_mean(t, list(TASKS), f"Tasks: {', '.join(TASKS)}.")
             )
     loaded = [(t, *load_task(t, options.limit, options.seed)) for t in tasks]
     safety_items: list[safety.SafetyItem] = []

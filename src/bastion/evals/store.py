@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from bastion.bundled import data_home
-from bastion.errors import NotFound, UsageError
+from bastion.errors import NotFound, UsageError, did_you_mean
 from bastion.evals.records import ItemRecord, RunRecord, TaskSummary
 from bastion.store import Migrations, open_database
 
@@ -82,7 +82,10 @@ class EvalStore:
         rows = exact or self.conn.execute("SELECT * FROM eval_runs WHERE id LIKE ? OR id LIKE ? ORDER BY id",
                                           (part + "%", "%" + part)).fetchall()
         if not rows:
-            raise NotFound(f"no evaluation run {run_id!r} in {self.path}", hint="See 'bastion eval list'.")
+            ids = [r[0] for r in self.conn.execute("SELECT id FROM eval_runs").fetchall()]
+            spellings = {i[-6:]: i for i in ids} | {i: i for i in ids}  # people type the random suffix
+            hint = did_you_mean(run_id, spellings, "See 'bastion eval list'.")
+            raise NotFound(f"no evaluation run {run_id!r} in {self.path}", hint=hint)
         if len(rows) > 1:
             raise UsageError(f"run id prefix {run_id!r} is ambiguous ({len(rows)} runs)",
                              hint="Give more characters of the id.")

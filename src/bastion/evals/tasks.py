@@ -129,7 +129,7 @@ def load_task(task: str, limit: int | None, seed: int) -> tuple[list[MCItem] | l
     """Items of ``task`` (subsampled) and the data sets they came from (for provenance)."""
     if task not in TASKS:
         raise UsageError(
-            f"unknown task {task!r}", hint=did_you_mean(task, TASKS, f"Tasks: {', '.join(TASKS)}.")
+            f"unknown task {task!r}", hint=did_you_mean(task, list(TASKS), f"Tasks: {', '.join(TASKS)}.")
         )
     ds = load_dataset(task)
     idx = subsample(len(ds.records), limit, seed, task)
