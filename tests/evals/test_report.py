@@ -64,3 +64,46 @@ def test_report_renders_its_charts_in_headless_chromium(tmp_path: Path) -> None:
         assert m is not None, f"{chart} missing from the rendered DOM"
         svg = m.group(1)
         assert svg.lstrip().startswith("<svg") and svg.count("<path") > 5  # bars, axes, glyphs
+
+
+def _safety_only(run_id: str) -> RunRecord:
+    full = _run(run_id, "guard", 0.5)
+    return RunRecord(full.id, full.created_at, full.target, "safety", "safety-1", {"seed": 3, "limit": None,
+                     "tasks": ["a", "b"]}, [], [s for s in full.summaries if s.kind == "safety"], 5.0)
+
+
+def test_each_run_has_its_own_colour_and_legends_skip_runs_without_bars() -> None:
+    from bastion.evals.report import PALETTE, _bar_chart, run_colour
+
+    assert len({run_colour(i) for i in range(12)}) == 12
+    runs = [_run("r-aaaaaa", "smollm2", 0.5), _safety_only("r-bbbbbb"), _run("r-cccccc", "gemma3", 0.7)]
+    capability = _bar_chart(runs, "capability", "Capability", "score")
+    assert capability is not None
+    assert "guard (bbbbbb)" not in capability  # the safety-only run has no capability bar, so no legend entry
+    assert "smollm2 (aaaaaa)" in capability and "gemma3 (cccccc)" in capability
+    assert PALETTE[0].lower() in capability.lower() and PALETTE[2].lower() in capability.lower()
+    assert PALETTE[1].lower() not in capability.lower()  # run 1's colour stays run 1's, even when absent
+    safety = _bar_chart(runs, "safety", "Safety", "score")
+    assert safety is not None and PALETTE[1].lower() in safety.lower()
+
+
+def test_settings_are_readable_and_tables_cannot_overflow_the_page() -> None:
+    page = render_html([_safety_only("r-bbbbbb")])
+    assert "seed: 3<br>tasks: a, b" in page and "limit" not in page.split("<h2>Scores")[0].split("<h2>Runs")[1]
+    assert "overflow-x:auto" in page and "overflow-wrap:anywhere" in page
+
+
+def test_the_policy_cost_headline_gives_intervals_and_says_when_the_gap_is_noise() -> None:
+    from bastion.evals.report import _cost_sentence
+    from bastion.evals.scoring import wilson_interval
+
+    def cap(correct: int, n: int) -> tuple[float, float, float, int]:
+        return (correct / n, *wilson_interval(correct, n), n)
+
+    noisy = _cost_sentence("enterprise", cap(8, 20), cap(13, 20))  # the n=20 "costs you 25 points" case
+    assert "40.0% [" in noisy and "n=20]" in noisy and "costs you 25.0 points" in noisy
+    assert "within noise" in noisy
+    clear = _cost_sentence("enterprise", cap(400, 1000), cap(650, 1000))
+    assert "costs you 25.0 points" in clear and "within noise" not in clear
+    ahead = _cost_sentence("enterprise", cap(700, 1000), cap(400, 1000))
+    assert "no cost" in ahead

@@ -39,7 +39,12 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         port: Annotated[
-            int | None, typer.Option("--port", help="Gateway port (default: 8080 or the next free).")
+            int | None,
+            typer.Option(
+                "--port",
+                envvar="BASTION_SERVER__PORT",
+                help="Gateway port (default: 8080 or the next free one).",
+            ),
         ] = None,
         force: Annotated[
             bool, typer.Option("--force", help="Replace an existing organisation key and rewrite the files.")

@@ -197,15 +197,15 @@ def _cost_sentence(
     )
     overlap = best_in[1] <= best_out[2] and best_out[1] <= best_in[2]
     if gap <= 0:
-        verdict = f": no cost, the admissible model leads by {-gap:.1f} points"
+        verdict = f": no cost, the admissible model leads by {-gap:.1f} points."
     else:
-        verdict = f": your policy costs you {gap:.1f} points"
+        verdict = f": your policy costs you {gap:.1f} points."
     if overlap:
         verdict += (
-            ", but the 95% intervals overlap, so the gap is within noise at these sample sizes "
-            "(run more items with --limit to separate them)"
+            " The 95% intervals overlap, so at these sample sizes the gap is within noise; run more items"
+            " (--limit) to separate them."
         )
-    return head + verdict + " (compare runs of the same suite and limit)."
+    return head + verdict + " Compare runs of the same suite and limit."
 
 
 def _settings_text(settings: dict[str, Any]) -> str:
