@@ -131,6 +131,12 @@ def no_models(home: Path) -> None:
     config.write_text("models = []\n" + text[: text.index("[[models]]")])
 
 
+def readable_audit_key(home: Path) -> None:
+    *_, audit_key = re.findall(r'^signing_key = "(.*)"$', (home / "bastion.toml").read_text(), re.MULTILINE)
+    assert "audit" in audit_key  # the [audit] table comes after [registry]
+    Path(audit_key).chmod(0o644)
+
+
 def invalid_toml(home: Path) -> None:
     edit_config(home, "[server]", "[server\n")
 
@@ -143,6 +149,7 @@ FATAL: dict[str, Callable[[Path], None]] = {
     "no public key": no_public_key,
     "garbage public key": garbage_public_key,
     "audit log not initialised": audit_not_initialised,
+    "audit signing key readable by others": readable_audit_key,
     "access policy typo": access_policy_typo,
     "access policy invalid": access_policy_invalid,
     "no models": no_models,
@@ -177,6 +184,22 @@ def test_doctor_reports_a_port_serve_cannot_listen_on(tmp_path: Path) -> None:
     match = ERROR.search(output)
     assert match and "in use" in match["message"]
     assert {"name": "port", "status": "fail", "detail": match["message"], "fix": match["hint"]} in failures
+
+
+def test_doctor_reports_a_gateway_already_running_from_the_home(tmp_path: Path) -> None:
+    from bastion.serve.pidfile import PidFile
+
+    home = fresh_home(tmp_path)
+    held = PidFile.acquire(home / "serve.pid")  # as a running gateway holds it
+    try:
+        status, output = serve_once(home)
+        failures = doctor_failures(home)
+    finally:
+        held.release()
+    assert status not in (None, 0)
+    match = ERROR.search(output)
+    assert match and "already running" in match["message"]
+    assert {"name": "gateway", "status": "fail", "detail": match["message"], "fix": match["hint"]} in failures
 
 
 @pytest.fixture()

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from bastion.config import load_settings
-from bastion.errors import ConfigError, UsageError
+from bastion.errors import Busy, UsageError
 from bastion.home import init_home
 from bastion.policy import Organisation
 from bastion.signing import key_hint, load_public_key
@@ -33,9 +33,10 @@ def test_init_writes_a_home_whose_every_path_points_at_what_it_made(tmp_path: Pa
     assert [s.outcome for s in result.steps] == ["created"] * 4
     settings = load_settings(result.config)
     for path in (settings.store.path.parent, settings.registry.public_key, settings.registry.signing_key,
-                 settings.audit.path, settings.audit.signing_key, settings.audit.body_key,
-                 settings.policy.organisation):
+                 settings.audit.path, settings.policy.organisation):
         assert path is not None and path.is_relative_to(home.resolve()), path
+    for path in (settings.audit.signing_key, settings.audit.body_key):  # the operator's, outside the home
+        assert path.is_relative_to(Path(os.environ["BASTION_KEY_HOME"])) and not path.is_relative_to(home), path
     for path in (settings.registry.public_key, settings.registry.signing_key, settings.audit.path,
                  settings.audit.signing_key, settings.audit.body_key, settings.policy.organisation):
         assert path is not None and path.exists(), path
@@ -66,7 +67,7 @@ def test_init_refuses_a_port_in_use_and_bad_country_codes(tmp_path: Path) -> Non
     with socket.socket() as held:
         held.bind(("127.0.0.1", 0))
         held.listen()
-        with pytest.raises(ConfigError, match="in use"):
+        with pytest.raises(Busy, match="in use"):
             init_home(tmp_path / "h", org_name="acme", port=held.getsockname()[1])
     with pytest.raises(UsageError, match="ISO 3166"):
         init_home(tmp_path / "h2", org_name="acme", denied_countries=("China",))

@@ -63,13 +63,10 @@ class InitResult:
 
 def choose_port(host: str, wanted: int | None) -> int:
     """``wanted`` if free (error if not); else 8080 or the next free port above it."""
-    from bastion.serve.preflight import port_free  # the same test serve makes before it listens
+    from bastion.serve.preflight import port_free, require_port  # the very bind serve makes
 
     if wanted is not None:
-        if not port_free(host, wanted):
-            raise ConfigError(
-                f"port {wanted} on {host} is in use", hint="Pick another with --port, or stop what holds it."
-            )
+        require_port(host, wanted)  # Busy, with serve's own message and hint
         return wanted
     for port in range(DEFAULT_PORT, DEFAULT_PORT + 50):
         if port_free(host, port):

@@ -192,7 +192,7 @@ def read_policy(spec: str | Path) -> tuple[PolicySource, list[PolicyProblem]]:
     source, problems = parse_source(text, origin)
     if source.statements or not problems:
         problems += check_source(source)
-    return source, sorted(problems, key=lambda p: p.line)
+    return source, sorted(problems, key=lambda p: (p.line, p.message))  # Cedar reports in no fixed order
 
 
 def load_policy(spec: str | Path) -> PolicySource:
