@@ -122,6 +122,9 @@ path = {_toml_str(str(h / "bastion.db"))}
 enforce = true
 public_key = {_toml_str(str(h / "org" / "signing-key.pub.pem"))}
 signing_key = {_toml_str(str(h / "org" / "signing-key.pem"))}
+# serve every admitted model under its admitted name too: `bastion import`, then `bastion policy reload`
+serve_admitted = true
+admitted_classification = "public"
 
 [policy]
 access = {_toml_str(policy)}
