@@ -252,7 +252,9 @@ class CedarAuthorizer:
             m.name for m in models if any(self.policy.authorize(principal, a, m).allowed for a in ACTIONS)
         ]
 
-    def dlp_transform(self, principal: PrincipalLike, action: str, model: ModelResource, dlp: DlpContext) -> str:
+    def dlp_transform(
+        self, principal: PrincipalLike, action: str, model: ModelResource, dlp: DlpContext
+    ) -> str:
         """The transform the policy requires to send ``dlp``'s findings to ``model``; DataLossBlocked if
         it permits none (the message names the finding types and the statements that decided)."""
         transform, decision = self.policy.dlp_transform(principal, action, model, dlp)
