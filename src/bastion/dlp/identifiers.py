@@ -20,9 +20,12 @@ from stdnum.us import ssn
 from bastion.dlp.findings import Finding
 from bastion.dlp.normalise import View
 
-_CARD = re.compile(r"(?<![\d.])(?:\d[ -]?){12,18}\d(?![\d])")
+_CARD = re.compile(r"(?<![\d.])(?:\d[ -]?){11,18}\d(?![\d])")
 # Issuer prefixes (IIN ranges) of the card schemes: Luhn alone passes one random number in ten.
-_CARD_IIN = re.compile(r"^(?:4|5[1-5]|2[2-7]|3[47]|3[0689]|6(?:011|5|4[4-9])|35|62)")
+# Visa, Mastercard, Amex, Diners, Discover, JCB (incl. the legacy 15-digit 1800/2131), UnionPay, Maestro.
+_CARD_IIN = re.compile(
+    r"^(?:4|5[1-5]|2[2-7]|3[47]|3[0689]|6(?:011|5|4[4-9])|35|62|1800|2131|50[0-9]|5[6-9]|6[0-9])"
+)
 _IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{2}\d{2}(?:[ ]?[A-Za-z0-9]){11,30}(?![A-Za-z0-9])")
 _SSN = re.compile(r"(?<![\d-])(\d{3})([- ])(\d{2})\2(\d{4})(?![\d-])")
 _SSN_BARE = re.compile(r"(?<![\d-])\d{9}(?![\d-])")
@@ -41,6 +44,12 @@ _EMAIL = re.compile(
 _IPV4 = re.compile(r"(?<![\d.])(?<!\bv)(?:\d{1,3}\.){3}\d{1,3}(?![\d.]*\d)")
 _IPV6 = re.compile(r"(?<![0-9A-Fa-f:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![0-9A-Fa-f:])")
 _DIGITS = re.compile(r"\d")
+_PHONE_SHAPE = (
+    r"(?:\+\d{1,3}[-. ]?|00\d[-. ]?)?(?:\(\d{3}\)\s?|\d{3}[-. ])\d{3}[-. ]\d{4}"
+    r"(?:\s*(?:x|ext\.?)\s*\d{1,6})?"
+)
+_PHONE_FORMAT = re.compile(f"^{_PHONE_SHAPE}$")
+_PHONE_FORMAT_ANYWHERE = re.compile(_PHONE_SHAPE)
 _PHONE_HINT = re.compile(r"\d(?:[\s().\-/]{0,3}\d){6}")
 _Add = Callable[[str, int, int], None]
 _VERSION = re.compile(r"(?:version|ver\.?|release|v)\s*$", re.IGNORECASE)
@@ -96,7 +105,7 @@ class IdentifierDetector:
     def _numbers(self, text: str, claimed: list[tuple[int, int]], add: _Add) -> None:
         for m in _CARD.finditer(text):
             number = re.sub(r"[ -]", "", m.group(0))
-            if 13 <= len(number) <= 19 and _CARD_IIN.match(number) and luhn.is_valid(number):
+            if 12 <= len(number) <= 19 and _CARD_IIN.match(number) and luhn.is_valid(number):
                 add("credit_card", m.start(), m.end())
         for m in _SSN.finditer(text):
             if ssn.is_valid(m.group(1) + m.group(3) + m.group(4)):
@@ -115,11 +124,21 @@ class IdentifierDetector:
         if not _PHONE_HINT.search(rest):
             return
         seen: set[tuple[int, int]] = set()
-        for region in self.phone_regions:
-            for match in phonenumbers.PhoneNumberMatcher(rest, region, leniency=phonenumbers.Leniency.VALID):
-                if (match.start, match.end) not in seen:
-                    seen.add((match.start, match.end))
-                    add("phone", match.start, match.end)
+        # Numbers valid in the numbering plan; then, when the text holds something written the way phone
+        # numbers are written ("(466) 409-9353 x875", "+1-556-391-4630"), possible numbers in that shape:
+        # validity alone misses unassigned area codes, and a bare digit run (an order number, an amount)
+        # is not a phone number without one or the other.
+        passes = [(phonenumbers.Leniency.VALID, False)]
+        if _PHONE_FORMAT_ANYWHERE.search(rest):
+            passes.append((phonenumbers.Leniency.POSSIBLE, True))
+        for leniency, shaped in passes:
+            for region in self.phone_regions:
+                for match in phonenumbers.PhoneNumberMatcher(rest, region, leniency=leniency):
+                    if shaped and not _PHONE_FORMAT.match(match.raw_string):
+                        continue
+                    if (match.start, match.end) not in seen:
+                        seen.add((match.start, match.end))
+                        add("phone", match.start, match.end)
 
 
 def _blank(text: str, claimed: list[tuple[int, int]]) -> str:

@@ -46,13 +46,18 @@ class SecretDetector:
 
     def __init__(self) -> None:
         self.plugins = _plugins()
+        # Regex plugins run on every line; the keyword and high-entropy plugins only match quoted values
+        # (detect-secrets' default "quotes required" patterns), so they run only on lines with a quote.
+        self._regex = [(k, p) for k, p in self.plugins if _is_regex_plugin(p)]
+        self._quoted = [(k, p) for k, p in self.plugins if not _is_regex_plugin(p)]
 
     def detect(self, view: View) -> list[Finding]:
         """Every secret in ``view`` (spans in the original text)."""
         text = view.text
         found: list[Finding] = []
         for line_start, line in _lines(text):
-            for kind, plugin in self.plugins:
+            plugins = self._regex + self._quoted if ('"' in line or "'" in line) else self._regex
+            for kind, plugin in plugins:
                 for start, end in self._spans(plugin, line):
                     if kind == "private_key":  # the whole PEM block, from its "-----BEGIN"
                         start = max(0, line.rfind("-----", 0, start))
@@ -68,10 +73,9 @@ class SecretDetector:
 
     @staticmethod
     def _spans(plugin: Any, line: str) -> Iterator[tuple[int, int]]:
-        denylist = getattr(plugin, "denylist", None)
-        if denylist is not None and not hasattr(plugin, "entropy_limit"):
+        if _is_regex_plugin(plugin):
             # Regex plugins: the whole match is the secret (their findall yields only a group).
-            for rx in denylist:
+            for rx in plugin.denylist:
                 for m in rx.finditer(line):
                     if m.end() > m.start() and _plugin_accepts(plugin, m.group(0)):
                         yield m.start(), m.end()
@@ -84,6 +88,10 @@ class SecretDetector:
             while start >= 0:
                 yield start, start + len(value)
                 start = line.find(value, start + len(value))
+
+
+def _is_regex_plugin(plugin: Any) -> bool:
+    return getattr(plugin, "denylist", None) is not None and not hasattr(plugin, "entropy_limit")
 
 
 def _plugin_accepts(plugin: Any, match: str) -> bool:
