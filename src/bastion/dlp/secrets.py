@@ -48,7 +48,10 @@ class SecretDetector:
         self.plugins = _plugins()
         # Regex plugins run on every line; the keyword and high-entropy plugins only match quoted values
         # (detect-secrets' default "quotes required" patterns), so they run only on lines with a quote.
-        self._regex = [(k, p) for k, p in self.plugins if _is_regex_plugin(p)]
+        # Each regex plugin's patterns, flattened once: (type, pattern, the plugin's formal check or None).
+        self._patterns = [
+            (k, rx, _formal_check(p)) for k, p in self.plugins if _is_regex_plugin(p) for rx in p.denylist
+        ]
         self._quoted = [(k, p) for k, p in self.plugins if not _is_regex_plugin(p)]
 
     def detect(self, view: View) -> list[Finding]:
@@ -56,30 +59,30 @@ class SecretDetector:
         text = view.text
         found: list[Finding] = []
         for line_start, line in _lines(text):
-            plugins = self._regex + self._quoted if ('"' in line or "'" in line) else self._regex
-            for kind, plugin in plugins:
-                for start, end in self._spans(plugin, line):
-                    if kind == "private_key":  # the whole PEM block, from its "-----BEGIN"
-                        start = max(0, line.rfind("-----", 0, start))
-                        end = _pem_end(text, line_start + end) - line_start
-                    elif kind == "json_web_token":  # the plugin's pattern stops before the signature
-                        end += len(_TOKEN_TAIL.match(line, end).group(0))  # type: ignore[union-attr]
-                    s, e = view.span(line_start + start, line_start + end)
-                    found.append(Finding(kind, "secret", s, e))
+            hits: list[tuple[str, int, int]] = []
+            for kind, rx, check in self._patterns:
+                # The whole match is the secret (the plugins' own findall yields only a group).
+                for m in rx.finditer(line):
+                    if m.end() > m.start() and (check is None or check(m.group(0))):
+                        hits.append((kind, m.start(), m.end()))
+            if '"' in line or "'" in line:
+                for kind, plugin in self._quoted:
+                    hits.extend((kind, s, e) for s, e in self._quoted_spans(plugin, line))
+            for kind, start, end in hits:
+                if kind == "private_key":  # the whole PEM block, from its "-----BEGIN"
+                    start = max(0, line.rfind("-----", 0, start))
+                    end = _pem_end(text, line_start + end) - line_start
+                elif kind == "json_web_token":  # the plugin's pattern stops before the signature
+                    end += len(_TOKEN_TAIL.match(line, end).group(0))  # type: ignore[union-attr]
+                s, e = view.span(line_start + start, line_start + end)
+                found.append(Finding(kind, "secret", s, e))
             for m in _BEARER.finditer(line):
                 s, e = view.span(line_start + m.start(1), line_start + m.end(1))
                 found.append(Finding("bearer_token", "secret", s, e))
         return found
 
     @staticmethod
-    def _spans(plugin: Any, line: str) -> Iterator[tuple[int, int]]:
-        if _is_regex_plugin(plugin):
-            # Regex plugins: the whole match is the secret (their findall yields only a group).
-            for rx in plugin.denylist:
-                for m in rx.finditer(line):
-                    if m.end() > m.start() and _plugin_accepts(plugin, m.group(0)):
-                        yield m.start(), m.end()
-            return
+    def _quoted_spans(plugin: Any, line: str) -> Iterator[tuple[int, int]]:
         limit = getattr(plugin, "entropy_limit", None)
         for value in plugin.analyze_string(line):
             if not value or (limit is not None and plugin.calculate_shannon_entropy(value) <= limit):
@@ -94,10 +97,10 @@ def _is_regex_plugin(plugin: Any) -> bool:
     return getattr(plugin, "denylist", None) is not None and not hasattr(plugin, "entropy_limit")
 
 
-def _plugin_accepts(plugin: Any, match: str) -> bool:
-    """Plugins with a formal check beyond their regex (JWT: decodable header) keep it."""
+def _formal_check(plugin: Any) -> Any:
+    """A plugin's check beyond its regex (JWT: a decodable header), kept; None when it has none."""
     check = getattr(plugin, "is_formally_valid", None)
-    return bool(check(match)) if callable(check) else True
+    return check if callable(check) else None
 
 
 def _pem_end(text: str, start: int) -> int:
