@@ -149,6 +149,46 @@ def gateway(duration: int, tmp: Path) -> dict[str, Any]:
     return results
 
 
+def guard_cost(rounds: int = 2000) -> dict[str, float]:
+    """In-process cost of the gateway's DLP step per request (scan, Cedar decision, rewrite, restore of a
+    short answer), median microseconds: the part of the gateway overhead that DLP adds, without HTTP noise."""
+    import asyncio
+    import statistics
+
+    import orjson
+
+    from bastion.config import DlpSettings
+    from bastion.keys import Principal
+    from bastion.policy import AccessPolicy, CedarAuthorizer, ModelResource
+    from bastion.serve.dlp_guard import DlpGuard
+
+    guard = DlpGuard.from_settings(DlpSettings(), CedarAuthorizer(AccessPolicy("permissive")))
+    who, cloud = Principal("k", "bench", ("*",)), ModelResource("mock", 0, False)
+    reply = orjson.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}}]})
+    bodies = {
+        "clean prompt": "Summarise the quarterly report in three bullet points for the board.",
+        "personal data (pseudonymised)": "Write to jane.roe@example.org about card 4111 1111 1111 1111.",
+        "secret (pseudonymised)": "Why does my key AKIAIOSFODNN7EXAMPLE not work?",
+    }
+
+    async def once(body: dict[str, Any]) -> float:
+        t0 = time.perf_counter()
+        inspection = await guard.inspect("chat", body)
+        guard.outgoing(inspection, who, cloud).reply(reply)
+        return time.perf_counter() - t0
+
+    async def measure() -> dict[str, float]:
+        out = {}
+        for name, text in bodies.items():
+            body = {"model": "mock", "messages": [{"role": "user", "content": text}]}
+            for _ in range(50):
+                await once(body)
+            out[name] = statistics.median([await once(body) for _ in range(rounds)]) * 1e6
+        return out
+
+    return asyncio.run(measure())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--per-template", type=int, default=5)
@@ -182,7 +222,9 @@ def main() -> None:
     }
     all_texts = texts + [t for t, _ in _dlp_corpus.MARKED] + _dlp_corpus.CLEAN
     results["bastion"]["prompts_per_s"] = {"1 process": throughput(all_texts, 1), "2 processes": throughput(all_texts, 2)}
-    print(json.dumps({k: results["bastion"][k] for k in ("markings", "prompts_per_s")}, indent=1))
+    results["bastion"]["gateway_dlp_step_us"] = guard_cost()
+    print(json.dumps({k: results["bastion"][k] for k in ("markings", "prompts_per_s", "gateway_dlp_step_us")},
+                     indent=1))
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         if not args.skip_presidio:
