@@ -64,7 +64,7 @@ class Rig:
         return self.recorder_log.read_text(encoding="utf-8") if self.recorder_log.exists() else ""
 
     def audit(self) -> dict[str, dict[str, object]]:
-        env = {**os.environ, "BASTION_HOME": str(self.home)}
+        env = {**os.environ, "BASTION_HOME": str(self.home), "BASTION_KEY_HOME": f"{self.home}-keys"}
         out = subprocess.run([sys.executable, "-m", "bastion.cli.main", "audit", "search", "--json", "--limit",
                               "1000", "--config", str(self.config)], capture_output=True, text=True, env=env,
                              timeout=120, check=True)
@@ -130,7 +130,7 @@ url = "http://127.0.0.1:{rport}/v1"
 upstream_model = "cloud"
 fallbacks = ["smollm2"]
 """, encoding="utf-8")
-    env = {**os.environ, "BASTION_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "BASTION_HOME": str(home), "BASTION_KEY_HOME": f"{home}-keys", "HF_HUB_OFFLINE": "1"}
     subprocess.run([sys.executable, "-m", "bastion.cli.main", "audit", "init", "--config", str(config)],
                    env=env, check=True, capture_output=True)
     store = KeyStore(home / "bastion.db")
