@@ -103,15 +103,17 @@ QUOTAS = ("[quotas]\nenabled = true\n[quotas.key]\nrpm = 100000000\ntpm = 100000
 
 
 def start_bastion(
-    tmp: Path, upstream: int, audit: bool, quotas: bool = False
+    tmp: Path, upstream: int, audit: bool, quotas: bool = False, extra: str = "", tag: str = ""
 ) -> tuple[subprocess.Popen[bytes], int, str]:
     port = free_port()
-    home = tmp / f"bastion-home-{'audit' if audit else 'noaudit'}{'-quotas' if quotas else ''}"
+    home = tmp / (f"bastion-home-{tag}" if tag else
+                  f"bastion-home-{'audit' if audit else 'noaudit'}{'-quotas' if quotas else ''}")
     home.mkdir()
     cfg = home / "bastion.toml"
     cfg.write_text(
         f'[server]\nport = {port}\n[store]\npath = "{home}/b.db"\n[audit]\nenabled = {str(audit).lower()}\n'
         + (QUOTAS if quotas else "")
+        + extra
         + f'[[models]]\nname = "mock"\nbackend = "openai"\nurl = "http://127.0.0.1:{upstream}/v1"\n'
     )
     env = {**os.environ, "BASTION_HOME": str(home)}
@@ -162,12 +164,14 @@ def start_litellm(tmp: Path, upstream: int) -> tuple[subprocess.Popen[bytes], in
     return proc, port, key
 
 
-def wrk(port: int, key: str | None, connections: int, duration: int, tmp: Path) -> dict[str, float]:
+def wrk(
+    port: int, key: str | None, connections: int, duration: int, tmp: Path, body: str = REQUEST
+) -> dict[str, float]:
     script = tmp / "post.lua"
     headers = 'wrk.headers["Content-Type"] = "application/json"\n'
     if key:
         headers += f'wrk.headers["Authorization"] = "Bearer {key}"\n'
-    script.write_text(f'wrk.method = "POST"\nwrk.body = [[{REQUEST}]]\n{headers}')
+    script.write_text(f'wrk.method = "POST"\nwrk.body = [[{body}]]\n{headers}')
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script),
          f"http://127.0.0.1:{port}/v1/chat/completions"],

@@ -133,6 +133,28 @@ class QuotaSettings(_Strict):
     organisation: LimitSettings = LimitSettings()
 
 
+Level = Literal["public", "official", "secret", "top-secret"]
+
+
+class OrgMarkingSettings(_Strict):
+    #: the marking as written (matched in any case, spacing and look-alike characters)
+    label: str = Field(min_length=2, max_length=200)
+    #: the classification it stands for
+    level: Level
+
+
+class DlpSettings(_Strict):
+    #: scan every request (and answer) for classification markings, personal data and secrets; Cedar
+    #: decides per model whether to send it as is, pseudonymised, redacted, or block it
+    enabled: bool = True
+    #: a scan that fails or takes longer than this refuses the request (503): nothing goes unchecked
+    timeout_ms: float = Field(2000.0, gt=0)
+    #: regions for phone numbers written without a +country code (ISO 3166 alpha-2)
+    phone_regions: tuple[str, ...] = ("US", "GB")
+    #: the organisation's own markings, e.g. {label = "ACME CONFIDENTIAL", level = "secret"}
+    markings: tuple[OrgMarkingSettings, ...] = ()
+
+
 class ModelSettings(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
     #: "llama_cpp" (embedded GGUF), "openai" (an OpenAI-compatible upstream), "minilm" (embeddings)
@@ -176,7 +198,7 @@ class ModelSettings(_Strict):
     #: default max_tokens when a request sets none
     default_max_tokens: int = Field(256, ge=1)
     #: highest data classification this model may hold or return; callers need that clearance
-    classification: Literal["public", "official", "secret", "top-secret"] = "public"
+    classification: Level = "public"
 
     @property
     def local(self) -> bool:
@@ -202,6 +224,7 @@ class Settings(_Strict):
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     policy: PolicySettings = Field(default_factory=PolicySettings)
     quotas: QuotaSettings = Field(default_factory=QuotaSettings)
+    dlp: DlpSettings = Field(default_factory=DlpSettings)
     models: tuple[ModelSettings, ...] = ()
     #: where the settings came from (for `bastion doctor` and logs)
     source: str = "defaults"
@@ -242,8 +265,8 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, dict[str, Any]]:
         if not key.startswith(ENV_PREFIX) or "__" not in key:
             continue
         section, _, field = key.removeprefix(ENV_PREFIX).lower().partition("__")
-        if section in ("server", "store", "egress", "audit", "registry", "policy") and field:
-            if section == "egress" and field == "allow":
+        if section in ("server", "store", "egress", "audit", "registry", "policy", "dlp") and field:
+            if (section, field) in (("egress", "allow"), ("dlp", "phone_regions")):
                 out.setdefault(section, {})[field] = [v.strip() for v in value.split(",") if v.strip()]
             else:
                 out.setdefault(section, {})[field] = value

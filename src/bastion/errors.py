@@ -22,6 +22,8 @@ exit  class                      HTTP
 11    PayloadTooLarge            413
 12    VerdictFail (vet: fail)    422
 13    PolicyDenied               403
+14    DataLossBlocked (DLP)      403
+15    DetectorFailed (DLP)       503
 ====  =========================  ====
 
 Subclasses share their parent's exit status: ``EgressBlocked`` (a ``PermissionDenied``, 403) and
@@ -202,6 +204,23 @@ def internal_error() -> BastionError:
         "internal error; the gateway log has the details",
         hint="Report it to the administrator with the request id.",
     )
+
+
+class DataLossBlocked(PolicyDenied):
+    """The policy lets none of what the request carries (markings, personal data, secrets) go to the model."""
+
+    exit_code = 14
+    code = "dlp_blocked"
+
+
+class DetectorFailed(BastionError):
+    """A data-loss detector failed or ran out of time: the text counts as unchecked and is refused."""
+
+    exit_code = 15
+    http_status = 503
+    error_type = "server_error"
+    code = "dlp_detector_failed"
+    default_hint = "The gateway log names the detector; the request was refused rather than sent unchecked."
 
 
 def did_you_mean(name: str, choices: Iterable[str] | Mapping[str, str], otherwise: str = "") -> str:

@@ -60,6 +60,10 @@ class RequestRecord:
     time: str = field(default_factory=utc_now)
     request_body: bytes | None = field(default=None, repr=False, compare=False)
     response_body: bytes | None = field(default=None, repr=False, compare=False)
+    #: data-loss prevention: action taken and finding types/counts (never values); None when off
+    dlp: dict[str, Any] | None = None
+    #: the body as sent to the model when DLP rewrote it (stored, encrypted, with store_bodies = full)
+    sent_body: bytes | None = field(default=None, repr=False, compare=False)
 
     kind = "request"
 
@@ -86,6 +90,8 @@ class RequestRecord:
             "partial": self.partial,
             # Only when a fallback was considered, so the leaves of plain requests keep their v1 form.
             **({"skipped": [{"model": m, "reason": r} for m, r in self.skipped]} if self.skipped else {}),
+            # Only present when DLP ran, so leaves written before it existed keep their exact bytes.
+            **({"dlp": self.dlp} if self.dlp is not None else {}),
         }
 
     def bodies(self) -> dict[str, bytes]:
@@ -95,6 +101,8 @@ class RequestRecord:
             out["request"] = self.request_body
         if self.response_body is not None:
             out["response"] = self.response_body
+        if self.sent_body is not None:
+            out["sent"] = self.sent_body
         return out
 
     def to_json(self) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from bastion.cli import (
     audit,
     bundle,
     catalog,
+    dlp,
     doctor,
     drill,
     embed,
@@ -73,6 +74,7 @@ usage.register(app)
 drill.register(app)
 withdraw.register(app)
 app.add_typer(bundle.app, name="bundle")
+app.add_typer(dlp.app, name="dlp")
 
 
 def main() -> None:

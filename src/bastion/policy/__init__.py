@@ -3,7 +3,14 @@
 Public face used by admission and the gateway: ``admission_decision``, ``AccessPolicy``, ``Decision``.
 """
 
-from bastion.policy.access import LEVELS, AccessPolicy, CedarAuthorizer, ModelResource
+from bastion.policy.access import (
+    LEVELS,
+    TRANSFORMS,
+    AccessPolicy,
+    CedarAuthorizer,
+    DlpContext,
+    ModelResource,
+)
 from bastion.policy.decision import ArtifactAttributes, Decision, Organisation, Reason, admission_decision
 from bastion.policy.source import PACKS, PolicyProblem, PolicySource, load_policy, read_policy, schema_text
 
@@ -13,12 +20,14 @@ __all__ = [
     "AccessPolicy",
     "CedarAuthorizer",
     "ArtifactAttributes",
+    "DlpContext",
     "Decision",
     "ModelResource",
     "Organisation",
     "PolicyProblem",
     "PolicySource",
     "Reason",
+    "TRANSFORMS",
     "admission_decision",
     "load_policy",
     "read_policy",

@@ -10,11 +10,13 @@ from typing import Any, Protocol
 
 import cedarpy
 
-from bastion.errors import PermissionDenied
+from bastion.errors import DataLossBlocked, PermissionDenied
 from bastion.policy.decision import NAMESPACE, Decision, _policy_set, evaluate
 from bastion.policy.source import PolicySource, load_policy
 
 ACTIONS = ("chat", "completion", "embedding")
+#: what the gateway may do with a request's findings, in the order it asks the policy
+TRANSFORMS = ("none", "pseudonymise", "redact")
 #: Clearance levels by name, lowest first. Data-classification ceilings use the same scale.
 LEVELS = {"public": 0, "official": 1, "secret": 2, "top-secret": 3}
 
@@ -50,6 +52,40 @@ class ModelResource:
         return {"name": self.name, "classification_ceiling": self.classification_ceiling, "local": self.local}
 
 
+@dataclass(frozen=True)
+class DlpContext:
+    """What data-loss prevention found in a request, as Cedar sees it: types and counts, never values."""
+
+    types: frozenset[str] = frozenset()
+    markings: int = 0
+    personal: int = 0
+    secrets: int = 0
+    marking_level: int = -1
+    caveats: frozenset[str] = frozenset()
+    transform: str = "none"
+
+    @property
+    def empty(self) -> bool:
+        """True when nothing was found."""
+        return not (self.markings or self.personal or self.secrets)
+
+    def to_json(self) -> dict[str, Any]:
+        """The Cedar ``context.dlp`` record."""
+        return {
+            "types": sorted(self.types),
+            "markings": self.markings,
+            "personal": self.personal,
+            "secrets": self.secrets,
+            "marking_level": self.marking_level,
+            "caveats": sorted(self.caveats),
+            "transform": self.transform,
+        }
+
+
+NO_FINDINGS = DlpContext()
+_CACHE_MAX = 65536
+
+
 class AccessPolicy:
     """Authorises gateway requests with Cedar; decisions are cached until ``reload()``.
 
@@ -64,7 +100,7 @@ class AccessPolicy:
         self._spec = policy
         self._clearance = dict(group_clearance or {})
         self._lock = threading.Lock()
-        self._cache: dict[tuple[str, str, int, bool, str], Decision] = {}
+        self._cache: dict[tuple[str, ModelResource, str, DlpContext], Decision] = {}
         self._source, self._set = self._load()
 
     def _load(self) -> tuple[PolicySource, cedarpy.PolicySet]:
@@ -87,24 +123,50 @@ class AccessPolicy:
         """The principal's clearance: the highest level among its groups."""
         return max((self._clearance.get(g, 0) for g in principal.groups), default=0)
 
-    def authorize(self, principal: PrincipalLike, action: str, model: ModelResource) -> Decision:
-        """Decide whether ``principal`` may run ``action`` (chat, completion, embedding) on ``model``."""
+    def authorize(
+        self, principal: PrincipalLike, action: str, model: ModelResource, dlp: DlpContext = NO_FINDINGS
+    ) -> Decision:
+        """Decide whether ``principal`` may run ``action`` (chat, completion, embedding) on ``model``,
+        sending what ``dlp`` describes (nothing found, by default)."""
         if action not in ACTIONS:
             raise ValueError(f"action must be one of {ACTIONS}, not {action!r}")
-        # The ceiling and locality are part of the key so a model re-configured at a higher level (or
-        # moved off this host) is never served from a decision made for the old one.
-        key = (principal.key_id, model.name, model.classification_ceiling, model.local, action)
+        if dlp.transform not in TRANSFORMS:
+            raise ValueError(f"transform must be one of {TRANSFORMS}, not {dlp.transform!r}")
+        # The whole model record (ceiling, locality) is part of the key so a model re-configured at a
+        # higher level (or moved off this host) is never served from a decision made for the old one;
+        # findings are types and counts only, never values.
+        key = (principal.key_id, model, action, dlp)
         with self._lock:
             hit = self._cache.get(key)
             source, policy_set = self._source, self._set
         if hit is not None:
             return hit
-        decision = self._decide(source, policy_set, principal, action, model)
+        decision = self._decide(source, policy_set, principal, action, model, dlp)
         with self._lock:
             # Only cache against the policy the decision was made with (a reload may have happened).
             if self._source is source:
+                if len(self._cache) >= _CACHE_MAX:
+                    self._cache.clear()  # findings make the key space open-ended: bound it
                 self._cache[key] = decision
         return decision
+
+    def dlp_transform(
+        self, principal: PrincipalLike, action: str, model: ModelResource, dlp: DlpContext
+    ) -> tuple[str | None, Decision]:
+        """The first transform (none, pseudonymise, redact) the policy permits for these findings.
+
+        Returns ``(None, decision)`` with the decision for sending them unchanged when no transform is
+        permitted: the request must be blocked.
+        """
+        first: Decision | None = None
+        for transform in TRANSFORMS if not dlp.empty else ("none",):
+            ctx = DlpContext(**{**dlp.__dict__, "transform": transform})
+            decision = self.authorize(principal, action, model, ctx)
+            if decision.allowed:
+                return transform, decision
+            first = first or decision
+        assert first is not None
+        return None, first
 
     def _decide(
         self,
@@ -113,6 +175,7 @@ class AccessPolicy:
         principal: PrincipalLike,
         action: str,
         model: ModelResource,
+        dlp: DlpContext,
     ) -> Decision:
         key_uid = {"type": f"{NAMESPACE}::ApiKey", "id": principal.key_id}
         entities: list[dict[str, Any]] = [
@@ -139,13 +202,14 @@ class AccessPolicy:
             "principal": key_uid,
             "action": {"type": f"{NAMESPACE}::Action", "id": action},
             "resource": {"type": f"{NAMESPACE}::ServedModel", "id": model.name},
-            "context": {},
+            "context": {"dlp": dlp.to_json()},
         }
         inputs = {
             "key_id": principal.key_id,
             "model": model.to_json(),
             "clearance": self.clearance(principal),
             "groups": list(principal.groups),
+            "dlp": dlp.to_json(),
         }
         return evaluate(source, policy_set, request, entities, action, inputs)
 
@@ -175,12 +239,9 @@ class CedarAuthorizer:
         decision = self.policy.authorize(principal, action, model)
         if decision.allowed:
             return
-        cited = (
-            ", ".join(f"{r.id} (line {r.line})" for r in decision.reasons) or "no permit statement matched"
-        )
         raise PermissionDenied(
             f"API key {principal.key_id} ({principal.name}) may not {action} with model {model.name!r}:"
-            f" {cited}",
+            f" {_cite(decision)}",
             hint=f"See policy {self.policy.origin}; 'bastion policy check' lists its statements.",
             param="model",
         )
@@ -190,3 +251,23 @@ class CedarAuthorizer:
         return [
             m.name for m in models if any(self.policy.authorize(principal, a, m).allowed for a in ACTIONS)
         ]
+
+    def dlp_transform(
+        self, principal: PrincipalLike, action: str, model: ModelResource, dlp: DlpContext
+    ) -> str:
+        """The transform the policy requires to send ``dlp``'s findings to ``model``; DataLossBlocked if
+        it permits none (the message names the finding types and the statements that decided)."""
+        transform, decision = self.policy.dlp_transform(principal, action, model, dlp)
+        if transform is not None:
+            return transform
+        raise DataLossBlocked(
+            f"the request carries {', '.join(sorted(dlp.types))} and may not be sent to model "
+            f"{model.name!r} in any form: {_cite(decision)}",
+            hint=f"Remove that data or use a model the policy allows it for; policy {self.policy.origin}.",
+            param="model",
+        )
+
+
+def _cite(decision: Decision) -> str:
+    """The statements that decided, by id and line, for an error message."""
+    return ", ".join(f"{r.id} (line {r.line})" for r in decision.reasons) or "no permit statement matched"

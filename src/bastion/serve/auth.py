@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from typing import Protocol
 
 from bastion.keys import Principal
-from bastion.policy import ModelResource
+from bastion.policy import DlpContext, ModelResource
 
 
 class Authorizer(Protocol):
@@ -23,6 +23,10 @@ class Authorizer(Protocol):
 
     def authorize(self, principal: Principal, action: str, model: ModelResource) -> None:
         """Return if ``principal`` may perform ``action`` on ``model``; raise PermissionDenied if not."""
+
+    def dlp_transform(self, principal: Principal, action: str, model: ModelResource, dlp: DlpContext) -> str:
+        """What must be done to send ``dlp``'s findings to ``model`` ("none", "pseudonymise", "redact");
+        raise DataLossBlocked when nothing may be sent."""
 
     def visible(self, principal: Principal, models: Iterable[ModelResource]) -> list[str]:
         """The names among ``models`` the principal may use for at least one action."""

@@ -3,8 +3,9 @@
 The request flow reads top to bottom in :meth:`Gateway.infer`:
 
     authenticate (API key -> principal) -> read + validate body -> resolve the requested model
-    -> authorise it (Cedar) -> admitted now? -> for each candidate of its route: authorise (Cedar)
-    -> admitted now? -> backend -> audit (durable before the response) -> response / SSE stream
+    -> authorise it (Cedar) -> admitted now? -> quota -> DLP findings -> for each candidate of its
+    route: authorise (Cedar) -> admitted now? -> what DLP lets go to it (Cedar: findings x model)
+    -> backend -> audit (durable before the response) -> response / SSE stream (placeholders restored)
 
 Every model that may answer is authorised for the caller: the requested one and each fallback as the
 route reaches it. A fallback the caller may not use is skipped and named in the audit entry.
@@ -40,6 +41,8 @@ from bastion.errors import (
     AuthenticationFailed,
     BackendUnavailable,
     BastionError,
+    DataLossBlocked,
+    DetectorFailed,
     NotFound,
     PayloadTooLarge,
     PermissionDenied,
@@ -53,8 +56,9 @@ from bastion.quota import QuotaExceeded
 from bastion.quota.quotas import Held, Quotas
 from bastion.registry import Registry, ServedWeights, open_admitted
 from bastion.serve.auth import Authorizer, bearer_token
-from bastion.serve.backends import Backend, Cancel, Endpoint, Usage
+from bastion.serve.backends import Backend, Cancel, Endpoint, Reply, Usage
 from bastion.serve.breaker import STATES, Breaker
+from bastion.serve.dlp_guard import DlpGuard, Inspection, Outgoing
 from bastion.serve.http_errors import error_response, validation_error
 from bastion.serve.metrics import Metrics
 from bastion.serve.router import Router
@@ -80,6 +84,12 @@ class _Trace:
     authorised: bool = False
     #: candidates of the route that did not answer, with why: (model, reason code)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    #: DLP's account of the request (actions per model, finding types and counts), None when DLP is off
+    dlp: dict[str, Any] | None = None
+    #: the body as sent, when DLP rewrote it (stored encrypted with store_bodies = "full")
+    sent: bytes | None = None
+    #: the first candidate DLP blocked (the answer when no candidate may receive the request)
+    blocked: DataLossBlocked | None = None
 
     def answered_by(self, name: str) -> None:
         """Note who answered: a requested model passed over as unhealthy is named in ``skipped``."""
@@ -87,6 +97,8 @@ class _Trace:
             self.skipped.insert(0, (self.model, "unhealthy"))
 
     def decision(self, error: BastionError | None) -> str:
+        if isinstance(error, DataLossBlocked | DetectorFailed):
+            return f"deny:{error.code}"
         if self.authorised:
             return "allow"
         return f"deny:{error.code}" if error is not None else "deny"
@@ -122,8 +134,10 @@ class Gateway:
         backend_factory: Callable[[ModelSettings], Backend] | None = None,
         quotas: Quotas | None = None,
         withdrawals: WithdrawalStore | None = None,
+        dlp: DlpGuard | None = None,
     ) -> None:
         self.settings = settings
+        self.dlp = dlp
         self.admission = admission
         #: one record per served model; replaced (never mutated) when an admission is verified
         self.models: dict[str, ServedModel] = served_models(settings)
@@ -350,11 +364,12 @@ class Gateway:
             trace.authorised = True
             held = self._reserve(principal, body, requested)
             try:
+                inspection = await self._inspect(endpoint, body, trace)
                 if body.get("stream"):
-                    return await self._stream(request, principal, body, trace, held)
+                    return await self._stream(request, principal, body, trace, held, inspection)
                 cancel = Cancel()
                 async with watch_disconnect(request, cancel):
-                    backend, reply = await self._run(principal, body, trace, cancel)
+                    backend, reply = await self._run(principal, body, trace, cancel, inspection)
             except BaseException:
                 await self._settle(held, trace.model, Usage())
                 raise
@@ -405,8 +420,11 @@ class Gateway:
                 param="model",
             ) from None
 
-    def _candidates(self, principal: Principal, trace: _Trace) -> Iterator[tuple[ServedModel, Backend]]:
-        """The route's models that may answer for this principal, authorised one by one as reached."""
+    def _candidates(
+        self, principal: Principal, trace: _Trace, inspection: Inspection | None = None
+    ) -> Iterator[tuple[ServedModel, Backend, Outgoing | None]]:
+        """The route's models that may answer for this principal, authorised one by one as reached,
+        each with what DLP lets go to it (None when DLP is off); a model DLP refuses is skipped."""
         for name in self.router.route(trace.model):
             model = self.models[name]
             if name != trace.model:  # the requested model was authorised by infer already
@@ -417,6 +435,9 @@ class Gateway:
                     trace.skipped.append((name, exc.code))
                     log.info("request %s: fallback %s refused: %s", trace.request_id, name, exc.message)
                     continue
+            out = self._outgoing(principal, trace, inspection, model)
+            if out is None and inspection is not None:
+                continue  # DLP: this model may not receive what the request carries
             if name in self.drilled:
                 trace.skipped.append((name, "drill"))
                 continue
@@ -428,7 +449,7 @@ class Gateway:
             if not self.breakers[name].allow():
                 trace.skipped.append((name, "circuit_open"))
                 continue
-            yield model, self.router.backends[name]
+            yield model, self.router.backends[name], out
 
     def _withdrawn(self, model: ServedModel) -> Withdrawal | None:
         if self.withdrawals is None:
@@ -453,7 +474,37 @@ class Gateway:
             breaker.success()
         self.metrics.breaker_state.labels(name).set(STATES[breaker.state])
 
+    async def _inspect(self, endpoint: Endpoint, body: dict[str, Any], trace: _Trace) -> Inspection | None:
+        """DLP's findings for the request (None when DLP is off); a failed scan refuses it (503)."""
+        if self.dlp is None:
+            return None
+        try:
+            inspection = await self.dlp.inspect(endpoint, body)
+        except DetectorFailed:
+            trace.dlp = {"action": "error"}
+            raise
+        trace.dlp = inspection.record
+        return inspection
+
+    def _outgoing(
+        self, principal: Principal, trace: _Trace, inspection: Inspection | None, model: ServedModel
+    ) -> Outgoing | None:
+        """What DLP lets go to ``model`` (None when DLP is off); DataLossBlocked: skip this candidate."""
+        if self.dlp is None or inspection is None:
+            return None
+        try:
+            out = self.dlp.outgoing(inspection, principal, model.resource)
+        except DataLossBlocked as exc:
+            trace.blocked = trace.blocked or exc
+            trace.skipped.append((model.name, exc.code))
+            log.info("request %s: %s blocked by DLP: %s", trace.request_id, model.name, exc.message)
+            return None
+        trace.sent = orjson.dumps(out.body) if out.rewritten else None
+        return out
+
     def _exhausted(self, trace: _Trace, last: BastionError | None) -> BastionError:
+        if last is None and trace.blocked is not None:
+            return trace.blocked  # every candidate that could answer was refused the data: 403
         if last is not None and [m for m, _ in trace.skipped] in ([], [trace.model]):
             return last  # only the requested model was tried: its own error (e.g. a 502) says it best
         tried = ", ".join(f"{m} ({why})" for m, why in trace.skipped)
@@ -463,12 +514,19 @@ class Gateway:
         )
 
     async def _run(
-        self, principal: Principal, body: dict[str, Any], trace: _Trace, cancel: Cancel
+        self,
+        principal: Principal,
+        body: dict[str, Any],
+        trace: _Trace,
+        cancel: Cancel,
+        inspection: Inspection | None = None,
     ) -> tuple[Backend, Any]:
         last: BastionError | None = None
-        for model, backend in self._candidates(principal, trace):
+        for model, backend, out in self._candidates(principal, trace, inspection):
             try:
-                reply = await backend.run(trace.endpoint, body, cancel)  # type: ignore[arg-type]
+                reply = await backend.run(trace.endpoint, out.body if out else body, cancel)  # type: ignore[arg-type]
+                if out is not None:
+                    reply = Reply(out.reply(reply.body), reply.usage)
             except BackendUnavailable as exc:
                 if cancel.is_set():
                     self._outcome(model.name, None)
@@ -487,13 +545,20 @@ class Gateway:
         raise self._exhausted(trace, last)
 
     async def _stream(
-        self, request: Request, principal: Principal, body: dict[str, Any], trace: _Trace, held: Held | None
+        self,
+        request: Request,
+        principal: Principal,
+        body: dict[str, Any],
+        trace: _Trace,
+        held: Held | None,
+        inspection: Inspection | None = None,
     ) -> Response:
         cancel = Cancel()
         usage = Usage()
         last: BastionError | None = None
-        for model, backend in self._candidates(principal, trace):
-            chunks = backend.stream(trace.endpoint, body, cancel, usage).__aiter__()  # type: ignore[arg-type]
+        for model, backend, out in self._candidates(principal, trace, inspection):
+            stream = backend.stream(trace.endpoint, out.body if out else body, cancel, usage)  # type: ignore[arg-type]
+            chunks = (out.stream(stream) if out is not None else stream).__aiter__()
             try:
                 # Pull the first chunk before answering 200, so that a backend that fails at once
                 # gets a proper status code (and a fallback) instead of a broken stream.
@@ -615,6 +680,8 @@ class Gateway:
             response_sha256=response_sha256,
             partial=partial,
             skipped=tuple(trace.skipped),
+            dlp=trace.dlp,
+            sent_body=trace.sent,
         )
         try:
             await self.audit.append_request(record)

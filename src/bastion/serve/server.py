@@ -29,6 +29,7 @@ from bastion.serve.app import AdmissionCheck, Gateway, build_app
 from bastion.serve.backends import Backend
 from bastion.serve.backends.llama_cpp import LlamaCppBackend
 from bastion.serve.backends.upstream import UpstreamBackend, upstream_host
+from bastion.serve.dlp_guard import DlpGuard
 from bastion.serve.egress import install_egress_guard
 from bastion.serve.limits import HeadLimits, limited_protocol
 from bastion.serve.pidfile import PidFile
@@ -84,6 +85,7 @@ def build_gateway(settings: Settings) -> Gateway:
         withdrawals=WithdrawalStore(
             settings.store.path, admission.public_key if admission is not None else _org_key(settings)
         ),
+        dlp=DlpGuard.from_settings(settings.dlp, authorizer) if settings.dlp.enabled else None,
     )
 
 
