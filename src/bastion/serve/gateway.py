@@ -20,6 +20,7 @@ import hashlib
 import ipaddress
 import logging
 import math
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -69,6 +70,8 @@ from bastion.withdrawal import Withdrawal, WithdrawalStore
 
 log = logging.getLogger("bastion.serve")
 JSON = "application/json"
+#: an absolute file system path inside a message (to keep out of what clients are told)
+_SERVER_PATH = re.compile(r"(?<![\w.])/[^\s'\",;]+")
 
 
 @dataclass
@@ -232,8 +235,13 @@ class Gateway:
         """Raise unless ``model`` may be served now (not refused at start-up, not revoked since)."""
         if model.name in self.refused:
             exc = self.refused[model.name]
+            # Why, but not where: the reason named the model file's path to every key holder (red
+            # team, wave 2). Administrators read the whole message in the log and on /healthz.
+            reason = _SERVER_PATH.sub("<server path>", exc.message)
             raise PolicyDenied(
-                f"model {model.name!r} is refused: {exc.message}", hint=exc.hint, param="model"
+                f"model {model.name!r} is refused: {reason}",
+                hint="Ask the administrator: the gateway log says why.",
+                param="model",
             )
         if (
             self.admission is not None
@@ -387,20 +395,26 @@ class Gateway:
         """Hold this request's worst-case cost against every quota it counts against (429 if none left).
 
         ``max_tokens`` is made explicit so that whichever candidate answers is bound by what was reserved.
+        Both spellings are set to the reserved limit: an upstream reads ``max_completion_tokens`` first
+        (OpenAI, vLLM), so ``max_tokens: 1, max_completion_tokens: 3000`` reserved 1 and spent 3000.
         """
         if self.quotas is None:
             return None
         if "messages" in body or "prompt" in body:
-            default = model.settings.default_max_tokens
-            limit = body.get("max_tokens") or body.get("max_completion_tokens") or default
+            asked = [body[k] for k in ("max_tokens", "max_completion_tokens") if body.get(k)]
+            limit = max(asked, default=model.settings.default_max_tokens)
             body["max_tokens"] = limit
+            if "max_completion_tokens" in body:
+                body["max_completion_tokens"] = limit
         else:
             limit = 0  # embeddings: the input is the whole cost
         return self.quotas.reserve(principal.key_id, principal.groups, body, limit)
 
     async def _settle(self, held: Held | None, model: str, usage: Usage) -> None:
         if held is not None and self.quotas is not None:
-            await self.quotas.settle(held, model, usage.prompt_tokens, usage.completion_tokens)
+            await self.quotas.settle(
+                held, model, usage.prompt_tokens, usage.completion_tokens, reported=usage.reported
+            )
 
     def _quota_headers(self, principal: Principal) -> dict[str, str]:
         return self.quotas.headers(principal.key_id, principal.groups) if self.quotas is not None else {}
@@ -634,21 +648,30 @@ class Gateway:
         response: Response,
         error: BastionError | None = None,
     ) -> Response:
-        """Count the request and make its audit entry durable before the response leaves."""
-        model = backend.info.name if backend else trace.model
+        """Make the request's audit entry durable before the response leaves, and count it."""
+        try:
+            await self._record(trace, backend, status, usage, response_body=bytes(response.body), error=error)
+        except BastionError as exc:
+            response = error_response(exc, {"x-request-id": trace.request_id})
         self.metrics.observe(
-            model,
+            self._metric_label(trace, backend),
             trace.endpoint,
-            status,
+            response.status_code,
             time.perf_counter() - trace.started,
             usage.prompt_tokens,
             usage.completion_tokens,
         )
-        try:
-            await self._record(trace, backend, status, usage, response_body=bytes(response.body), error=error)
-        except BastionError as exc:
-            return error_response(exc, {"x-request-id": trace.request_id})
         return response
+
+    def _metric_label(self, trace: _Trace, backend: Backend | None) -> str:
+        """The model a metric is labelled with: a served one, never a name a client made up.
+
+        The label was the requested name as sent: every made-up name became new time series in
+        /metrics, memory that any key holder could grow without bound (red team, wave 2).
+        """
+        if backend is not None:
+            return backend.info.name
+        return trace.model if trace.model in self.models else "-"
 
     async def _record(
         self,
