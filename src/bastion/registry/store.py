@@ -304,27 +304,32 @@ class Registry:
         with self._lock:
             return [_row(r) for r in self._conn.execute(sql + " ORDER BY id")]
 
-    def revoke(self, name: str, actor: str, reason: str = "") -> Admission:
+    def revoke(self, name: str, actor: str, reason: str = "", also: Iterable[str] = ()) -> Admission:
         """Revoke the active admission of ``name`` and, with it, its bytes under every name.
 
-        A running gateway stops serving them on its next request.
+        ``also``: more digests to revoke with it, known from a record the database cannot change (the
+        audit log's admissions of ``name``): the row's digest columns are not signed. A running gateway
+        stops serving them on its next request.
         """
         current = self.get(name)
+        extra = sorted(set(also) - {current.weights_digest, current.root_digest})
+        digests = [current.weights_digest, current.root_digest, *extra]
         now = _now()
         with self._lock, self._conn:
             # Every active row of the same bytes goes with it, so 'models list' shows what serves.
-            self._conn.execute(
+            self._conn.executemany(
                 "UPDATE admitted_models SET revoked_at = ?, revoked_by = ?, revoke_reason = ?"
                 " WHERE revoked_at IS NULL AND (id = ? OR weights_digest = ? OR root_digest = ?)",
-                (now, actor, reason, current.id, current.weights_digest, current.root_digest),
+                [(now, actor, reason, current.id, d, d) for d in digests],
             )
-            self._conn.execute(
+            self._conn.executemany(
                 "INSERT INTO revocations (admission_id, name, weights_digest, root_digest, revoked_at,"
                 " revoked_by, reason) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (current.id, name, current.weights_digest, current.root_digest, now, actor, reason),
+                [(current.id, name, current.weights_digest, current.root_digest, now, actor, reason)]
+                + [(current.id, name, d, d, now, actor, reason) for d in extra],
             )
             self._version = -1
-        self._seen_revoked.update((current.weights_digest, current.root_digest))
+        self._seen_revoked.update(digests)
         got = self._by_id(current.id)
         assert got is not None
         return got
@@ -381,4 +386,11 @@ class Registry:
             return False
         with self._lock:
             snap = self._refresh()
-        return admission_id in snap.active_ids and weights_digest not in snap.revoked_digests
+            if admission_id not in snap.active_ids:
+                # The admission it verified is gone (revoked, or its row deleted): these bytes stay
+                # refused in this process even if the row comes back with revoked_at NULL. The digest
+                # here is the one computed from the sealed bytes, unlike the row's unsigned columns a
+                # revocation was recorded from (red team, wave 2).
+                self._seen_revoked.add(weights_digest)
+                return False
+        return weights_digest not in snap.revoked_digests and weights_digest not in self._seen_revoked

@@ -1,0 +1,79 @@
+"""Red team, wave 2: a registry-database writer makes a revocation name the wrong bytes.
+
+``bastion models revoke`` took the digests to revoke from the admission row's ``weights_digest`` and
+``root_digest`` columns, which nothing signs. Someone who can write the database edits them *before*
+the administrator revokes; the revocation (registry rows and the audit log's witness entry) then names
+digests nobody serves. Afterwards they put the columns back and set ``revoked_at`` to NULL: the running
+gateway, which checks the admission's row and the digest of its sealed bytes, served the revoked model
+again on the next request, and so would every restart. Fix: a revocation also names every digest the
+audit log saw admitted under that name (the ``model.admit`` entries, which the database writer cannot
+edit without breaking the signed tree), so edited columns cannot steer it away from the bytes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+
+from bastion import bundled
+from bastion.keys import KeyStore
+from bastion.signing import generate_key_pair
+from tests.adversarial.integrity_gateway import bastion, start_gateway
+from tests.adversarial.test_integrity_revocation import DROP_GUARDS, SMOL, attacker
+from tests.serve.conftest import free_port, stop
+
+
+def prepare_with_cli_admission(home: Path) -> tuple[int, str]:
+    """SmolLM2 copied to ``home/smol.gguf`` and admitted with 'bastion admit' (so the audit log has the
+    admission), a gateway configured for it: (port, key)."""
+    model = home / "smol.gguf"
+    model.write_bytes(bundled.smollm2().read_bytes())
+    generate_key_pair(home / "org")
+    port = free_port()
+    (home / "bastion.toml").write_text(
+        f'[server]\nport = {port}\n[store]\npath = "{home}/bastion.db"\n'
+        f'[registry]\npublic_key = "{home}/org/signing-key.pub.pem"\n'
+        f'[[models]]\nname = "smol"\npath = "{model}"\nn_threads = 1\nn_ctx = 256\n'
+    )
+    for args in (("audit", "init"), ("admit", str(model), "--name", "smol", "--policy", "permissive", "--key",
+                                      str(home / "org" / "signing-key.pem"))):
+        done = bastion(home, *args)
+        assert done.returncode == 0, done.stdout + done.stderr
+    return port, KeyStore(home / "bastion.db").create("ops", ["*"]).key
+
+
+def test_edited_digest_columns_do_not_steer_a_revocation_away_from_the_bytes(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    port, key = prepare_with_cli_admission(home)
+    db = home / "bastion.db"
+    proc = start_gateway(home, port)
+
+    def ask() -> int:
+        return httpx.post(f"http://127.0.0.1:{port}/v1/completions", headers={"Authorization": f"Bearer {key}"},
+                          json={"model": "smol", "prompt": "Paris is", "max_tokens": 2}, timeout=120).status_code
+
+    try:
+        assert ask() == 200
+        # Before the revocation: the unsigned columns name bytes that do not exist.
+        attacker(db, "CREATE TABLE saved AS SELECT weights_digest, root_digest FROM admitted_models",
+                 "UPDATE admitted_models SET weights_digest = 'sha256:' || hex(zeroblob(32)),"
+                 " root_digest = 'sha256:' || hex(randomblob(32))")
+        done = bastion(home, "models", "revoke", "smol", "--reason", "backdoor found")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert ask() == 403
+        # After it: the columns back, the row un-revoked (guards dropped), the bogus revocations left in place.
+        attacker(db, *DROP_GUARDS,
+                 "UPDATE admitted_models SET revoked_at = NULL, weights_digest = (SELECT weights_digest FROM saved),"
+                 " root_digest = (SELECT root_digest FROM saved)")
+        assert ask() == 403, "the revoked model answered again"
+    finally:
+        stop(proc)
+    # And at the next start, from the audit log alone (the only model refused: /healthz says 503).
+    proc = start_gateway(home, port, ready="/openapi.json")
+    try:
+        assert ask() == 403
+        assert SMOL in (home / "serve.log").read_text()
+    finally:
+        stop(proc)
