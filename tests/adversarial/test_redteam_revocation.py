@@ -15,12 +15,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 
 from bastion import bundled
 from bastion.keys import KeyStore
 from bastion.signing import generate_key_pair
 from tests.adversarial.integrity_gateway import bastion, start_gateway
 from tests.adversarial.test_integrity_revocation import DROP_GUARDS, SMOL, attacker
+from tests.serve import conftest
 from tests.serve.conftest import free_port, stop
 
 
@@ -77,3 +79,43 @@ def test_edited_digest_columns_do_not_steer_a_revocation_away_from_the_bytes(tmp
         assert SMOL in (home / "serve.log").read_text()
     finally:
         stop(proc)
+
+
+def test_the_same_bytes_under_another_name_keep_their_classification(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A registry-database writer copies the admission row of a model configured as "secret" under a new
+    name. With ``registry.serve_admitted`` the gateway serves the copy (its signature is the
+    organisation's, its bytes the admitted ones) at ``admitted_classification``: a key with no clearance
+    read the secret model's bytes through it. An operator admitting one file twice did the same. Fix: the
+    classification ceiling Cedar sees is the highest of every served model with the same verified bytes.
+    """
+    home = tmp_path / "home"
+    home.mkdir()
+    store = KeyStore(home / "bastion.db")
+    uncleared = store.create("contractor", ["*"]).key
+    store.close()
+    config = ('[registry]\nserve_admitted = true\nadmitted_classification = "public"\n\n'
+              '[[models]]\nname = "secret-smol"\npath = "bundled:smollm2"\nclassification = "secret"\nn_threads = 1\n')
+    copy = ("INSERT INTO admitted_models (name, path, weights_digest, root_digest, signature, signer, verdict,"
+            " findings, bom, identity, decision, policy, admitted_at, admitted_by) SELECT 'copy', path,"
+            " weights_digest, root_digest, signature, signer, verdict, findings, bom, identity, decision, policy,"
+            " admitted_at, admitted_by FROM admitted_models WHERE name = 'secret-smol'")
+    original = conftest.admit_all
+
+    def admit_then_copy(home: Path, models: dict[str, str], policy: str = "permissive") -> Path:
+        key = original(home, models, policy)
+        attacker(home / "bastion.db", copy)  # the writer acts before the gateway starts
+        return key
+
+    monkeypatch.setattr(conftest, "admit_all", admit_then_copy)  # a test helper: the gateway is untouched
+    with conftest.serving(home, config, {"secret-smol": "bundled:smollm2"}) as base:
+        def ask(model: str) -> httpx.Response:
+            return httpx.post(base + "/v1/completions", headers={"Authorization": f"Bearer {uncleared}"},
+                              json={"model": model, "prompt": "Paris is", "max_tokens": 2}, timeout=120)
+
+        assert ask("secret-smol").status_code == 403
+        copied = ask("copy")
+        assert copied.status_code == 403, (copied.status_code, copied.headers.get("x-bastion-model-digest"))
+        listed = httpx.get(base + "/v1/models", headers={"Authorization": f"Bearer {uncleared}"}).json()
+        assert listed["data"] == []

@@ -24,7 +24,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -53,6 +53,7 @@ from bastion.errors import (
     internal_error,
 )
 from bastion.keys import KeyStore, Principal
+from bastion.policy import ModelResource
 from bastion.quota import QuotaExceeded
 from bastion.quota.quotas import Held, Quotas
 from bastion.registry import Registry, ServedWeights, open_admitted
@@ -367,7 +368,7 @@ class Gateway:
             trace.raw, body = await self._read_body(request, endpoint)
             trace.model = body["model"]
             requested = self._model(trace.model)
-            self.authorizer.authorize(principal, endpoint, requested.resource)
+            self.authorizer.authorize(principal, endpoint, self._resource(requested))
             self._servable(requested)
             trace.authorised = True
             held = self._reserve(principal, body, requested)
@@ -434,6 +435,20 @@ class Gateway:
                 param="model",
             ) from None
 
+    def _resource(self, model: ServedModel) -> ModelResource:
+        """What Cedar sees of ``model``: its ceiling is the highest of every model serving the same bytes.
+
+        A classification is about the weights, not the name they are served under: the same admitted
+        bytes under a second name (an admission row copied by a database writer and served with
+        ``registry.serve_admitted``, or one file admitted twice) gave an uncleared key the bytes of a
+        model configured as secret (red team, wave 2).
+        """
+        resource = model.resource
+        if model.admitted_digest is None:
+            return resource
+        ceiling = max(m.ceiling for m in self.models.values() if m.admitted_digest == model.admitted_digest)
+        return replace(resource, classification_ceiling=max(ceiling, resource.classification_ceiling))
+
     def _candidates(
         self, principal: Principal, trace: _Trace, inspection: Inspection | None = None
     ) -> Iterator[tuple[ServedModel, Backend, Outgoing | None]]:
@@ -443,7 +458,7 @@ class Gateway:
             model = self.models[name]
             if name != trace.model:  # the requested model was authorised by infer already
                 try:
-                    self.authorizer.authorize(principal, trace.endpoint, model.resource)
+                    self.authorizer.authorize(principal, trace.endpoint, self._resource(model))
                     self._servable(model)
                 except (PermissionDenied, PolicyDenied) as exc:
                     trace.skipped.append((name, exc.code))
@@ -731,7 +746,7 @@ class Gateway:
             principal = self._authenticate(request, trace)
         except BastionError as exc:
             return await self._refuse(trace, exc)
-        visible = self.authorizer.visible(principal, (m.resource for m in self.models.values()))
+        visible = self.authorizer.visible(principal, (self._resource(m) for m in self.models.values()))
         data = []
         for name in visible:
             model, backend = self.models[name], self.router.backends[name]
