@@ -244,7 +244,7 @@ def test_a_streamed_prompt_is_charged(target: Target) -> None:
 def test_editing_a_withdrawal_does_not_lift_it(target: Target) -> None:
     """'UPDATE withdrawals SET target = ...' lifted a withdrawal: the withdrawal's own signature was never
     checked, only a restoration's. Fix: a withdrawal whose signature does not verify withdraws every
-    deployment until the organisation restores it. (Runs last: it takes every route away for a while.)"""
+    deployment until the organisation restores it (as this test does at its end)."""
     key, _ = target.key("withdrawal")
     org = str(target.home / "org" / "signing-key.pem")
     assert target.post(key, {"model": "regulated", "messages": ASK, "max_tokens": 2}).status_code == 200
@@ -260,3 +260,44 @@ def test_editing_a_withdrawal_does_not_lift_it(target: Target) -> None:
     restored = target.bastion("restore", str(json.loads(made.stdout)["id"]), "--key", org)
     assert restored.returncode == 0, restored.stdout + restored.stderr
     assert target.post(key, {"model": "smol", "messages": ASK, "max_tokens": 2}).status_code == 200
+
+
+# -- attacks that failed (kept as regression guards) ----------------------------------------------------
+
+
+def test_a_key_holder_is_no_administrator_and_every_refusal_is_audited(target: Target) -> None:
+    """Held: admin endpoints, /metrics and health details refuse a plain key (admin_loopback off), each
+    with an audit entry; an expired key is a 401, audited too."""
+    key, _ = target.key("nosy")
+    auth = {"Authorization": f"Bearer {key}"}
+    for method, path in (("POST", "/admin/reload"), ("GET", "/admin/routes"), ("POST", "/admin/drill"),
+                         ("GET", "/metrics")):
+        r = httpx.request(method, target.base + path, headers=auth, json={"model": "smol", "down": True})
+        assert r.status_code == 403, (path, r.text)
+        assert target.audit_entry(r.headers["x-request-id"])["status"] == 403
+    assert httpx.get(target.base + "/healthz", headers=auth).json() == {"status": "ok"}
+    from datetime import UTC, datetime, timedelta
+
+    expired = target.keys.create("leaver", ["*"], expires_at=datetime.now(UTC) - timedelta(seconds=1)).key
+    r = target.post(expired, {"model": "smol", "messages": ASK, "max_tokens": 2})
+    assert r.status_code == 401 and "expired" in r.text
+    assert target.audit_entry(r.headers["x-request-id"])["status"] == 401
+
+
+def test_odd_bodies_are_400s_not_500s(target: Target) -> None:
+    """Held: nulls, image parts, deep nesting, a non-object body and an unknown role are 400s."""
+    key, _ = target.key("odd")
+    for body in (
+        {"model": "smol", "messages": [{"role": "user", "content": None}]},
+        {"model": "smol", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
+        {"model": "smol", "messages": [{"role": "root", "content": "hi"}]},
+        {"model": "smol", "messages": ASK, "n": 2},
+        {"model": "smol", "messages": ASK, "max_tokens": 0},
+        {"model": ["smol"], "messages": ASK},
+    ):
+        r = target.post(key, body)
+        assert r.status_code == 400, (body, r.status_code, r.text)
+    deep = httpx.post(target.base + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                      content=b'{"model": "smol", "messages": ' + b"[" * 5000 + b"]" * 5000 + b"}", timeout=60)
+    assert deep.status_code == 400
+    assert target.post(key, [1, 2]).status_code == 400  # type: ignore[arg-type]
