@@ -119,3 +119,35 @@ def test_the_same_bytes_under_another_name_keep_their_classification(
         assert copied.status_code == 403, (copied.status_code, copied.headers.get("x-bastion-model-digest"))
         listed = httpx.get(base + "/v1/models", headers={"Authorization": f"Bearer {uncleared}"}).json()
         assert listed["data"] == []
+
+
+def test_a_damaged_admission_row_refuses_its_model_not_the_gateway(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A registry-database writer puts text that is not JSON in one admission row's findings column
+    (unsigned, like every column but the signature). Every read of that row raised JSONDecodeError: the
+    gateway died at start-up with a traceback, and so would a reload. Fix: a damaged row is an
+    IntegrityError naming the row, so its model is refused (403, audited) and the others serve."""
+    home = tmp_path / "home"
+    home.mkdir()
+    store = KeyStore(home / "bastion.db")
+    key = store.create("ops", ["*"]).key
+    store.close()
+    config = ('[[models]]\nname = "smol"\npath = "bundled:smollm2"\nn_threads = 1\n\n'
+              '[[models]]\nname = "other"\npath = "bundled:smollm2"\nn_threads = 1\n')
+    original = conftest.admit_all
+
+    def admit_then_damage(home: Path, models: dict[str, str], policy: str = "permissive") -> Path:
+        key = original(home, models, policy)
+        attacker(home / "bastion.db", "UPDATE admitted_models SET findings = 'not json' WHERE name = 'other'")
+        return key
+
+    monkeypatch.setattr(conftest, "admit_all", admit_then_damage)
+    with conftest.serving(home, config, {"smol": "bundled:smollm2", "other": "bundled:smollm2"}) as base:
+        def ask(model: str) -> httpx.Response:
+            return httpx.post(base + "/v1/completions", headers={"Authorization": f"Bearer {key}"},
+                              json={"model": model, "prompt": "Paris is", "max_tokens": 2}, timeout=120)
+
+        assert ask("smol").status_code == 200
+        damaged = ask("other")
+        assert damaged.status_code == 403 and "damaged" in damaged.text, damaged.text

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bastion.errors import NotFound, PolicyDenied, UsageError, did_you_mean
+from bastion.errors import IntegrityError, NotFound, PolicyDenied, UsageError, did_you_mean
 from bastion.store import Migrations, open_database
 
 migrations = Migrations("registry")
@@ -167,10 +167,18 @@ def _now() -> str:
 
 
 def _row(r: tuple[Any, ...]) -> Admission:
-    return Admission(
-        r[0], r[1], r[2], r[3], r[4], r[5].encode(), r[6], r[7], json.loads(r[8]), json.loads(r[9]),
-        json.loads(r[10]), json.loads(r[11]), r[12], r[13], r[14], r[15], r[16], r[17],
-    )
+    try:
+        return Admission(
+            r[0], r[1], r[2], r[3], r[4], r[5].encode(), r[6], r[7], json.loads(r[8]), json.loads(r[9]),
+            json.loads(r[10]), json.loads(r[11]), r[12], r[13], r[14], r[15], r[16], r[17],
+        )
+    except (TypeError, ValueError, AttributeError) as exc:
+        # Someone wrote this row by hand. Refuse the model it names, clearly, not every model: a
+        # JSONDecodeError here killed the gateway at start-up with a traceback (red team, wave 2).
+        raise IntegrityError(
+            f"registry row {r[0]} ({r[1]!r}) is damaged: {exc}",
+            hint="The registry database was edited; restore it from a backup, or revoke and admit again.",
+        ) from exc
 
 
 @dataclass(frozen=True)

@@ -278,12 +278,21 @@ class Gateway:
         registry = self.settings.registry
         if self.admission is None or not registry.serve_admitted or self._backend_factory is None:
             return {}
-        outcome = {}
-        for admission in self.admission.registry.list():
+        outcome: dict[str, str] = {}
+        try:
+            admissions = self.admission.registry.list()
+        except BastionError as exc:  # a damaged row: serve what is configured, say why nothing more
+            log.error("admitted models not served: %s", exc.message)
+            return outcome
+        for admission in admissions:
             if admission.name in self.models:
                 continue
             ceiling = registry.admitted_classification
-            settings = admitted_model_settings(admission.name, admission.path, ceiling)
+            try:
+                settings = admitted_model_settings(admission.name, admission.path, ceiling)
+            except ValidationError:  # a name no configured model could have (a row written by hand)
+                outcome[admission.name] = "not servable: not a valid model name"
+                continue
             if settings is None:
                 outcome[admission.name] = "not servable: no backend runs this kind of artifact"
                 continue
