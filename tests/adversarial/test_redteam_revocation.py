@@ -81,6 +81,24 @@ def test_edited_digest_columns_do_not_steer_a_revocation_away_from_the_bytes(tmp
         stop(proc)
 
 
+def edit_before_start(monkeypatch: pytest.MonkeyPatch, *sql: str) -> None:
+    """Make ``conftest.serving`` run ``sql`` on the registry after admitting and before the gateway starts
+    (the database writer's moment). Only the test helper is patched: the gateway is untouched."""
+    original = conftest.admit_all
+
+    def admit_then_edit(home: Path, models: dict[str, str], policy: str = "permissive") -> Path:
+        key = original(home, models, policy)
+        attacker(home / "bastion.db", *sql)
+        return key
+
+    monkeypatch.setattr(conftest, "admit_all", admit_then_edit)
+
+
+def ask(base: str, key: str, model: str) -> httpx.Response:
+    return httpx.post(base + "/v1/completions", headers={"Authorization": f"Bearer {key}"},
+                      json={"model": model, "prompt": "Paris is", "max_tokens": 2}, timeout=120)
+
+
 def test_the_same_bytes_under_another_name_keep_their_classification(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -101,21 +119,10 @@ def test_the_same_bytes_under_another_name_keep_their_classification(
             " findings, bom, identity, decision, policy, admitted_at, admitted_by) SELECT 'copy', path,"
             " weights_digest, root_digest, signature, signer, verdict, findings, bom, identity, decision, policy,"
             " admitted_at, admitted_by FROM admitted_models WHERE name = 'secret-smol'")
-    original = conftest.admit_all
-
-    def admit_then_copy(home: Path, models: dict[str, str], policy: str = "permissive") -> Path:
-        key = original(home, models, policy)
-        attacker(home / "bastion.db", copy)  # the writer acts before the gateway starts
-        return key
-
-    monkeypatch.setattr(conftest, "admit_all", admit_then_copy)  # a test helper: the gateway is untouched
+    edit_before_start(monkeypatch, copy)
     with conftest.serving(home, config, {"secret-smol": "bundled:smollm2"}) as base:
-        def ask(model: str) -> httpx.Response:
-            return httpx.post(base + "/v1/completions", headers={"Authorization": f"Bearer {uncleared}"},
-                              json={"model": model, "prompt": "Paris is", "max_tokens": 2}, timeout=120)
-
-        assert ask("secret-smol").status_code == 403
-        copied = ask("copy")
+        assert ask(base, uncleared, "secret-smol").status_code == 403
+        copied = ask(base, uncleared, "copy")
         assert copied.status_code == 403, (copied.status_code, copied.headers.get("x-bastion-model-digest"))
         listed = httpx.get(base + "/v1/models", headers={"Authorization": f"Bearer {uncleared}"}).json()
         assert listed["data"] == []
@@ -135,19 +142,8 @@ def test_a_damaged_admission_row_refuses_its_model_not_the_gateway(
     store.close()
     config = ('[[models]]\nname = "smol"\npath = "bundled:smollm2"\nn_threads = 1\n\n'
               '[[models]]\nname = "other"\npath = "bundled:smollm2"\nn_threads = 1\n')
-    original = conftest.admit_all
-
-    def admit_then_damage(home: Path, models: dict[str, str], policy: str = "permissive") -> Path:
-        key = original(home, models, policy)
-        attacker(home / "bastion.db", "UPDATE admitted_models SET findings = 'not json' WHERE name = 'other'")
-        return key
-
-    monkeypatch.setattr(conftest, "admit_all", admit_then_damage)
+    edit_before_start(monkeypatch, "UPDATE admitted_models SET findings = 'not json' WHERE name = 'other'")
     with conftest.serving(home, config, {"smol": "bundled:smollm2", "other": "bundled:smollm2"}) as base:
-        def ask(model: str) -> httpx.Response:
-            return httpx.post(base + "/v1/completions", headers={"Authorization": f"Bearer {key}"},
-                              json={"model": model, "prompt": "Paris is", "max_tokens": 2}, timeout=120)
-
-        assert ask("smol").status_code == 200
-        damaged = ask("other")
+        assert ask(base, key, "smol").status_code == 200
+        damaged = ask(base, key, "other")
         assert damaged.status_code == 403 and "damaged" in damaged.text, damaged.text
