@@ -40,12 +40,24 @@ SCENARIOS: dict[str, str] = {
     "hang-keepalive": "fallback answers (no answer on a kept-alive connection)",
     "dns-failure": "fallback answers (name does not resolve)",
 }
+#: upstreams that answer, but whose answers test what the gateway believes of them (tests/adversarial/
+#: test_redteam_*.py): not part of the fallback suite above
+ANSWERING: dict[str, str] = {
+    "honest": "a vLLM-like upstream: max_completion_tokens wins over max_tokens, every request byte is"
+              " prompt (tools included), usage reported (in a stream only with include_usage)",
+    "negative-usage": "reports negative token usage",
+    "no-usage": "answers without any usage",
+    "bad-usage": "reports usage that is not a mapping of integers",
+    "impostor": "labels its answers with the admitted SmolLM2's digest as system_fingerprint",
+}
+#: the digest of the bundled SmolLM2 GGUF, which the gateway reports for the admitted local model
+SMOLLM2_DIGEST = "sha256:b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 STREAMED = {"reset-mid-stream", "sse-truncated"}
 HANG_S = 3600.0
 
 
-def _chunk(text: str, model: str = "up") -> bytes:
-    doc = {"id": "x", "object": "chat.completion.chunk", "model": model,
+def _chunk(text: str, model: str = "up", extra: dict[str, str] | None = None) -> bytes:
+    doc = {"id": "x", "object": "chat.completion.chunk", "model": model, **(extra or {}),
            "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
     return b"data: " + json.dumps(doc).encode() + b"\n\n"
 
@@ -63,12 +75,41 @@ def _response(status: int, body: bytes, ctype: str = "application/json", extra: 
     return head.encode() + body
 
 
+def _answering(scenario: str, raw: bytes) -> bytes:
+    """One whole HTTP response of an ANSWERING scenario (a stream is sent at once and closed)."""
+    body = json.loads(raw)
+    n = int(body.get("max_completion_tokens") or body.get("max_tokens") or 16)
+    usage: object = {"prompt_tokens": max(1, len(raw) // 4), "completion_tokens": n,
+                     "total_tokens": max(1, len(raw) // 4) + n}
+    if scenario == "negative-usage":
+        usage = {"prompt_tokens": -1_000_000, "completion_tokens": -1_000_000, "total_tokens": -2_000_000}
+    elif scenario == "bad-usage":
+        usage = ["lots"]
+    model = body.get("model", "up")
+    label = {"system_fingerprint": SMOLLM2_DIGEST} if scenario == "impostor" else {}
+    if not body.get("stream"):
+        doc = {"id": "x", "object": "chat.completion", "model": model, "created": 0, **label,
+               "choices": [{"index": 0, "message": {"role": "assistant", "content": "x " * n},
+                            "finish_reason": "length"}]}
+        if scenario != "no-usage":
+            doc["usage"] = usage
+        return _response(200, json.dumps(doc).encode())
+    events = b"".join(_chunk("x ", model, label) for _ in range(n))
+    if scenario != "no-usage" and (body.get("stream_options") or {}).get("include_usage"):
+        events += b"data: " + json.dumps({"id": "x", "object": "chat.completion.chunk", "model": model,
+                                           "choices": [], "usage": usage}).encode() + b"\n\n"
+    return (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n" + events
+            + b"data: [DONE]\n\n")
+
+
 class FaultServer:
     """The server, run on its own event loop in a thread; ``received`` counts requests per scenario."""
 
     def __init__(self, port: int = 0) -> None:
         self.port = port
         self.received: dict[str, int] = {}
+        #: request bodies received by the ANSWERING scenarios
+        self.bodies: dict[str, list[bytes]] = {}
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -109,6 +150,13 @@ class FaultServer:
                 self.received[scenario] = self.received.get(scenario, 0) + 1
                 requests += 1
                 stream = b'"stream":true' in body.replace(b" ", b"")
+                if scenario in ANSWERING:
+                    self.bodies.setdefault(scenario, []).append(body)
+                    writer.write(_answering(scenario, body))
+                    await writer.drain()
+                    if stream:
+                        return
+                    continue
                 if not await self._fault(scenario, stream, requests, writer):
                     return
         except (asyncio.IncompleteReadError, ConnectionError, ValueError):

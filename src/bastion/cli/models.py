@@ -17,7 +17,7 @@ from bastion.config import Settings, load_settings
 from bastion.errors import UsageError
 from bastion.lineage import local_weight_evidence
 from bastion.policy import Organisation
-from bastion.registry import Declaration, Registry, admit, open_registry
+from bastion.registry import Declaration, Registry, admit, admitted_in_audit_log, open_registry
 
 app = typer.Typer(help="Admitted models: list, show, revoke.", no_args_is_help=True)
 
@@ -234,7 +234,9 @@ def revoke(
         typer.confirm(
             f"Revoke {name!r}? The running gateway stops serving it on its next request", abort=True
         )
-    admission = registry.revoke(name, os_actor(), reason)
+    # The row's digest columns are not signed: revoke what the audit log saw admitted as this name too.
+    also = admitted_in_audit_log(settings.audit.path, name) if settings.audit.enabled else set()
+    admission = registry.revoke(name, os_actor(), reason, also=also)
     # The audit entry is the revocation's witness: the registry treats every digest it names as
     # revoked even if the database row is later deleted (registry/witness.py).
     record_admin(
@@ -242,7 +244,7 @@ def revoke(
         "model.revoke",
         before_digest=admission.weights_digest,
         details={"name": name, "reason": reason, "root_digest": admission.root_digest,
-                 "admission_id": admission.id},
+                 "admission_id": admission.id, "digests": sorted(also)},
     )
     twins = [
         a.name

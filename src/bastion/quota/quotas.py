@@ -13,6 +13,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from bastion.config import LimitSettings, QuotaSettings
 from bastion.quota.limiter import Limiter, Limits, QuotaExceeded, Reservation, period_start
 from bastion.quota.store import UsageStore
@@ -25,14 +27,38 @@ def _limits(s: LimitSettings) -> Limits:
     return Limits(s.rpm, s.tpm, s.budget_tokens)
 
 
+#: request fields that are not text a model reads; every other field (tools, tool_choice,
+#: response_format, suffix, vendor extensions ...) may reach the prompt, so its JSON is counted
+NOT_PROMPT = frozenset(
+    {
+        "model", "messages", "prompt", "input", "max_tokens", "max_completion_tokens", "temperature",
+        "top_p", "n", "stream", "stream_options", "stop", "seed", "presence_penalty", "frequency_penalty",
+        "logit_bias", "logprobs", "top_logprobs", "user", "echo", "encoding_format", "dimensions",
+        "parallel_tool_calls",
+    }
+)
+
+
+def _json_bytes(value: Any) -> int:
+    return len(orjson.dumps(value))
+
+
 def prompt_bound(body: dict[str, Any]) -> int:
-    """An upper bound on the prompt's tokens: one per byte of text (a BPE token is at least one byte)."""
+    """An upper bound on the prompt's tokens: one per byte of text (a BPE token is at least one byte).
+
+    Text is not only the messages: an upstream reads tool definitions, a message's tool calls and name,
+    a completion's suffix into the prompt too. Counting only message content let 40 KB of tool
+    descriptions through on a reservation of 50 tokens (red team, wave 2).
+    """
+    extra = sum(_json_bytes(v) for k, v in body.items() if k not in NOT_PROMPT)
     if "messages" in body:
-        texts = [str(m.get("content") or "") for m in body["messages"]]
-        return sum(len(t.encode()) for t in texts) + PER_MESSAGE_OVERHEAD * (len(texts) + 1)
+        messages = body["messages"]
+        texts = [str(m.get("content") or "") for m in messages]
+        around = sum(_json_bytes(v) for m in messages for k, v in m.items() if k not in ("role", "content"))
+        return sum(len(t.encode()) for t in texts) + around + extra + PER_MESSAGE_OVERHEAD * (len(texts) + 1)
     value = body.get("prompt", body.get("input", ""))
     items = value if isinstance(value, list) else [value]
-    return sum(len(str(i).encode()) for i in items) + PER_MESSAGE_OVERHEAD
+    return sum(len(str(i).encode()) for i in items) + extra + PER_MESSAGE_OVERHEAD
 
 
 @dataclass
@@ -90,11 +116,19 @@ class Quotas:
             raise
         return Held(reservation, key_id)
 
-    async def settle(self, held: Held, model: str, tokens_in: int, tokens_out: int) -> None:
-        """Charge what was really used and record it durably (budgets and daily usage)."""
+    async def settle(
+        self, held: Held, model: str, tokens_in: int, tokens_out: int, reported: bool = True
+    ) -> None:
+        """Charge what was really used and record it durably (budgets and daily usage).
+
+        ``reported`` False: the backend could not say what the request cost (an upstream that sent no
+        usage), so the whole reservation is charged; charging the zero it did report made such an
+        upstream free for every budget (red team, wave 2).
+        """
         if held.reservation.settled:
             return
-        self.limiter.settle(held.reservation, tokens_in + tokens_out)
+        charged = tokens_in + tokens_out if reported else max(held.reservation.tokens, tokens_in + tokens_out)
+        self.limiter.settle(held.reservation, charged)
         now = datetime.now(UTC)
         await asyncio.to_thread(
             self.store.record,
@@ -105,6 +139,7 @@ class Quotas:
             model,
             tokens_in,
             tokens_out,
+            charged,
         )
 
     def headers(self, key_id: str, groups: tuple[str, ...]) -> dict[str, str]:

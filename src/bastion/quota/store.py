@@ -75,10 +75,13 @@ class UsageStore:
 
     def record(
         self, scopes: tuple[str, ...], period: str, day: str, key_id: str, model: str, tokens_in: int,
-        tokens_out: int,
+        tokens_out: int, charged: int | None = None,
     ) -> None:
-        """Add one settled request to its scopes' budgets and to the key's daily usage, in one transaction."""
-        tokens = tokens_in + tokens_out
+        """Add one settled request to its scopes' budgets and to the key's daily usage, in one transaction.
+
+        ``charged``: what the budgets are charged, when not ``tokens_in + tokens_out`` (unknown usage).
+        """
+        tokens = tokens_in + tokens_out if charged is None else charged
         with self._lock, self._conn:
             self._conn.executemany(
                 "INSERT INTO budget_usage (scope, period, tokens) VALUES (?, ?, ?)"

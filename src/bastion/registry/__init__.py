@@ -4,7 +4,7 @@ from bastion.registry.admit import Assessment, AuditSink, Declaration, admit, as
 from bastion.registry.sealed import SealedModel, seal
 from bastion.registry.store import Admission, AdmittedRef, Registry
 from bastion.registry.verify import ServedWeights, open_admitted, seal_unverified, verify_for_serving
-from bastion.registry.witness import open_registry, revoked_in_audit_log
+from bastion.registry.witness import admitted_in_audit_log, open_registry, revoked_in_audit_log
 
 __all__ = [
     "Admission",
@@ -16,6 +16,7 @@ __all__ = [
     "SealedModel",
     "ServedWeights",
     "admit",
+    "admitted_in_audit_log",
     "assess",
     "open_admitted",
     "open_registry",

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bastion.errors import NotFound, PolicyDenied, UsageError, did_you_mean
+from bastion.errors import IntegrityError, NotFound, PolicyDenied, UsageError, did_you_mean
 from bastion.store import Migrations, open_database
 
 migrations = Migrations("registry")
@@ -167,10 +167,18 @@ def _now() -> str:
 
 
 def _row(r: tuple[Any, ...]) -> Admission:
-    return Admission(
-        r[0], r[1], r[2], r[3], r[4], r[5].encode(), r[6], r[7], json.loads(r[8]), json.loads(r[9]),
-        json.loads(r[10]), json.loads(r[11]), r[12], r[13], r[14], r[15], r[16], r[17],
-    )
+    try:
+        return Admission(
+            r[0], r[1], r[2], r[3], r[4], r[5].encode(), r[6], r[7], json.loads(r[8]), json.loads(r[9]),
+            json.loads(r[10]), json.loads(r[11]), r[12], r[13], r[14], r[15], r[16], r[17],
+        )
+    except (TypeError, ValueError, AttributeError) as exc:
+        # Someone wrote this row by hand. Refuse the model it names, clearly, not every model: a
+        # JSONDecodeError here killed the gateway at start-up with a traceback (red team, wave 2).
+        raise IntegrityError(
+            f"registry row {r[0]} ({r[1]!r}) is damaged: {exc}",
+            hint="The registry database was edited; restore it from a backup, or revoke and admit again.",
+        ) from exc
 
 
 @dataclass(frozen=True)
@@ -304,27 +312,32 @@ class Registry:
         with self._lock:
             return [_row(r) for r in self._conn.execute(sql + " ORDER BY id")]
 
-    def revoke(self, name: str, actor: str, reason: str = "") -> Admission:
+    def revoke(self, name: str, actor: str, reason: str = "", also: Iterable[str] = ()) -> Admission:
         """Revoke the active admission of ``name`` and, with it, its bytes under every name.
 
-        A running gateway stops serving them on its next request.
+        ``also``: more digests to revoke with it, known from a record the database cannot change (the
+        audit log's admissions of ``name``): the row's digest columns are not signed. A running gateway
+        stops serving them on its next request.
         """
         current = self.get(name)
+        extra = sorted(set(also) - {current.weights_digest, current.root_digest})
+        digests = [current.weights_digest, current.root_digest, *extra]
         now = _now()
         with self._lock, self._conn:
             # Every active row of the same bytes goes with it, so 'models list' shows what serves.
-            self._conn.execute(
+            self._conn.executemany(
                 "UPDATE admitted_models SET revoked_at = ?, revoked_by = ?, revoke_reason = ?"
                 " WHERE revoked_at IS NULL AND (id = ? OR weights_digest = ? OR root_digest = ?)",
-                (now, actor, reason, current.id, current.weights_digest, current.root_digest),
+                [(now, actor, reason, current.id, d, d) for d in digests],
             )
-            self._conn.execute(
+            self._conn.executemany(
                 "INSERT INTO revocations (admission_id, name, weights_digest, root_digest, revoked_at,"
                 " revoked_by, reason) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (current.id, name, current.weights_digest, current.root_digest, now, actor, reason),
+                [(current.id, name, current.weights_digest, current.root_digest, now, actor, reason)]
+                + [(current.id, name, d, d, now, actor, reason) for d in extra],
             )
             self._version = -1
-        self._seen_revoked.update((current.weights_digest, current.root_digest))
+        self._seen_revoked.update(digests)
         got = self._by_id(current.id)
         assert got is not None
         return got
@@ -381,4 +394,11 @@ class Registry:
             return False
         with self._lock:
             snap = self._refresh()
-        return admission_id in snap.active_ids and weights_digest not in snap.revoked_digests
+            if admission_id not in snap.active_ids:
+                # The admission it verified is gone (revoked, or its row deleted): these bytes stay
+                # refused in this process even if the row comes back with revoked_at NULL. The digest
+                # here is the one computed from the sealed bytes, unlike the row's unsigned columns a
+                # revocation was recorded from (red team, wave 2).
+                self._seen_revoked.add(weights_digest)
+                return False
+        return weights_digest not in snap.revoked_digests and weights_digest not in self._seen_revoked

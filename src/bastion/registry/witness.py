@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -29,41 +30,71 @@ log = logging.getLogger("bastion.registry")
 REVOKE_ACTION = "model.revoke"
 
 
-def revoked_in_audit_log(path: Path) -> set[str]:
-    """Weights and root digests named by ``model.revoke`` entries of the audit log at ``path``.
+#: the admin action ``bastion admit`` records (cli/models.py)
+ADMIT_ACTION = "model.admit"
 
-    Reads the database read-only. An unreadable log gives an empty set and a warning: the registry
-    keeps every revocation it has already seen, so this never un-revokes anything.
-    """
+
+def _admin_entries(path: Path, action: str) -> list[dict[str, Any]]:
+    """The admin entries of the audit log at ``path`` with this action, read-only ([] if unreadable)."""
     if not path.exists():
-        return set()
+        return []
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
         try:
             rows = conn.execute(
                 # kind is indexed; the LIKE only narrows admin leaves (few), the JSON decides.
                 "SELECT leaf FROM audit_entries WHERE kind = 'admin' AND CAST(leaf AS TEXT) LIKE ?",
-                (f'%"action":"{REVOKE_ACTION}"%',),
+                (f'%"action":"{action}"%',),
             ).fetchall()
         finally:
             conn.close()
     except sqlite3.Error as exc:
-        log.warning("cannot read revocations from the audit log %s: %s", path, exc)
-        return set()
-    digests: set[str] = set()
+        log.warning("cannot read %s entries from the audit log %s: %s", action, path, exc)
+        return []
+    entries = []
     for (leaf,) in rows:
         try:
             doc = orjson.loads(leaf)
         except orjson.JSONDecodeError:
             continue  # a damaged leaf is for 'bastion audit verify' to report
-        if not isinstance(doc, dict) or doc.get("action") != REVOKE_ACTION:
-            continue
-        details = doc.get("details")
-        if not isinstance(details, dict):
-            details = {}
-        for value in (doc.get("before_digest"), details.get("root_digest")):
-            if isinstance(value, str) and value:
-                digests.add(value)
+        if isinstance(doc, dict) and doc.get("action") == action:
+            if not isinstance(doc.get("details"), dict):
+                doc["details"] = {}
+            entries.append(doc)
+    return entries
+
+
+def _strings(*values: object) -> set[str]:
+    return {v for v in values if isinstance(v, str) and v}
+
+
+def revoked_in_audit_log(path: Path) -> set[str]:
+    """Weights and root digests named by ``model.revoke`` entries of the audit log at ``path``.
+
+    Reads the database read-only. An unreadable log gives an empty set and a warning: the registry
+    keeps every revocation it has already seen, so this never un-revokes anything.
+    """
+    digests: set[str] = set()
+    for doc in _admin_entries(path, REVOKE_ACTION):
+        details = doc["details"]
+        listed = details.get("digests")
+        digests |= _strings(doc.get("before_digest"), details.get("root_digest"),
+                            *(listed if isinstance(listed, list) else ()))
+    return digests
+
+
+def admitted_in_audit_log(path: Path, name: str) -> set[str]:
+    """Weights and root digests the audit log saw admitted as ``name`` (its ``model.admit`` entries).
+
+    What a revocation of ``name`` must cover whatever the registry row says now: the row's digest
+    columns are not signed, and a database writer who edited them before a revocation steered it onto
+    bytes nobody serves (red team, wave 2). Earlier admissions under the name were revoked before the
+    name could be admitted again, so naming them too revokes nothing that was not revoked already.
+    """
+    digests: set[str] = set()
+    for doc in _admin_entries(path, ADMIT_ACTION):
+        if doc["details"].get("name") == name:
+            digests |= _strings(doc.get("after_digest"), doc["details"].get("root_digest"))
     return digests
 
 

@@ -20,10 +20,11 @@ import hashlib
 import ipaddress
 import logging
 import math
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -52,6 +53,7 @@ from bastion.errors import (
     internal_error,
 )
 from bastion.keys import KeyStore, Principal
+from bastion.policy import ModelResource
 from bastion.quota import QuotaExceeded
 from bastion.quota.quotas import Held, Quotas
 from bastion.registry import Registry, ServedWeights, open_admitted
@@ -69,6 +71,8 @@ from bastion.withdrawal import Withdrawal, WithdrawalStore
 
 log = logging.getLogger("bastion.serve")
 JSON = "application/json"
+#: an absolute file system path inside a message (to keep out of what clients are told)
+_SERVER_PATH = re.compile(r"(?<![\w.])/[^\s'\",;]+")
 
 
 @dataclass
@@ -232,8 +236,13 @@ class Gateway:
         """Raise unless ``model`` may be served now (not refused at start-up, not revoked since)."""
         if model.name in self.refused:
             exc = self.refused[model.name]
+            # Why, but not where: the reason named the model file's path to every key holder (red
+            # team, wave 2). Administrators read the whole message in the log and on /healthz.
+            reason = _SERVER_PATH.sub("<server path>", exc.message)
             raise PolicyDenied(
-                f"model {model.name!r} is refused: {exc.message}", hint=exc.hint, param="model"
+                f"model {model.name!r} is refused: {reason}",
+                hint="Ask the administrator: the gateway log says why.",
+                param="model",
             )
         if (
             self.admission is not None
@@ -269,12 +278,21 @@ class Gateway:
         registry = self.settings.registry
         if self.admission is None or not registry.serve_admitted or self._backend_factory is None:
             return {}
-        outcome = {}
-        for admission in self.admission.registry.list():
+        outcome: dict[str, str] = {}
+        try:
+            admissions = self.admission.registry.list()
+        except BastionError as exc:  # a damaged row: serve what is configured, say why nothing more
+            log.error("admitted models not served: %s", exc.message)
+            return outcome
+        for admission in admissions:
             if admission.name in self.models:
                 continue
             ceiling = registry.admitted_classification
-            settings = admitted_model_settings(admission.name, admission.path, ceiling)
+            try:
+                settings = admitted_model_settings(admission.name, admission.path, ceiling)
+            except ValidationError:  # a name no configured model could have (a row written by hand)
+                outcome[admission.name] = "not servable: not a valid model name"
+                continue
             if settings is None:
                 outcome[admission.name] = "not servable: no backend runs this kind of artifact"
                 continue
@@ -359,7 +377,7 @@ class Gateway:
             trace.raw, body = await self._read_body(request, endpoint)
             trace.model = body["model"]
             requested = self._model(trace.model)
-            self.authorizer.authorize(principal, endpoint, requested.resource)
+            self.authorizer.authorize(principal, endpoint, self._resource(requested))
             self._servable(requested)
             trace.authorised = True
             held = self._reserve(principal, body, requested)
@@ -387,20 +405,26 @@ class Gateway:
         """Hold this request's worst-case cost against every quota it counts against (429 if none left).
 
         ``max_tokens`` is made explicit so that whichever candidate answers is bound by what was reserved.
+        Both spellings are set to the reserved limit: an upstream reads ``max_completion_tokens`` first
+        (OpenAI, vLLM), so ``max_tokens: 1, max_completion_tokens: 3000`` reserved 1 and spent 3000.
         """
         if self.quotas is None:
             return None
         if "messages" in body or "prompt" in body:
-            default = model.settings.default_max_tokens
-            limit = body.get("max_tokens") or body.get("max_completion_tokens") or default
+            asked = [body[k] for k in ("max_tokens", "max_completion_tokens") if body.get(k)]
+            limit = max(asked, default=model.settings.default_max_tokens)
             body["max_tokens"] = limit
+            if "max_completion_tokens" in body:
+                body["max_completion_tokens"] = limit
         else:
             limit = 0  # embeddings: the input is the whole cost
         return self.quotas.reserve(principal.key_id, principal.groups, body, limit)
 
     async def _settle(self, held: Held | None, model: str, usage: Usage) -> None:
         if held is not None and self.quotas is not None:
-            await self.quotas.settle(held, model, usage.prompt_tokens, usage.completion_tokens)
+            await self.quotas.settle(
+                held, model, usage.prompt_tokens, usage.completion_tokens, reported=usage.reported
+            )
 
     def _quota_headers(self, principal: Principal) -> dict[str, str]:
         return self.quotas.headers(principal.key_id, principal.groups) if self.quotas is not None else {}
@@ -420,6 +444,20 @@ class Gateway:
                 param="model",
             ) from None
 
+    def _resource(self, model: ServedModel) -> ModelResource:
+        """What Cedar sees of ``model``: its ceiling is the highest of every model serving the same bytes.
+
+        A classification is about the weights, not the name they are served under: the same admitted
+        bytes under a second name (an admission row copied by a database writer and served with
+        ``registry.serve_admitted``, or one file admitted twice) gave an uncleared key the bytes of a
+        model configured as secret (red team, wave 2).
+        """
+        resource = model.resource
+        if model.admitted_digest is None:
+            return resource
+        ceiling = max(m.ceiling for m in self.models.values() if m.admitted_digest == model.admitted_digest)
+        return replace(resource, classification_ceiling=max(ceiling, resource.classification_ceiling))
+
     def _candidates(
         self, principal: Principal, trace: _Trace, inspection: Inspection | None = None
     ) -> Iterator[tuple[ServedModel, Backend, Outgoing | None]]:
@@ -429,7 +467,7 @@ class Gateway:
             model = self.models[name]
             if name != trace.model:  # the requested model was authorised by infer already
                 try:
-                    self.authorizer.authorize(principal, trace.endpoint, model.resource)
+                    self.authorizer.authorize(principal, trace.endpoint, self._resource(model))
                     self._servable(model)
                 except (PermissionDenied, PolicyDenied) as exc:
                     trace.skipped.append((name, exc.code))
@@ -634,21 +672,30 @@ class Gateway:
         response: Response,
         error: BastionError | None = None,
     ) -> Response:
-        """Count the request and make its audit entry durable before the response leaves."""
-        model = backend.info.name if backend else trace.model
+        """Make the request's audit entry durable before the response leaves, and count it."""
+        try:
+            await self._record(trace, backend, status, usage, response_body=bytes(response.body), error=error)
+        except BastionError as exc:
+            response = error_response(exc, {"x-request-id": trace.request_id})
         self.metrics.observe(
-            model,
+            self._metric_label(trace, backend),
             trace.endpoint,
-            status,
+            response.status_code,
             time.perf_counter() - trace.started,
             usage.prompt_tokens,
             usage.completion_tokens,
         )
-        try:
-            await self._record(trace, backend, status, usage, response_body=bytes(response.body), error=error)
-        except BastionError as exc:
-            return error_response(exc, {"x-request-id": trace.request_id})
         return response
+
+    def _metric_label(self, trace: _Trace, backend: Backend | None) -> str:
+        """The model a metric is labelled with: a served one, never a name a client made up.
+
+        The label was the requested name as sent: every made-up name became new time series in
+        /metrics, memory that any key holder could grow without bound (red team, wave 2).
+        """
+        if backend is not None:
+            return backend.info.name
+        return trace.model if trace.model in self.models else "-"
 
     async def _record(
         self,
@@ -708,7 +755,7 @@ class Gateway:
             principal = self._authenticate(request, trace)
         except BastionError as exc:
             return await self._refuse(trace, exc)
-        visible = self.authorizer.visible(principal, (m.resource for m in self.models.values()))
+        visible = self.authorizer.visible(principal, (self._resource(m) for m in self.models.values()))
         data = []
         for name in visible:
             model, backend = self.models[name], self.router.backends[name]

@@ -111,9 +111,13 @@ def normalise(endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
 
     ``null`` means "not set" in OpenAI's API, so top-level nulls are dropped (a backend then applies its
     default instead of receiving ``None``); a message's list of text parts becomes one string.
+
+    What comes out is the *validated* request (``"temperature": "0.5"`` becomes ``0.5``), never the raw
+    body: validation accepts a string that parses as a number, and a backend handed the raw string
+    failed with a 500 (red team, wave 2).
     """
-    SCHEMAS[endpoint].model_validate(body)
-    out = {k: v for k, v in body.items() if v is not None}
+    validated = SCHEMAS[endpoint].model_validate(body).model_dump(exclude_unset=True)
+    out = {k: v for k, v in validated.items() if v is not None}
     if endpoint == "chat":
         out["messages"] = [_flatten(m) for m in out["messages"]]
     return out

@@ -17,7 +17,7 @@ import base64
 import json
 import sqlite3
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -30,6 +30,8 @@ from bastion.signing.keys import hash_for
 from bastion.store import Migrations, open_database
 
 Kind = Literal["model", "provider", "country"]
+#: the kind of an active withdrawal whose signature does not verify: it covers every deployment
+TAMPERED = "tampered"
 migrations = Migrations("withdrawal")
 
 
@@ -78,8 +80,14 @@ class Withdrawal:
         return _canonical(["restore", self.id, self.signature, self.restored_at, self.restored_by])
 
     def matches(self, name: str, provider: str | None, country: str | None) -> bool:
-        """Whether this withdrawal covers a deployment with that name, provider and country."""
-        value = {"model": name, "provider": provider, "country": country}[self.kind]
+        """Whether this withdrawal covers a deployment with that name, provider and country.
+
+        A withdrawal of no known kind (see :data:`TAMPERED`) covers every deployment: fail closed.
+        """
+        values = {"model": name, "provider": provider, "country": country}
+        if self.kind not in values:
+            return True
+        value = values[self.kind]
         return value is not None and value.casefold() == self.target.casefold()
 
 
@@ -173,9 +181,21 @@ class WithdrawalStore:
             if version == self._version:
                 return self._active
             rows = [Withdrawal(*r) for r in self._conn.execute(_SELECT + " ORDER BY id")]
-            self._active = tuple(w for w in rows if not self._lifted(w))
+            self._active = tuple(self._checked(w) for w in rows if not self._lifted(w))
             self._version = version
             return self._active
+
+    def _checked(self, w: Withdrawal) -> Withdrawal:
+        """``w`` as signed, or, if its signature does not verify, a withdrawal of everything.
+
+        The withdrawal's own signature was never checked: ``UPDATE withdrawals SET target = 'x'`` lifted
+        a withdrawal without the organisation key (red team, wave 2). What an edited row withdrew can
+        no longer be known, so it withdraws every deployment until the organisation restores it.
+        """
+        if self._public_key is None or _verifies(self._public_key, w.payload(), w.signature):
+            return w
+        edited = f"withdrawal {w.id} was edited: its signature does not verify"
+        return replace(w, kind=TAMPERED, reason=edited)
 
     def _lifted(self, w: Withdrawal) -> bool:
         if w.restored_at is None:

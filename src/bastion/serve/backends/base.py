@@ -37,6 +37,9 @@ class Usage:
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    #: False when the backend could not say what the request cost (an upstream that reported no
+    #: usage): quotas then charge the whole reservation instead of the counts above
+    reported: bool = True
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import orjson
+from jinja2 import TemplateError
 
 from bastion import bundled
 from bastion.config import ModelSettings
@@ -222,7 +223,10 @@ class LlamaCppBackend:
             raise BackendUnavailable("client disconnected") from exc
         except BastionError:
             raise
-        except (ValueError, RuntimeError) as exc:  # e.g. prompt longer than the context window
+        except (ValueError, RuntimeError, TypeError, TemplateError) as exc:
+            # The request is what llama-cpp-python could not take: a prompt longer than the context
+            # window, or messages the model's chat template cannot render (an assistant turn without
+            # content, roles out of the order the template insists on). A 400, as when streaming.
             raise UsageError(f"model {self.settings.name!r} rejected the request: {exc}") from exc
         return result
 

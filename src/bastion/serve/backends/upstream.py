@@ -163,6 +163,9 @@ class UpstreamBackend:
                 for m in out["messages"]
             ]
         out["model"] = self.settings.upstream_model or self.settings.name
+        if out.get("stream"):
+            # Quotas need what the stream cost; without this the prompt of a stream was never charged.
+            out["stream_options"] = {**(out.get("stream_options") or {}), "include_usage": True}
         return orjson.dumps(out)
 
     def _post(self, endpoint: Endpoint, body: dict[str, Any]) -> Any:
@@ -243,19 +246,15 @@ class UpstreamBackend:
                 self._expect_type(r, "application/json")
                 raw = await self._read_capped(r)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            self._healthy = False
-            raise BackendUnavailable(f"upstream for model {self.settings.name!r} failed: {exc!r}") from exc
+            raise self._unreachable(exc) from exc
         try:
             parsed = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise BadGateway(f"upstream for model {self.settings.name!r} sent invalid JSON") from exc
         self._expect_answer(endpoint, parsed)
-        usage = parsed.get("usage") or {}
-        parsed["model"] = self.settings.name
-        return Reply(
-            orjson.dumps(parsed),
-            Usage(usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0),
-        )
+        usage = Usage(reported=False)
+        self._count(parsed, usage)
+        return Reply(orjson.dumps(self._relabel(parsed)), usage)
 
     async def stream(
         self, endpoint: Endpoint, body: dict[str, Any], cancel: Cancel, usage: Usage
@@ -267,6 +266,8 @@ class UpstreamBackend:
                         r.status, await r.content.read(ERROR_BODY_BYTES), r.headers.get("retry-after")
                     )
                 self._expect_type(r, "text/event-stream")
+                usage.reported = False  # until the upstream's usage event arrives
+                wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
                 done = False
                 async for line in self._sse_lines(r):
                     if cancel.is_set():
@@ -285,15 +286,39 @@ class UpstreamBackend:
                         ) from exc
                     self._expect_answer(endpoint, chunk)
                     self._count(chunk, usage)
-                    chunk["model"] = self.settings.name
-                    yield orjson.dumps(chunk)
+                    if not chunk["choices"] and "usage" in chunk and not wants_usage:
+                        continue  # the usage event we asked for on our own account, not the client's
+                    yield orjson.dumps(self._relabel(chunk))
                 if not done and not cancel.is_set():
                     # A stream that stops without [DONE] was cut off: the client must not take the
                     # text so far for a whole answer.
                     raise BadGateway(f"upstream for model {self.settings.name!r} ended the stream early")
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            self._healthy = False
-            raise BackendUnavailable(f"upstream for model {self.settings.name!r} failed: {exc!r}") from exc
+            raise self._unreachable(exc) from exc
+
+    def _relabel(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """The answer under our model name, without the upstream's ``system_fingerprint``.
+
+        Local answers carry the digest of the verified bytes there; an upstream could put an admitted
+        model's digest in it and pass for that model (red team, wave 2). Only we label answers.
+        """
+        doc["model"] = self.settings.name
+        doc.pop("system_fingerprint", None)
+        return doc
+
+    def _unreachable(self, exc: BaseException) -> BackendUnavailable:
+        """A transport failure, told to the client without the upstream's address (it is in the log).
+
+        aiohttp's exceptions name the host and port it tried; a key holder has no business learning
+        where the organisation's upstreams live (red team, wave 2).
+        """
+        self._healthy = False
+        log.warning("upstream for model %s (%s) failed: %r", self.settings.name, self.base, exc)
+        what = "timed out" if isinstance(exc, TimeoutError) else "could not be reached"
+        return BackendUnavailable(
+            f"upstream for model {self.settings.name!r} {what}",
+            hint="The gateway log names the failure; try again later or use another model.",
+        )
 
     def _expect_type(self, r: aiohttp.ClientResponse, expected: str) -> None:
         if r.content_type != expected:
@@ -317,15 +342,35 @@ class UpstreamBackend:
                 " check_model_name = false for this model.",
             )
 
-    @staticmethod
-    def _count(chunk: dict[str, Any], usage: Usage) -> None:
-        if chunk.get("usage"):
-            usage.prompt_tokens = chunk["usage"].get("prompt_tokens") or usage.prompt_tokens
-            usage.completion_tokens = chunk["usage"].get("completion_tokens") or usage.completion_tokens
+    def _count(self, doc: dict[str, Any], usage: Usage) -> None:
+        """Take the usage an answer (or stream event) reports; count streamed content meanwhile.
+
+        Usage is checked, not believed: an upstream that reported negative tokens refilled every budget
+        the request counted against, and one that reported a list made the gateway answer 500 (red
+        team, wave 2). Only non-negative integers count; anything else is a 502. An answer without
+        usage leaves ``usage.reported`` False, so quotas charge the whole reservation.
+        """
+        reported = doc.get("usage")
+        if reported is None:
+            for choice in doc.get("choices") or ():
+                if isinstance(choice, dict) and (
+                    choice.get("text") or (choice.get("delta") or {}).get("content")
+                ):
+                    usage.completion_tokens += 1
             return
-        for choice in chunk.get("choices") or ():
-            if choice.get("text") or (choice.get("delta") or {}).get("content"):
-                usage.completion_tokens += 1
+        counts = []
+        for field in ("prompt_tokens", "completion_tokens"):
+            value = reported.get(field, 0) if isinstance(reported, dict) else None
+            if value is None and isinstance(reported, dict):
+                value = 0
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**53:
+                raise BadGateway(
+                    f"upstream for model {self.settings.name!r} reported usage that is not a count of"
+                    f" tokens: {orjson.dumps(reported)[:120].decode('utf-8', 'replace')}"
+                )
+            counts.append(value)
+        usage.prompt_tokens, usage.completion_tokens = counts
+        usage.reported = True
 
     def _require_session(self) -> aiohttp.ClientSession:
         if self._session is None:
