@@ -60,7 +60,7 @@ def test_add_reference_then_check_supported(fp_file: tuple[Path, Path]) -> None:
     r = bastion("check", "bundled:smollm2", "--claims", "base=smollm2-135m", "--json", home=home)
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
-    assert doc["claim"] == "supported" and doc["related_bases"] == ["smollm2-135m"]
+    assert doc["claim"] == "supported" and "smollm2-135m" in doc["related_bases"]
 
 
 def test_errors_have_distinct_exit_codes_and_no_traceback(fp_file: tuple[Path, Path], tmp_path: Path) -> None:
