@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -20,10 +19,16 @@ from bastion.catalog.update import (
     state_digest,
     verify_update,
 )
-from bastion.cli.options import ConfigOpt, JsonOpt, ModelPathArg, load_organisation
+from bastion.cli.options import (
+    ConfigOpt,
+    JsonOpt,
+    ModelPathArg,
+    PasswordEnvOpt,
+    load_organisation,
+    password_from_env,
+)
 from bastion.cli.render import emit, err, out
 from bastion.config import load_settings
-from bastion.errors import UsageError
 from bastion.formats import open_artifact
 from bastion.signing import load_private_key, load_public_key
 from bastion.signing.keys import read_small, write_atomic
@@ -244,18 +249,11 @@ def sign_update_(
     ],
     key: Annotated[Path, typer.Option("--key", help="The organisation's private key (PEM).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the signed update.")],
-    password_env: Annotated[
-        str | None,
-        typer.Option("--password-env", help="Name of an environment variable holding the key's passphrase."),
-    ] = None,
+    password_env: PasswordEnvOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Sign a catalog diff with the organisation's key, after validating every row and its lineage."""
-    password = None
-    if password_env is not None:
-        if password_env not in os.environ:
-            raise UsageError(f"${password_env} is not set", hint="Export the passphrase in that variable.")
-        password = os.environ[password_env].encode()
+    password = password_from_env(password_env)
     signed = sign_update(diff, load_private_key(key, password))
     write_atomic(output, signed, overwrite=False)
     emit(

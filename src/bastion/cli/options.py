@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
@@ -10,6 +11,7 @@ import typer
 
 from bastion import bundled
 from bastion.config import load_settings
+from bastion.errors import UsageError
 from bastion.policy import Organisation
 
 ConfigOpt = Annotated[
@@ -46,3 +48,18 @@ def duration(text: str) -> timedelta:
 def load_organisation(org: Path | None, config: Path | None = None) -> Organisation:
     """``--org`` if given, else the configured/home organisation.toml, else the bundled example."""
     return Organisation.load(org if org is not None else load_settings(config).organisation_file())
+
+
+PasswordEnvOpt = Annotated[
+    str | None,
+    typer.Option("--password-env", help="Name of an environment variable holding the key's passphrase."),
+]
+
+
+def password_from_env(name: str | None) -> bytes | None:
+    """The passphrase held in the environment variable ``name`` (None when no variable is named)."""
+    if name is None:
+        return None
+    if name not in os.environ:
+        raise UsageError(f"${name} is not set", hint="Export the passphrase in that variable.")
+    return os.environ[name].encode()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 
-from bastion.cli.options import JsonOpt, ModelPathArg
+from bastion.cli.options import JsonOpt, ModelPathArg, PasswordEnvOpt, password_from_env
 from bastion.cli.render import emit, err, out
 from bastion.errors import UsageError
 from bastion.hashing import Manifest, manifest_of
@@ -163,19 +162,12 @@ def sign_cmd(
     ] = None,
     algorithm: AlgorithmOpt = Algorithm.sha256,
     shard_size: ShardOpt = None,
-    password_env: Annotated[
-        str | None,
-        typer.Option("--password-env", help="Name of an environment variable holding the key's passphrase."),
-    ] = None,
+    password_env: PasswordEnvOpt = None,
     no_cache: NoCacheOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Sign a model (OpenSSF model-signing format: sigstore bundle, DSSE, in-toto), fully offline."""
-    password = None
-    if password_env is not None:
-        if password_env not in os.environ:
-            raise UsageError(f"${password_env} is not set", hint="Export the passphrase in that variable.")
-        password = os.environ[password_env].encode()
+    password = password_from_env(password_env)
     private_key = load_private_key(key, password)
     chain = load_certificates(cert, "certificate chain") if cert else []
     inside = signature_path_in_model(path, output)

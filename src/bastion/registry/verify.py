@@ -20,7 +20,7 @@ from bastion.hashing import compare, manifest_of
 from bastion.hashing.descriptor import manifest_of_descriptors, sha256_fd
 from bastion.registry.sealed import Observer, SealedModel, seal
 from bastion.registry.store import Admission, AdmittedRef, Registry
-from bastion.signing import verify_bundle
+from bastion.signing import SignedManifest, verify_bundle
 
 #: the file of a model folder whose digest labels its answers (as ``admit.weights_digest`` picks it)
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -82,13 +82,7 @@ def open_admitted(
     (bad signature, or the bytes differ from the signed manifest). ``observe`` is called with
     "opened", "sealed" and "verified" (a seam for tests and progress).
     """
-    admission = registry.get(name)
-    if Path(admission.path) != path.resolve():
-        raise PolicyDenied(
-            f"model {name!r} was admitted from {admission.path}, not {path}",
-            hint="Serve the admitted file, or admit this one.",
-        )
-    signed = verify_bundle(admission.signature, public_key=public_key, source=f"registry entry {name!r}")
+    admission, signed = _signed_admission(registry, name, path, public_key)
     expected = signed.manifest
     root = expected.root_digest()
     _refuse_revoked(registry, name, root)
@@ -125,6 +119,20 @@ def open_admitted(
     return ServedWeights(sealed, digest, AdmittedRef(admission.id, name, digest, root))
 
 
+def _signed_admission(
+    registry: Registry, name: str, path: Path, public_key: ec.EllipticCurvePublicKey
+) -> tuple[Admission, SignedManifest]:
+    """``name``'s active admission, if it is of ``path``, with its signature verified."""
+    admission = registry.get(name)
+    if Path(admission.path) != path.resolve():
+        raise PolicyDenied(
+            f"model {name!r} was admitted from {admission.path}, not {path}",
+            hint="Serve the admitted file, or admit this one.",
+        )
+    signed = verify_bundle(admission.signature, public_key=public_key, source=f"registry entry {name!r}")
+    return admission, signed
+
+
 def _refuse_revoked(registry: Registry, name: str, digest: str) -> None:
     revoked = registry.revocation_of(digest)
     if revoked is not None:
@@ -144,13 +152,7 @@ def verify_for_serving(
     Hashes every file of the model afresh (no digest cache), so an edit that kept size and times is
     caught too.
     """
-    admission = registry.get(name)
-    if Path(admission.path) != path.resolve():
-        raise PolicyDenied(
-            f"model {name!r} was admitted from {admission.path}, not {path}",
-            hint="Serve the admitted file, or admit this one.",
-        )
-    signed = verify_bundle(admission.signature, public_key=public_key, source=f"registry entry {name!r}")
+    admission, signed = _signed_admission(registry, name, path, public_key)
     actual = manifest_of(
         path, hash_type=signed.manifest.hash_type, shard_size=signed.manifest.shard_size,
         ignore_paths=signed.manifest.ignore_paths, use_cache=False,
