@@ -48,6 +48,9 @@ class ServerSettings(_Strict):
     admin_loopback: bool = True
     #: API keys in this group are administrators wherever they call from
     admin_group: str = "bastion-admin"
+    #: gateway processes sharing the port (each loads every model: memory grows with the count); they
+    #: share only the store and the model files, like replicas behind a load balancer
+    workers: int = Field(1, ge=1, le=64)
 
 
 class StoreSettings(_Strict):

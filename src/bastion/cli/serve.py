@@ -18,6 +18,9 @@ def register(app: typer.Typer) -> None:
         config: ConfigOpt = None,
         host: Annotated[str | None, typer.Option(help="Address to listen on (default 127.0.0.1).")] = None,
         port: Annotated[int | None, typer.Option(help="Port to listen on (default 8080).")] = None,
+        workers: Annotated[
+            int | None, typer.Option(help="Gateway processes sharing the port (default 1; server.workers).")
+        ] = None,
     ) -> None:
         """Serve the configured models behind an OpenAI-compatible API (Ctrl-C or SIGTERM to stop)."""
         from bastion.serve import serve
@@ -27,6 +30,8 @@ def register(app: typer.Typer) -> None:
             env["BASTION_SERVER__HOST"] = host
         if port is not None:
             env["BASTION_SERVER__PORT"] = str(port)
+        if workers is not None:
+            env["BASTION_SERVER__WORKERS"] = str(workers)
         import os
 
         serve(load_settings(config, {**os.environ, **env}))

@@ -67,6 +67,7 @@ from bastion.serve.router import Router
 from bastion.serve.schemas import normalise
 from bastion.serve.served import ServedModel, admitted_model_settings, served_models
 from bastion.serve.sse import SSE, watch_disconnect
+from bastion.serve.workers import reload_siblings
 from bastion.withdrawal import Withdrawal, WithdrawalStore
 
 log = logging.getLogger("bastion.serve")
@@ -832,7 +833,10 @@ class Gateway:
         refused = await self.admin_only(request, "POST /admin/reload")
         if refused is not None:
             return refused
-        return Response(orjson.dumps(await self.reload()), media_type=JSON)
+        outcome = await self.reload()
+        # under `serve --workers N` this worker alone got the request: the others reload on SIGHUP
+        outcome["workers_signalled"] = reload_siblings()
+        return Response(orjson.dumps(outcome), media_type=JSON)
 
     async def admin_routes(self, request: Request) -> Response:
         """Each served model's route and state, for administrators and ``bastion drill``."""

@@ -35,6 +35,7 @@ from bastion.serve.limits import HeadLimits, limited_protocol
 from bastion.serve.pidfile import PidFile
 from bastion.serve.preflight import build_authorizer, registry_enforced, require_models, require_public_key
 from bastion.serve.router import Router
+from bastion.serve.workers import supervise
 from bastion.signing import load_public_key
 from bastion.withdrawal import WithdrawalStore
 
@@ -172,21 +173,48 @@ def _serve_locked(settings: Settings) -> None:
     try:
         listener = bind_listener(settings.server.host, settings.server.port)
         try:
-            gateway = build_gateway(settings)
-            server = settings.server
-            config = uvicorn.Config(
-                build_app(gateway),
-                loop="asyncio",  # not uvloop: the egress guard must see every connect (see serve/egress.py)
-                http=limited_protocol(
-                    HeadLimits(server.max_header_bytes, server.max_headers, server.header_timeout_s)
-                ),
-                access_log=server.access_log,
-                log_level="info",
-                timeout_graceful_shutdown=10,
-                lifespan="on",
-            )
-            uvicorn.Server(config).run(sockets=[listener])
+            workers = settings.server.workers
+            if workers == 1:
+                _run_gateway(settings, listener)
+                return
+            _preflight_workers(settings)
+            code = supervise(workers, lambda: _run_gateway(settings, listener))
+            if code:
+                raise SystemExit(code)  # the failing worker has said why
         finally:
             listener.close()
     finally:
         pid_file.release()
+
+
+def _preflight_workers(settings: Settings) -> None:
+    """What would stop every worker, checked once in the parent before forking (nothing loaded yet)."""
+    if settings.quotas.enabled:
+        raise ConfigError(
+            f"server.workers = {settings.server.workers} with quotas on: each worker would hold its own"
+            " limits, so together they could spend several times a budget",
+            hint="Set server.workers = 1 while quotas are on (limits are not yet shared between processes).",
+        )
+    require_models(settings)
+    if settings.audit.enabled:
+        require_audit(settings.audit)
+    require_public_key(settings)
+    build_authorizer(settings)  # the policy parses
+
+
+def _run_gateway(settings: Settings, listener: socket.socket) -> None:
+    """Build the gateway and run it under uvicorn on ``listener`` until stopped."""
+    gateway = build_gateway(settings)
+    server = settings.server
+    config = uvicorn.Config(
+        build_app(gateway),
+        loop="asyncio",  # not uvloop: the egress guard must see every connect (see serve/egress.py)
+        http=limited_protocol(
+            HeadLimits(server.max_header_bytes, server.max_headers, server.header_timeout_s)
+        ),
+        access_log=server.access_log,
+        log_level="info",
+        timeout_graceful_shutdown=10,
+        lifespan="on",
+    )
+    uvicorn.Server(config).run(sockets=[listener])
