@@ -1,0 +1,97 @@
+"""Issue 17: Chinese and other Asian releases checked against primary sources, corrections pinned to them."""
+
+from __future__ import annotations
+
+from bastion.catalog import load_catalog
+
+#: rows brought to ``verified = true`` from the developers' own READMEs, LICENSEs and reports
+VERIFIED = [
+    "Qwen3.5-397B-A17B",
+    "Qwen3.5-122B-A10B",
+    "Qwen3.5-35B-A3B",
+    "Qwen3.5-27B",
+    "Qwen3-Next-80B-A3B-Instruct",
+    "Qwen3-Next-80B-A3B-Thinking",
+    "Qwen3-Coder-480B-A35B-Instruct",
+    "Qwen3-235B-A22B-Instruct-2507",
+    "DeepSeek-R1-Distill-Llama-8B",
+    "DeepSeek-R1-Distill-Llama-70B",
+    "DeepSeek-V3.2-Exp",
+    "GLM-4.5",
+    "GLM-4.5-Air",
+    "Yi-34B",
+    "Yi-1.5-34B-Chat",
+    "InternLM3-8B-Instruct",
+    "InternLM2.5-7B-Chat",
+    "Intern-S1",
+    "Intern-S2-Preview",
+]
+
+
+def test_the_rows_checked_against_primary_sources_are_verified_with_evidence() -> None:
+    cat = load_catalog()
+    for name in VERIFIED:
+        e = cat.get(name)
+        assert e.verified and e.uncited_facts() == (), name
+        assert e.evidence and "read 2026-11-30" in e.evidence, name
+
+
+def test_r1_distill_llama_rows_need_metas_notice_and_state_no_context() -> None:
+    # meta-llama/llama-models models/llama3_1/LICENSE §1.b.i "provide a copy of this Agreement",
+    # §1.b.iii attribution notice "within a 'Notice' text file"; the DeepSeek-R1 README states no
+    # context length for the distilled models (131072 was read from a config, not a source).
+    cat = load_catalog()
+    for name in ["DeepSeek-R1-Distill-Llama-8B", "DeepSeek-R1-Distill-Llama-70B"]:
+        e = cat.get(name)
+        assert "notice_required" in e.license_flags and e.context is None
+        assert any("llama-models" in c.url and "license_flags" in c.facts for c in e.citations)
+
+
+def test_internlm25_weights_are_apache_since_january_2025() -> None:
+    # github InternLM/InternLM commit f9a1f26 (2025-01-15): "Code and model weights are licensed under
+    # Apache-2.0." replaced the application form for commercial use.
+    e = load_catalog().get("InternLM2.5-7B-Chat")
+    assert (e.license, e.license_flags) == ("Apache-2.0", ())
+
+
+def test_contexts_no_primary_source_states_are_left_unset() -> None:
+    # Qwen3.5 README (serving commands) states 262144 for the 35B and 397B only; the Qwen3-Next,
+    # Yi-1.5 and InternLM3 sources read state none.
+    cat = load_catalog()
+    for name in [
+        "Qwen3-Next-80B-A3B-Instruct",
+        "Qwen3-Next-80B-A3B-Thinking",
+        "Yi-1.5-34B-Chat",
+        "InternLM3-8B-Instruct",
+    ]:
+        assert cat.get(name).context is None, name
+    assert cat.get("Qwen3.5-35B-A3B").context == 262144
+
+
+def test_chinese_bases_under_other_chinese_labels_reach_the_lineage() -> None:
+    # Intern-S1 README: "Built upon a 235B MoE language model (Qwen3)"; Intern-S2-Preview: "continued
+    # pretrained from Qwen3.5"; Yi-1.5 README: "continuously pre-trained on Yi".
+    cat = load_catalog()
+    assert [e.name for e in cat.ancestry("Intern-S1").chain] == ["Intern-S1", "Qwen3-235B-A22B"]
+    assert [e.name for e in cat.ancestry("Intern-S2-Preview").chain] == [
+        "Intern-S2-Preview",
+        "Qwen3.5-35B-A3B",
+    ]
+    assert cat.get("Yi-1.5-34B-Chat").base_model == "Yi-34B"
+    assert cat.ancestry("Intern-S1").licenses == ("Apache-2.0",)
+
+
+def test_minimax_m1_continued_pretraining_is_cited_from_the_report_itself() -> None:
+    # MiniMax_M1_tech_report.pdf §2.1 in github MiniMax-AI/MiniMax-M1 (previously a third-party summary).
+    e = load_catalog().get("MiniMax-M1-80k")
+    assert any("tech_report" in c.url and "7.5T" in c.quote for c in e.citations)
+
+
+def test_rows_missing_one_primary_fact_stay_unverified_and_say_which() -> None:
+    # GLM-4.6+: the READMEs state MIT only for GLM-4.5/4.5-Air; MiniMax: its own licence names Singapore
+    # law, no primary source read names the headquarters; Kimi: no primary source read names a country.
+    cat = load_catalog()
+    for name, missing in [("GLM-4.6", "license"), ("MiniMax-M2", "country"), ("Kimi-K2-Instruct", "country")]:
+        e = cat.get(name)
+        assert not e.verified, name
+        assert missing in e.uncited_facts(), name
