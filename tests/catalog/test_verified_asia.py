@@ -21,8 +21,10 @@ VERIFIED = [
     "GLM-4.5-Air",
     "Yi-34B",
     "Yi-1.5-34B-Chat",
+    "Yi-Coder-9B-Chat",
     "InternLM3-8B-Instruct",
     "InternLM2.5-7B-Chat",
+    "InternLM2.5-20B-Chat",
     "Intern-S1",
     "Intern-S2-Preview",
 ]
