@@ -19,6 +19,8 @@ VERIFIED = [
     "DeepSeek-V3.2-Exp",
     "GLM-4.5",
     "GLM-4.5-Air",
+    "GLM-4.6",
+    "GLM-4.7",
     "Yi-34B",
     "Yi-1.5-34B-Chat",
     "Yi-Coder-9B-Chat",
@@ -90,10 +92,19 @@ def test_minimax_m1_continued_pretraining_is_cited_from_the_report_itself() -> N
 
 
 def test_rows_missing_one_primary_fact_stay_unverified_and_say_which() -> None:
-    # GLM-4.6+: the READMEs state MIT only for GLM-4.5/4.5-Air; MiniMax: its own licence names Singapore
+    # GLM-5: no zai-org card stating its weights licence could be read; MiniMax: its own licence names Singapore
     # law, no primary source read names the headquarters; Kimi: no primary source read names a country.
     cat = load_catalog()
-    for name, missing in [("GLM-4.6", "license"), ("MiniMax-M2", "country"), ("Kimi-K2-Instruct", "country")]:
+    for name, missing in [("GLM-5", "license"), ("MiniMax-M2", "country"), ("Kimi-K2-Instruct", "country")]:
         e = cat.get(name)
         assert not e.verified, name
         assert missing in e.uncited_facts(), name
+
+
+def test_deepseek_v32_is_a_fine_tune_of_the_v32_exp_base_not_continued_pretraining_of_v31() -> None:
+    # Hugging Face deepseek-ai/DeepSeek-V3.2 README front matter: "base_model: deepseek-ai/DeepSeek-V3.2-Exp-Base",
+    # "base_model_relation: finetune" (V3.2-Exp-Base is not catalogued; its sibling V3.2-Exp stands in).
+    cat = load_catalog()
+    e = cat.get("DeepSeek-V3.2")
+    assert (e.base_model, e.relation) == ("DeepSeek-V3.2-Exp", "fine-tune")
+    assert [a.name for a in cat.ancestry("DeepSeek-V3.2").chain][:3] == ["DeepSeek-V3.2", "DeepSeek-V3.2-Exp", "DeepSeek-V3.1"]
