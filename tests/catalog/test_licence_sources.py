@@ -1,0 +1,84 @@
+"""Licence facts corrected while verifying issue 17's non-Chinese rows, each pinned to the text it was read from."""
+
+from __future__ import annotations
+
+from bastion.admission import Facts
+from bastion.admission.attributes import catalog_attributes
+from bastion.catalog import load_catalog
+
+
+def test_exaone_4_licence_carries_its_naming_notice_and_compete_clauses() -> None:
+    # github LG-AI-EXAONE/EXAONE-4.0 LICENSE ("EXAONE AI Model License Agreement 1.2 - NC"): §2.1c a modified
+    # Model "must include "EXAONE" at the beginning of its name"; §2.1d distribute "with a copy of this
+    # Agreement"; §3.1 no commercial use and no use "to develop or improve any models that compete".
+    cat = load_catalog()
+    for name in ("EXAONE 4.0 1.2B", "EXAONE 4.0 32B"):
+        e = cat.get(name)
+        assert e.license == "EXAONE AI Model License Agreement 1.2 - NC"
+        assert {"non_commercial", "no_competing_models", "naming_requirement", "notice_required"} <= set(
+            e.license_flags
+        )
+        assert e.verified and any("§2.1c" in c.quote and c.url.endswith("/LICENSE") for c in e.citations)
+    # transformers docs/source/en/model_doc/exaone4.md: "| Max sequence length | 131,072 | 65,536 |"
+    assert (cat.get("EXAONE 4.0 32B").context, cat.get("EXAONE 4.0 1.2B").context) == (131072, 65536)
+
+
+def test_gemma_3_terms_require_a_notice_file_and_flow_down() -> None:
+    # Gemma Terms of Use §3.1: use restrictions as "an enforceable provision in any agreement"; "All
+    # Distributions ... must be accompanied by a "Notice" text file". Gemma 4 moved to Apache-2.0.
+    cat = load_catalog()
+    for name in ("Gemma 3 270M", "Gemma 3 270M IT"):
+        e = cat.get(name)
+        assert {"notice_required", "use_restrictions_flow_down", "acceptable_use_policy"} <= set(
+            e.license_flags
+        )
+        assert e.verified
+    for name in ("Gemma 4 31B", "Gemma 4 26B A4B"):
+        e = cat.get(name)
+        assert (e.license, e.license_flags) == ("Apache-2.0", ())
+    assert cat.get("Gemma 4 26B A4B").active_params_b == 3.8
+
+
+def test_nvidia_open_model_license_requires_a_notice_file() -> None:
+    # NVIDIA Open Model License §3.1: "include the following attribution notice within a "Notice" text
+    # file"; §10 Delaware law, Santa Clara County courts (hence country US).
+    cat = load_catalog()
+    for name in ("NVIDIA-Nemotron-Nano-9B-v2", "Llama-3.3-Nemotron-Super-49B-v1"):
+        e = cat.get(name)
+        assert "notice_required" in e.license_flags and e.verified
+        assert any("§10" in c.quote for c in e.citations if "country" in c.facts)
+
+
+def test_nemotron_super_sees_the_llama_terms_along_its_lineage() -> None:
+    # Card: "a derivative of Meta Llama-3.3-70B-Instruct"; "Additional Information: Llama 3.3 Community
+    # License Agreement. Built with Llama." The Llama 3.3 licence reaches Cedar through the lineage.
+    attrs = catalog_attributes("Llama-3.3-Nemotron-Super-49B-v1", load_catalog(), Facts("unknown"))
+    assert "Llama 3.3 Community License" in attrs.lineage_licenses
+    assert {"mau_cap_700m", "naming_requirement"} <= set(attrs.license_flags)
+
+
+def test_gated_terms_on_apache_models_are_flagged() -> None:
+    # Apertus card: gated "Apertus LLM Acceptable Use Policy (1.0 | September 1, 2025)"; K2-Think card:
+    # "By downloading, using, or interacting with this model, you ... agree to ... Prohibited Uses".
+    cat = load_catalog()
+    for name in ("Apertus-70B-Instruct-2509", "Apertus-8B-Instruct-2509", "K2-Think"):
+        e = cat.get(name)
+        assert e.license == "Apache-2.0" and "acceptable_use_policy" in e.license_flags and e.verified
+
+
+def test_contexts_no_primary_source_states_are_not_recorded() -> None:
+    # gpt-oss-safeguard README/card and the K2-Think card state no context length; the 131072 recorded
+    # from memory was removed rather than guessed.
+    cat = load_catalog()
+    for name in ("gpt-oss-safeguard-120b", "gpt-oss-safeguard-20b", "K2-Think"):
+        e = cat.get(name)
+        assert e.context is None and e.verified
+    assert cat.get("gpt-oss-safeguard-20b").base_model == "gpt-oss-20b"
+
+
+def test_command_a_reasoning_is_non_commercial_under_cohere_terms() -> None:
+    # Card: "License: CC-BY-NC, requires also adhering to Cohere Lab's Acceptable Use Policy";
+    # cohere.com/saas-agreement: principal place of business 171 John Street, Toronto.
+    e = load_catalog().get("Command A Reasoning (08-2025)")
+    assert (e.license, e.country, e.params_b) == ("CC-BY-NC", "CA", 111.0)
+    assert {"non_commercial", "acceptable_use_policy"} <= set(e.license_flags)
