@@ -67,10 +67,10 @@ def test_gated_terms_on_apache_models_are_flagged() -> None:
 
 
 def test_contexts_no_primary_source_states_are_not_recorded() -> None:
-    # gpt-oss-safeguard README/card and the K2-Think card state no context length; the 131072 recorded
-    # from memory was removed rather than guessed.
+    # gpt-oss-safeguard README/card, the K2-Think card and the Olmo 3 7B Instruct card state no context
+    # length; the values recorded from memory (or from a base model's card) were removed, not guessed.
     cat = load_catalog()
-    for name in ("gpt-oss-safeguard-120b", "gpt-oss-safeguard-20b", "K2-Think"):
+    for name in ("gpt-oss-safeguard-120b", "gpt-oss-safeguard-20b", "K2-Think", "Olmo 3 7B Instruct"):
         e = cat.get(name)
         assert e.context is None and e.verified
     assert cat.get("gpt-oss-safeguard-20b").base_model == "gpt-oss-20b"
@@ -82,3 +82,16 @@ def test_command_a_reasoning_is_non_commercial_under_cohere_terms() -> None:
     e = load_catalog().get("Command A Reasoning (08-2025)")
     assert (e.license, e.country, e.params_b) == ("CC-BY-NC", "CA", 111.0)
     assert {"non_commercial", "acceptable_use_policy"} <= set(e.license_flags)
+
+
+def test_nemotron_3_rows_name_the_nemotron_licence_and_stay_unverified_without_its_text() -> None:
+    # Cards: "Governing Terms: Use of this model is governed by the NVIDIA Nemotron Open Model License";
+    # Super: "Total Parameters | 120B (12B active)", "Release Date | March 11, 2026". The Nemotron licence
+    # text was not readable offline, so neither row may claim its flags are known.
+    cat = load_catalog()
+    for name in ("NVIDIA Nemotron 3 Nano 30B-A3B", "NVIDIA Nemotron 3 Super 120B-A12B"):
+        e = cat.get(name)
+        assert e.license == "NVIDIA Nemotron Open Model License"
+        assert not e.verified and "license_flags" in e.uncited_facts()
+    super_ = cat.get("NVIDIA Nemotron 3 Super 120B-A12B")
+    assert (super_.params_b, super_.active_params_b, super_.released) == (120.0, 12.0, "2026-03")
