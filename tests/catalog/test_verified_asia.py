@@ -29,6 +29,12 @@ VERIFIED = [
     "InternLM2.5-20B-Chat",
     "Intern-S1",
     "Intern-S2-Preview",
+    "Kimi-K2-Base",
+    "Kimi-K2-Instruct",
+    "Kimi-K2.5",
+    "MiniMax-M1-80k",
+    "MiniMax-M2",
+    "LongCat-Flash-Chat",
 ]
 
 
@@ -92,13 +98,32 @@ def test_minimax_m1_continued_pretraining_is_cited_from_the_report_itself() -> N
 
 
 def test_rows_missing_one_primary_fact_stay_unverified_and_say_which() -> None:
-    # GLM-5: no zai-org card stating its weights licence could be read; MiniMax: its own licence names Singapore
-    # law, no primary source read names the headquarters; Kimi: no primary source read names a country.
+    # GLM-5: no zai-org card stating its weights licence could be read; StepFun and ByteDance: no primary source
+    # read (repository, terms on an https page, filing) names where the developer is headquartered.
     cat = load_catalog()
-    for name, missing in [("GLM-5", "license"), ("MiniMax-M2", "country"), ("Kimi-K2-Instruct", "country")]:
+    for name, missing in [("GLM-5", "license"), ("Step3", "country"), ("Seed-OSS-36B-Instruct", "country")]:
         e = cat.get(name)
         assert not e.verified, name
         assert missing in e.uncited_facts(), name
+
+
+def test_headquarters_come_from_the_developers_own_documents_and_the_licensing_entity_is_noted() -> None:
+    # Moonshot: Kimi Help Center (github MoonshotAI/kimi-help-center) names Beijing Moonshot AI Technology Co., Ltd.
+    # as the API's invoicing entity, while the English platform terms contract with Moonshot AI PTE. LTD.
+    # (Singapore). MiniMax: the M1 repository's documented system prompt names 上海稀宇科技有限公司; its model
+    # licence for MiniMax-Text-01 is under Singapore law. Meituan: its HKEX interim report's head office is Beijing.
+    cat = load_catalog()
+    expected = {
+        "Kimi-K2-Instruct": ("kimi-help-center", "Beijing Moonshot AI Technology Co., Ltd.", "Singapore"),
+        "MiniMax-M2": ("MiniMax-M1", "上海稀宇科技有限公司", "Singapore"),
+        "LongCat-Flash-Chat": ("Meituan", "Beijing 100102", "Cayman"),
+    }
+    for name, (where, words, licensing) in expected.items():
+        e = cat.get(name)
+        assert (e.country, e.developed_in) == ("CN", None), name
+        (cite,) = [c for c in e.citations if "country" in c.facts]
+        assert where in cite.url and words in cite.quote, name
+        assert e.note and licensing in e.note, name
 
 
 def test_deepseek_v32_is_a_fine_tune_of_the_v32_exp_base_not_continued_pretraining_of_v31() -> None:
