@@ -21,6 +21,8 @@ VERIFIED = [
     "GLM-4.5-Air",
     "GLM-4.6",
     "GLM-4.7",
+    "GLM-4.7-Flash",
+    "GLM-5",
     "Yi-34B",
     "Yi-1.5-34B-Chat",
     "Yi-Coder-9B-Chat",
@@ -98,10 +100,16 @@ def test_minimax_m1_continued_pretraining_is_cited_from_the_report_itself() -> N
 
 
 def test_rows_missing_one_primary_fact_stay_unverified_and_say_which() -> None:
-    # GLM-5: no zai-org card stating its weights licence could be read; StepFun and ByteDance: no primary source
-    # read (repository, terms on an https page, filing) names where the developer is headquartered.
+    # GLM-5.1: no zai-org card stating its weights licence could be read; MiMo-V2-Flash: the weights repository's
+    # LICENSE was not read (GitHub repo: Apache-2.0, third-party card copies: MIT); StepFun and ByteDance: no
+    # primary source read (repository, terms on an https page, filing) names where the developer is headquartered.
     cat = load_catalog()
-    for name, missing in [("GLM-5", "license"), ("Step3", "country"), ("Seed-OSS-36B-Instruct", "country")]:
+    for name, missing in [
+        ("GLM-5.1", "license"),
+        ("MiMo-V2-Flash", "license"),
+        ("Step3", "country"),
+        ("Seed-OSS-36B-Instruct", "country"),
+    ]:
         e = cat.get(name)
         assert not e.verified, name
         assert missing in e.uncited_facts(), name
@@ -133,3 +141,14 @@ def test_deepseek_v32_is_a_fine_tune_of_the_v32_exp_base_not_continued_pretraini
     e = cat.get("DeepSeek-V3.2")
     assert (e.base_model, e.relation) == ("DeepSeek-V3.2-Exp", "fine-tune")
     assert [a.name for a in cat.ancestry("DeepSeek-V3.2").chain][:3] == ["DeepSeek-V3.2", "DeepSeek-V3.2-Exp", "DeepSeek-V3.1"]
+
+
+def test_glm_weights_licences_come_from_zai_orgs_own_cards_not_from_copies() -> None:
+    # Hugging Face zai-org/GLM-4.7-Flash (main) and zai-org/GLM-5 README front matter "license: mit", each line
+    # blamed to the card's own first commit; the GitHub repositories' LICENSE (Apache-2.0) covers code only.
+    cat = load_catalog()
+    for name in ["GLM-4.7-Flash", "GLM-5"]:
+        e = cat.get(name)
+        (cite,) = [c for c in e.citations if "license" in c.facts]
+        assert cite.url.startswith(f"https://huggingface.co/zai-org/{name}/") and "license: mit" in cite.quote
+        assert (e.license, e.license_flags) == ("MIT", ())
