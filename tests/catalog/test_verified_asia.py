@@ -152,3 +152,17 @@ def test_glm_weights_licences_come_from_zai_orgs_own_cards_not_from_copies() -> 
         (cite,) = [c for c in e.citations if "license" in c.facts]
         assert cite.url.startswith(f"https://huggingface.co/zai-org/{name}/") and "license: mit" in cite.quote
         assert (e.license, e.license_flags) == ("MIT", ())
+
+
+def test_minimax_m2_1_and_m2_5_licences_are_read_from_their_own_repositories() -> None:
+    # github MiniMax-AI/MiniMax-M2.1 LICENSE: Modified MIT, display "MiniMax M2.1" in any commercial product;
+    # MiniMax-AI/MiniMax-M2.5 LICENSE-MODEL (added 2026-03-06): MiniMax Model License, Notice file, copy of the
+    # Agreement with derivatives, Prohibited Uses Policy, Singapore law. Both were recorded as plain MIT.
+    cat = load_catalog()
+    m21, m25 = cat.get("MiniMax-M2.1"), cat.get("MiniMax-M2.5")
+    assert (m21.license, m21.license_flags) == ("Modified MIT", ("attribution_required",))
+    assert m25.license == "MiniMax Model License"
+    assert set(m25.license_flags) == {"acceptable_use_policy", "notice_required", "use_restrictions_flow_down"}
+    assert any(c.url.endswith("MiniMax-M2.5/blob/main/LICENSE-MODEL") for c in m25.citations)
+    for e in (m21, m25):
+        assert not e.verified and set(e.uncited_facts()) == {"params_b", "active_params_b"}, e.name
