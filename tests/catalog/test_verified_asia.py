@@ -154,11 +154,15 @@ def test_glm_weights_licences_come_from_zai_orgs_own_cards_not_from_copies() -> 
         assert (e.license, e.license_flags) == ("MIT", ())
 
 
-def test_minimax_m2_1_and_m2_5_licences_are_read_from_their_own_repositories() -> None:
+def test_minimax_m2_licences_are_read_from_their_own_repositories() -> None:
     # github MiniMax-AI/MiniMax-M2.1 LICENSE: Modified MIT, display "MiniMax M2.1" in any commercial product;
     # MiniMax-AI/MiniMax-M2.5 LICENSE-MODEL (added 2026-03-06): MiniMax Model License, Notice file, copy of the
-    # Agreement with derivatives, Prohibited Uses Policy, Singapore law. Both were recorded as plain MIT.
+    # Agreement with derivatives, Prohibited Uses Policy, Singapore law. MiniMax-M2's LICENSE became a Modified MIT
+    # on 2025-11-13 (commit 8bbd67e: above 100M MAU or US$30M ARR, display "MiniMax M2"). All three were plain MIT.
     cat = load_catalog()
+    m2 = cat.get("MiniMax-M2")
+    assert (m2.license, m2.license_flags) == ("Modified MIT", ("attribution_required", "mau_cap_100m"))
+    assert m2.verified and any("100 million monthly active users" in c.quote for c in m2.citations)
     m21, m25 = cat.get("MiniMax-M2.1"), cat.get("MiniMax-M2.5")
     assert (m21.license, m21.license_flags) == ("Modified MIT", ("attribution_required",))
     assert m25.license == "MiniMax Model License"
