@@ -95,3 +95,22 @@ def test_nemotron_3_rows_name_the_nemotron_licence_and_stay_unverified_without_i
         assert not e.verified and "license_flags" in e.uncited_facts()
     super_ = cat.get("NVIDIA Nemotron 3 Super 120B-A12B")
     assert (super_.params_b, super_.active_params_b, super_.released) == (120.0, 12.0, "2026-03")
+
+
+def test_trinity_large_preview_context_comes_from_the_card_not_a_hosted_endpoint() -> None:
+    # huggingface.co/arcee-ai/Trinity-Large-Preview: "Context length after extension | 512k";
+    # docs.arcee.ai: "support for 512K inference (hosted at 128k)". The hosted 128k/131K is not the model's.
+    e = load_catalog().get("Trinity-Large-Preview")
+    assert e.context == 512 * 1024
+    assert any("512k" in c.quote and "context" in c.facts for c in e.citations)
+    assert not e.verified  # licence (Apache-2.0 vs later OpenMDW-1.1), release month and seat still uncited
+    assert {"license", "license_flags", "country"} <= set(e.uncited_facts())
+
+
+def test_jamba_flags_stay_unknown_until_the_licence_text_is_read() -> None:
+    # The Jamba Open Model License clauses were not found in any stored source (see the row's note); an
+    # empty flag list there means "unknown", so the row may not claim verification.
+    for name in ("Jamba 1.5 Mini", "Jamba 1.5 Large"):
+        e = load_catalog().get(name)
+        assert e.license == "Jamba Open Model License"
+        assert not e.verified and "license_flags" in e.uncited_facts()
