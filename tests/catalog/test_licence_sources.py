@@ -114,3 +114,11 @@ def test_jamba_flags_stay_unknown_until_the_licence_text_is_read() -> None:
         e = load_catalog().get(name)
         assert e.license == "Jamba Open Model License"
         assert not e.verified and "license_flags" in e.uncited_facts()
+
+
+def test_smollm3_is_verified_on_its_headquarters_without_guessing_where_it_was_built() -> None:
+    # huggingface.co/terms-of-service: "Hugging Face, Inc. a Delaware corporation"; no primary source says
+    # where SmolLM3 was built (the team's Paris office is hearsay), so developed_in stays unset.
+    e = load_catalog().get("SmolLM3-3B")
+    assert e.verified and (e.country, e.developed_in, e.made_in) == ("US", None, "US")
+    assert any("Delaware corporation" in c.quote for c in e.citations if "country" in c.facts)
