@@ -122,3 +122,11 @@ def test_smollm3_is_verified_on_its_headquarters_without_guessing_where_it_was_b
     e = load_catalog().get("SmolLM3-3B")
     assert e.verified and (e.country, e.developed_in, e.made_in) == ("US", None, "US")
     assert any("Delaware corporation" in c.quote for c in e.citations if "country" in c.facts)
+
+
+def test_command_a_is_verified_from_its_card_with_the_256k_context_in_binary_k() -> None:
+    # Card: "Model Size: 111 billion parameters", "Context length: 256K" (configured in HF for 128K),
+    # "License: CC-BY-NC , requires also adhering to Cohere Lab's Acceptable Use Policy".
+    e = load_catalog().get("Command A (c4ai-command-a-03-2025)")
+    assert e.verified and (e.params_b, e.context, e.license) == (111.0, 262144, "CC-BY-NC")
+    assert {"non_commercial", "acceptable_use_policy"} <= set(e.license_flags)
