@@ -130,3 +130,16 @@ def test_command_a_is_verified_from_its_card_with_the_256k_context_in_binary_k()
     e = load_catalog().get("Command A (c4ai-command-a-03-2025)")
     assert e.verified and (e.params_b, e.context, e.license) == (111.0, 262144, "CC-BY-NC")
     assert {"non_commercial", "acceptable_use_policy"} <= set(e.license_flags)
+
+
+def test_mistral_large_3_sizes_are_reconciled_by_the_card_and_the_instruct_row_is_verified() -> None:
+    # Instruct card: "41B active parameters and 675B total parameters"; "A Granular MoE Language Model with
+    # 673B params and 39B active" + "A 2.5B Vision Encoder"; "license: apache-2.0"; base_model the Base.
+    # mistral.ai/terms: registered offices at 15 rue des Halles, 75001 Paris.
+    cat = load_catalog()
+    e = cat.get("Mistral Large 3 675B Instruct (2512)")
+    assert e.verified and (e.params_b, e.active_params_b, e.context) == (675.0, 41.0, 262144)
+    assert (e.license, e.license_flags, e.base_model) == ("Apache-2.0", (), "Mistral Large 3 (2512)")
+    base = cat.get("Mistral Large 3 (2512)")
+    assert not base.verified and "license" in base.uncited_facts()  # the Base card itself was not read
+    assert all(c.url == "https://mistral.ai/terms" for c in base.citations if "country" in c.facts)
