@@ -3,8 +3,9 @@
 #   make test   set everything up, run the whole test suite (ruff, mypy, pytest)
 VENV ?= .venv
 # Debian packages the tests need (installed by scripts/bootstrap.sh when missing).
-# chromium: the eval report is checked in a real headless browser.
-APT_PACKAGES ?= iproute2 util-linux chromium
+# chromium: the eval report is checked in a real headless browser; nginx and systemd (systemd-analyze):
+# the reference deployment in deploy/ is tested with them.
+APT_PACKAGES ?= iproute2 util-linux chromium nginx systemd
 PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 export PYTHONDONTWRITEBYTECODE := 1

@@ -86,11 +86,16 @@ def admit_all(home: Path, models: dict[str, str], policy: str = "permissive") ->
 
 @contextlib.contextmanager
 def serving(
-    home: Path, config_body: str, admit: dict[str, str] | None = None, server: str = ""
+    home: Path,
+    config_body: str,
+    admit: dict[str, str] | None = None,
+    server: str = "",
+    launcher: list[str] | None = None,
 ) -> Iterator[str]:
     """Run ``bastion serve`` on a free port with ``config_body`` (plus [server] port and [store] path).
 
-    ``server`` holds extra lines for the [server] table.
+    ``server`` holds extra lines for the [server] table; ``launcher`` replaces the Python interpreter
+    that runs ``-m bastion.cli.main serve`` (a wrapper that sandboxes it first).
     The home gets an initialised audit log and, signed by a new organisation key, the ``admit``
     models (name -> path). Yields the base URL; stops the gateway on exit.
     """
@@ -105,7 +110,8 @@ def serving(
     admit_all(home, admit or {})
     log = home / "serve.log"
     with log.open("wb") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "bastion.cli.main", "serve", "--config", str(config)],
+        proc = subprocess.Popen([*(launcher or [sys.executable]), "-m", "bastion.cli.main", "serve", "--config",
+                                 str(config)],
                                 stdout=fh, stderr=fh, env=env)
     base = f"http://127.0.0.1:{port}"
     try:

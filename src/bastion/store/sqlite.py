@@ -46,6 +46,13 @@ class Migrations:
             # One explicit transaction per migration (DDL included): all of it or none of it.
             conn.execute("BEGIN IMMEDIATE")
             try:
+                # Asked again under the write lock: another process opening the same database (replicas,
+                # `serve --workers`) may have applied it since the read above.
+                if conn.execute(
+                    "SELECT 1 FROM _migrations WHERE component = ? AND name = ?", (self.component, name)
+                ).fetchone():
+                    conn.rollback()
+                    continue
                 fn(conn)
                 conn.execute(
                     "INSERT INTO _migrations (component, name) VALUES (?, ?)", (self.component, name)
