@@ -102,12 +102,11 @@ QUOTAS = ("[quotas]\nenabled = true\n[quotas.key]\nrpm = 100000000\ntpm = 100000
           "budget_tokens = 100000000000\n[quotas.organisation]\nrpm = 100000000\n")
 
 
-def start_bastion(
-    tmp: Path, upstream: int, audit: bool, quotas: bool = False, extra: str = "", tag: str = ""
-) -> tuple[subprocess.Popen[bytes], int, str]:
+def configure_bastion(
+    home: Path, upstream: int, audit: bool, quotas: bool = False, extra: str = ""
+) -> tuple[Path, str, int]:
+    """A gateway home proxying model "mock" to ``upstream``: config, audit log, one key; (config, key, port)."""
     port = free_port()
-    home = tmp / (f"bastion-home-{tag}" if tag else
-                  f"bastion-home-{'audit' if audit else 'noaudit'}{'-quotas' if quotas else ''}")
     home.mkdir()
     cfg = home / "bastion.toml"
     cfg.write_text(
@@ -125,10 +124,19 @@ def start_bastion(
          "--config", str(cfg)],
         env=env, capture_output=True, text=True, check=True,
     )
-    key = json.loads(out.stdout)["key"]
+    return cfg, json.loads(out.stdout)["key"], port
+
+
+def start_bastion(
+    tmp: Path, upstream: int, audit: bool, quotas: bool = False, extra: str = "", tag: str = ""
+) -> tuple[subprocess.Popen[bytes], int, str]:
+    home = tmp / (f"bastion-home-{tag}" if tag else
+                  f"bastion-home-{'audit' if audit else 'noaudit'}{'-quotas' if quotas else ''}")
+    cfg, key, port = configure_bastion(home, upstream, audit, quotas, extra)
     proc = subprocess.Popen(
         [sys.executable, "-m", "bastion.cli.main", "serve", "--config", str(cfg)],
-        env=env, stdout=(home / "bastion.log").open("wb"), stderr=subprocess.STDOUT,
+        env={**os.environ, "BASTION_HOME": str(home)}, stdout=(home / "bastion.log").open("wb"),
+        stderr=subprocess.STDOUT,
     )
     wait(f"http://127.0.0.1:{port}/healthz")
     return proc, port, key

@@ -129,18 +129,11 @@ class Quotas:
             return
         charged = tokens_in + tokens_out if reported else max(held.reservation.tokens, tokens_in + tokens_out)
         self.limiter.settle(held.reservation, charged)
-        now = datetime.now(UTC)
-        await asyncio.to_thread(
-            self.store.record,
-            held.reservation.scopes,
-            self._period,
-            now.date().isoformat(),
-            held.key_id,
-            model,
-            tokens_in,
-            tokens_out,
-            charged,
-        )
+        row = (held.reservation.scopes, self._period, datetime.now(UTC).date().isoformat(), held.key_id,
+               model, tokens_in, tokens_out, charged)
+        # Durable before the response either way; in a thread only when the database is busy.
+        if not self.store.try_record(*row):
+            await asyncio.to_thread(self.store.record, *row)
 
     def headers(self, key_id: str, groups: tuple[str, ...]) -> dict[str, str]:
         """``x-ratelimit-*`` headers for a response to this key."""

@@ -60,9 +60,14 @@ class UsageStore:
 
     def __init__(self, path: Path) -> None:
         self._conn = open_database(path, migrations)
+        # A second connection that never waits for SQLite's write lock, for :meth:`try_record` on the
+        # event loop: a write there must not stall every request while another process holds the lock.
+        self._nowait = open_database(path, migrations)
+        self._nowait.execute("PRAGMA busy_timeout = 0")
         self._lock = threading.Lock()
 
     def close(self) -> None:
+        self._nowait.close()
         self._conn.close()
 
     def budget_used(self, scope: str, period: str) -> int:
@@ -81,19 +86,30 @@ class UsageStore:
 
         ``charged``: what the budgets are charged, when not ``tokens_in + tokens_out`` (unknown usage).
         """
-        tokens = tokens_in + tokens_out if charged is None else charged
-        with self._lock, self._conn:
-            self._conn.executemany(
-                "INSERT INTO budget_usage (scope, period, tokens) VALUES (?, ?, ?)"
-                " ON CONFLICT (scope, period) DO UPDATE SET tokens = tokens + excluded.tokens",
-                [(scope, period, tokens) for scope in scopes],
-            )
-            self._conn.execute(
-                "INSERT INTO daily_usage VALUES (?, ?, ?, 1, ?, ?) ON CONFLICT (day, key_id, model) DO UPDATE"
-                " SET requests = requests + 1, tokens_in = tokens_in + excluded.tokens_in,"
-                " tokens_out = tokens_out + excluded.tokens_out",
-                (day, key_id, model, tokens_in, tokens_out),
-            )
+        with self._lock:
+            _write(self._conn, scopes, period, day, key_id, model, tokens_in, tokens_out, charged)
+
+    def try_record(
+        self, scopes: tuple[str, ...], period: str, day: str, key_id: str, model: str, tokens_in: int,
+        tokens_out: int, charged: int | None = None,
+    ) -> bool:
+        """:meth:`record` without waiting: False (nothing written) when the store or the database is busy.
+
+        The gateway settles on its event loop with this (one short transaction, no fsync in WAL mode
+        with ``synchronous=NORMAL``), and only when it returns False hands :meth:`record` to a thread:
+        the thread hop cost more than the write itself (bench/README.md, "Gateway overhead").
+        """
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            _write(self._nowait, scopes, period, day, key_id, model, tokens_in, tokens_out, charged)
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                return False  # rolled back by the connection's context manager: nothing was written
+            raise
+        finally:
+            self._lock.release()
+        return True
 
     def daily(self, since: str | None = None) -> list[UsageRow]:
         """Daily usage rows from ``since`` (an ISO date) on, oldest first."""
@@ -104,3 +120,23 @@ class UsageStore:
                 (since or "",),
             ).fetchall()
         return [UsageRow(*r) for r in rows]
+
+
+def _write(
+    conn: sqlite3.Connection, scopes: tuple[str, ...], period: str, day: str, key_id: str, model: str,
+    tokens_in: int, tokens_out: int, charged: int | None,
+) -> None:
+    """One settled request: its scopes' budget counters and the key's daily usage, in one transaction."""
+    tokens = tokens_in + tokens_out if charged is None else charged
+    with conn:
+        conn.executemany(
+            "INSERT INTO budget_usage (scope, period, tokens) VALUES (?, ?, ?)"
+            " ON CONFLICT (scope, period) DO UPDATE SET tokens = tokens + excluded.tokens",
+            [(scope, period, tokens) for scope in scopes],
+        )
+        conn.execute(
+            "INSERT INTO daily_usage VALUES (?, ?, ?, 1, ?, ?) ON CONFLICT (day, key_id, model) DO UPDATE"
+            " SET requests = requests + 1, tokens_in = tokens_in + excluded.tokens_in,"
+            " tokens_out = tokens_out + excluded.tokens_out",
+            (day, key_id, model, tokens_in, tokens_out),
+        )
