@@ -103,9 +103,13 @@ QUOTAS = ("[quotas]\nenabled = true\n[quotas.key]\nrpm = 100000000\ntpm = 100000
 
 
 def configure_bastion(
-    home: Path, upstream: int, audit: bool, quotas: bool = False, extra: str = ""
+    home: Path, upstream: int, audit: bool, quotas: bool = False, extra: str = "", models: str | None = None,
+    allow: str = "mock",
 ) -> tuple[Path, str, int]:
-    """A gateway home proxying model "mock" to ``upstream``: config, audit log, one key; (config, key, port)."""
+    """A gateway home: config, audit log, one key for the models matching ``allow``; (config, key, port).
+
+    It serves model "mock" proxied to ``upstream`` unless ``models`` gives other [[models]] tables.
+    """
     port = free_port()
     home.mkdir()
     cfg = home / "bastion.toml"
@@ -113,14 +117,14 @@ def configure_bastion(
         f'[server]\nport = {port}\n[store]\npath = "{home}/b.db"\n[audit]\nenabled = {str(audit).lower()}\n'
         + (QUOTAS if quotas else "")
         + extra
-        + f'[[models]]\nname = "mock"\nbackend = "openai"\nurl = "http://127.0.0.1:{upstream}/v1"\n'
+        + (models or f'[[models]]\nname = "mock"\nbackend = "openai"\nurl = "http://127.0.0.1:{upstream}/v1"\n')
     )
     env = {**os.environ, "BASTION_HOME": str(home)}
     if audit:
         subprocess.run([sys.executable, "-m", "bastion.cli.main", "audit", "init", "--config", str(cfg)],
                        env=env, capture_output=True, check=True)
     out = subprocess.run(
-        [sys.executable, "-m", "bastion.cli.main", "keys", "create", "bench", "-m", "mock", "--json",
+        [sys.executable, "-m", "bastion.cli.main", "keys", "create", "bench", "-m", allow, "--json",
          "--config", str(cfg)],
         env=env, capture_output=True, text=True, check=True,
     )
@@ -128,11 +132,13 @@ def configure_bastion(
 
 
 def start_bastion(
-    tmp: Path, upstream: int, audit: bool, quotas: bool = False, extra: str = "", tag: str = ""
+    tmp: Path, upstream: int, audit: bool, quotas: bool = False, extra: str = "", tag: str = "",
+    models: str | None = None, allow: str = "mock",
 ) -> tuple[subprocess.Popen[bytes], int, str]:
+    """``bastion serve`` on a home made by :func:`configure_bastion`, once /healthz answers."""
     home = tmp / (f"bastion-home-{tag}" if tag else
                   f"bastion-home-{'audit' if audit else 'noaudit'}{'-quotas' if quotas else ''}")
-    cfg, key, port = configure_bastion(home, upstream, audit, quotas, extra)
+    cfg, key, port = configure_bastion(home, upstream, audit, quotas, extra, models, allow)
     proc = subprocess.Popen(
         [sys.executable, "-m", "bastion.cli.main", "serve", "--config", str(cfg)],
         env={**os.environ, "BASTION_HOME": str(home)}, stdout=(home / "bastion.log").open("wb"),
@@ -142,34 +148,51 @@ def start_bastion(
     return proc, port, key
 
 
-def start_litellm(tmp: Path, upstream: int) -> tuple[subprocess.Popen[bytes], int, str]:
-    venv = BENCH / ".venv-litellm"
-    if not (venv / "bin" / "litellm").exists():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "litellm[proxy]"], check=True)
+LITELLM_VENV = BENCH / ".venv-litellm"
+LITELLM_KEY = "sk-bench-master-key"
+
+
+def ensure_litellm() -> str:
+    """Install the LiteLLM proxy into bench/.venv-litellm when missing; its version."""
+    if not (LITELLM_VENV / "bin" / "litellm").exists():
+        subprocess.run([sys.executable, "-m", "venv", str(LITELLM_VENV)], check=True)
+        subprocess.run([str(LITELLM_VENV / "bin" / "pip"), "install", "-q", "litellm[proxy]"], check=True)
+    out = subprocess.run([str(LITELLM_VENV / "bin" / "python"), "-c",
+                          "import importlib.metadata as m; print(m.version('litellm'))"],
+                         capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+def run_litellm(tmp: Path, config: str) -> tuple[subprocess.Popen[bytes], int]:
+    """The LiteLLM proxy (one worker, offline, master key LITELLM_KEY) on ``config``, once it is live."""
+    ensure_litellm()
     port = free_port()
-    key = "sk-bench-master-key"
     cfg = tmp / "litellm.yaml"
-    cfg.write_text(
+    cfg.write_text(config + f"general_settings:\n  master_key: {LITELLM_KEY}\n")
+    env = {**os.environ, "LITELLM_OFFLINE_MODE": "true", "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+           "LITELLM_LOG": "ERROR", "NO_DOCS": "true"}
+    proc = subprocess.Popen(
+        [str(LITELLM_VENV / "bin" / "litellm"), "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port),
+         "--num_workers", "1"],
+        env=env, stdout=(tmp / "litellm.log").open("wb"), stderr=subprocess.STDOUT,
+    )
+    wait(f"http://127.0.0.1:{port}/health/liveliness", timeout=300)
+    return proc, port
+
+
+def start_litellm(tmp: Path, upstream: int) -> tuple[subprocess.Popen[bytes], int, str]:
+    proc, port = run_litellm(
+        tmp,
         "model_list:\n"
         "  - model_name: mock\n"
         "    litellm_params:\n"
         "      model: openai/mock\n"
         f"      api_base: http://127.0.0.1:{upstream}/v1\n"
         "      api_key: none\n"
-        "general_settings:\n"
-        f"  master_key: {key}\n"
         "litellm_settings:\n"
-        "  telemetry: false\n"
+        "  telemetry: false\n",
     )
-    env = {**os.environ, "LITELLM_OFFLINE_MODE": "true", "LITELLM_LOG": "ERROR", "NO_DOCS": "true"}
-    proc = subprocess.Popen(
-        [str(venv / "bin" / "litellm"), "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port),
-         "--num_workers", "1"],
-        env=env, stdout=(tmp / "litellm.log").open("wb"), stderr=subprocess.STDOUT,
-    )
-    wait(f"http://127.0.0.1:{port}/health/liveliness", timeout=300)
-    return proc, port, key
+    return proc, port, LITELLM_KEY
 
 
 def wrk(

@@ -5,7 +5,10 @@ below HTTP libraries lets it do what real broken upstreams do: never send header
 mid-stream, stop a stream without ``[DONE]``, hang on a kept-alive connection. ``/v1/models`` answers
 normally for every scenario, so health checks pass and the fault is met by real requests.
 
-Run on its own (``python tests/serve/fault_server.py PORT``) for the bench against other gateways.
+Run on its own (``python tests/serve/fault_server.py PORT``) for the bench against other gateways. The
+outcome each scenario must have, and how a client's observation is judged against it, are in
+``tests/serve/fault_outcomes.py`` (shared by tests/adversarial/test_upstream_faults.py and
+bench/fault_suite.py).
 """
 
 from __future__ import annotations
@@ -53,6 +56,11 @@ ANSWERING: dict[str, str] = {
 #: the digest of the bundled SmolLM2 GGUF, which the gateway reports for the admitted local model
 SMOLLM2_DIGEST = "sha256:b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 STREAMED = {"reset-mid-stream", "sse-truncated"}
+#: what the upstream answers when it does answer (``ok``, and the impostor of ``wrong-model``)
+UPSTREAM_TEXT = "fine, from the faulty upstream"
+#: a healthy upstream for the bench's fallbacks (``/fallback/v1``): an answer nobody else gives
+FALLBACK = "fallback"
+FALLBACK_TEXT = "fine, from the healthy fallback"
 HANG_S = 3600.0
 
 
@@ -62,9 +70,9 @@ def _chunk(text: str, model: str = "up", extra: dict[str, str] | None = None) ->
     return b"data: " + json.dumps(doc).encode() + b"\n\n"
 
 
-def _answer(model: str = "up") -> bytes:
+def _answer(model: str = "up", text: str = UPSTREAM_TEXT) -> bytes:
     return json.dumps({"id": "x", "object": "chat.completion", "model": model, "created": 0,
-                       "choices": [{"index": 0, "message": {"role": "assistant", "content": "fine"},
+                       "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
                                     "finish_reason": "stop"}],
                        "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}).encode()
 
@@ -115,6 +123,15 @@ class FaultServer:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def url(self, scenario: str) -> str:
+        """The base URL of ``scenario`` on this server (a closed port for ``refused``, an unresolvable
+        name for ``dns-failure``)."""
+        if scenario == "refused":
+            with socket.socket() as s:  # a port nobody listens on once this socket is closed
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            return f"http://127.0.0.1:{port}/v1"
+        if scenario == "dns-failure":
+            return "http://upstream.invalid/v1"  # RFC 2606: never resolves
         return f"http://127.0.0.1:{self.port}/{scenario}/v1"
 
     def __enter__(self) -> FaultServer:
@@ -186,7 +203,9 @@ class FaultServer:
         elif scenario == "oversized":
             writer.write(_response(200, b'{"pad":"' + b"x" * 64_000_000 + b'"}'))
         elif scenario == "redirect":
-            writer.write(_response(307, b"", extra="location: http://127.0.0.1:9/steal\r\n"))
+            # to this server, so that a gateway that follows it is counted in received["steal"]
+            where = f"http://127.0.0.1:{self.port}/steal/v1/chat/completions"
+            writer.write(_response(307, b"", extra=f"location: {where}\r\n"))
         elif scenario == "wrong-model":
             writer.write(_response(200, _answer("someone-else")))
         elif scenario in STREAMED:
@@ -200,11 +219,12 @@ class FaultServer:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST on close
             return False
         elif stream:
-            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n" + _chunk("fine")
+            text = FALLBACK_TEXT if scenario == FALLBACK else UPSTREAM_TEXT
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n" + _chunk(text)
                          + b"data: [DONE]\n\n")
             return False
         else:
-            writer.write(_response(200, _answer()))
+            writer.write(_response(200, _answer(text=FALLBACK_TEXT if scenario == FALLBACK else UPSTREAM_TEXT)))
         await writer.drain()
         return True
 
