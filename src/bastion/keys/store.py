@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bastion.errors import AuthenticationFailed, NotFound, UsageError, did_you_mean
-from bastion.store import Migrations, open_database
+from bastion.store import ChangeWatch, Migrations, count_changes, open_database
 
 PREFIX = "bst"
 migrations = Migrations("keys")
@@ -47,6 +47,15 @@ def m002_expiry_rotation_last_used(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE api_keys ADD COLUMN expires_at TEXT")  # NULL: never expires
     conn.execute("ALTER TABLE api_keys ADD COLUMN last_used_at TEXT")  # written every LAST_USED_FLUSH_S
     conn.execute("ALTER TABLE api_keys ADD COLUMN rotated_from TEXT")  # id of the key it replaced
+
+
+#: the columns the authentication cache reads (a change to any other, e.g. last_used_at, needs no reload)
+_CACHED = ("id", "name", "secret_sha256", "models", "groups", "expires_at", "revoked_at")
+
+
+@migrations
+def m003_change_counter(conn: sqlite3.Connection) -> None:
+    count_changes(conn, "api_keys", _CACHED)
 
 
 #: how often the store writes keys' last-used times (a write per request would cost the hot path)
@@ -140,10 +149,10 @@ class KeyStore:
         self.path = path
         self._conn = open_database(path, migrations)
         self._lock = threading.Lock()
-        # In-memory view for the request hot path, refreshed when another connection commits
-        # (PRAGMA data_version changes), so a revoke from the CLI takes effect without a restart.
+        # In-memory view for the request hot path, refreshed when another connection changes the keys
+        # (a change counter kept by triggers), so a revoke from the CLI takes effect without a restart.
         self._cache: dict[str, tuple[str, Principal, str | None]] = {}
-        self._data_version = -1
+        self._watch = ChangeWatch(self._conn, "api_keys")
         self._last_used: dict[str, str] = {}
         self._flushed = time.monotonic()
 
@@ -189,7 +198,7 @@ class KeyStore:
                     rotated_from,
                 ),
             )
-            self._data_version = -1  # our own commits do not change data_version for this connection
+            self._watch.reset()  # our own commits do not change data_version for this connection
         return NewKey(record, f"{PREFIX}_{key_id}_{secret}")
 
     def get(self, key_id: str) -> ApiKey:
@@ -219,7 +228,7 @@ class KeyStore:
             cur = self._conn.execute(
                 "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (_now(), key_id)
             )
-            self._data_version = -1
+            self._watch.reset()
         rec = self.get(key_id)
         if cur.rowcount == 0:
             raise UsageError(f"API key {key_id} was already revoked at {rec.revoked_at}")
@@ -244,7 +253,7 @@ class KeyStore:
                     "UPDATE api_keys SET expires_at = ? WHERE id = ?",
                     (ends.isoformat(timespec="seconds"), key_id),
                 )
-                self._data_version = -1
+                self._watch.reset()
         return new, self.get(key_id)
 
     def authenticate(self, presented: str | None) -> Principal:
@@ -286,8 +295,7 @@ class KeyStore:
 
     def _refresh(self) -> None:
         with self._lock:
-            version = self._conn.execute("PRAGMA data_version").fetchone()[0]
-            if version == self._data_version:
+            if not self._watch.changed():
                 return
             rows = self._conn.execute(
                 "SELECT id, name, secret_sha256, models, groups, expires_at FROM api_keys"
@@ -297,4 +305,3 @@ class KeyStore:
                 r[0]: (r[2], Principal(r[0], r[1], tuple(json.loads(r[3])), tuple(json.loads(r[4]))), r[5])
                 for r in rows
             }
-            self._data_version = version

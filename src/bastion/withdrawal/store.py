@@ -3,7 +3,8 @@
 "A government letter on a Friday afternoon": the organisation must stop sending work to a deployment
 now, on every running gateway, without a restart, and keep working on what remains. A withdrawal is a
 row in the gateway's database (``store.path``), signed with the organisation key; gateways re-read the
-active set when the database changes (``PRAGMA data_version``), so the next request already skips it.
+active set when the withdrawals table changes (a change counter kept by triggers, checked when
+``PRAGMA data_version`` says the file changed), so the next request already skips it.
 
 A restoration is signed too. Someone who can write the database but does not hold the organisation key
 can add withdrawals (which only makes the gateway more careful) but cannot lift one: a restoration
@@ -27,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from bastion.errors import NotFound, UsageError
 from bastion.signing.keys import hash_for
-from bastion.store import Migrations, open_database
+from bastion.store import ChangeWatch, Migrations, count_changes, open_database
 
 Kind = Literal["model", "provider", "country"]
 #: the kind of an active withdrawal whose signature does not verify: it covers every deployment
@@ -51,6 +52,11 @@ def m001_withdrawals(conn: sqlite3.Connection) -> None:
              restore_signature TEXT
            )"""
     )
+
+
+@migrations
+def m002_change_counter(conn: sqlite3.Connection) -> None:
+    count_changes(conn, "withdrawals")
 
 
 @dataclass(frozen=True)
@@ -122,7 +128,7 @@ class WithdrawalStore:
         self._conn = open_database(path, migrations)
         self._lock = threading.Lock()
         self._public_key = public_key
-        self._version = -1
+        self._watch = ChangeWatch(self._conn, "withdrawals")
         self._active: tuple[Withdrawal, ...] = ()
 
     def close(self) -> None:
@@ -143,7 +149,7 @@ class WithdrawalStore:
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 (kind, target, reason, actor, now, signature),
             )
-            self._version = -1
+            self._watch.reset()
         return self.get(int(cur.lastrowid or 0))
 
     def restore(self, withdrawal_id: int, actor: str, key: ec.EllipticCurvePrivateKey) -> Withdrawal:
@@ -159,7 +165,7 @@ class WithdrawalStore:
                 "UPDATE withdrawals SET restored_at = ?, restored_by = ?, restore_signature = ? WHERE id = ?",
                 (now, actor, signature, withdrawal_id),
             )
-            self._version = -1
+            self._watch.reset()
         return self.get(withdrawal_id)
 
     def get(self, withdrawal_id: int) -> Withdrawal:
@@ -177,12 +183,10 @@ class WithdrawalStore:
     def active(self) -> tuple[Withdrawal, ...]:
         """Withdrawals in force: not lifted by a restoration whose signature verifies (cheap per request)."""
         with self._lock:
-            version = self._conn.execute("PRAGMA data_version").fetchone()[0]
-            if version == self._version:
+            if not self._watch.changed():
                 return self._active
             rows = [Withdrawal(*r) for r in self._conn.execute(_SELECT + " ORDER BY id")]
             self._active = tuple(self._checked(w) for w in rows if not self._lifted(w))
-            self._version = version
             return self._active
 
     def _checked(self, w: Withdrawal) -> Withdrawal:

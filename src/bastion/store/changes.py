@@ -1,0 +1,81 @@
+"""Change counters: tell an in-memory cache that *its* table changed, not merely that the file did.
+
+``PRAGMA data_version`` changes whenever another connection commits anything to the database file.
+Keys, withdrawals and quota usage share one file, so with quotas on every settled request (a usage row)
+made the key cache and the withdrawal cache reload on the next request: every key row re-parsed and
+every withdrawal signature re-verified, per request (bench/README.md, "Gateway overhead"). A counter per
+watched table, bumped by triggers inside the database (so every writer bumps it: the CLI, another
+gateway, a hand-written UPDATE), says whether a reload is really needed. ``data_version`` stays the
+first, cheapest check.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Sequence
+
+_EVENTS = ("insert", "delete", "update")
+_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
+
+
+def count_changes(conn: sqlite3.Connection, table: str, columns: Sequence[str] = ()) -> None:
+    """Migration step: a counter for ``table`` bumped on every insert, delete and update.
+
+    ``columns``: count only updates of these (the ones a cache reads), so that e.g. a key's last-used
+    time, written every 30 s, does not make every gateway reload every key.
+    """
+    for name in (table, *columns):  # identifiers from our own migrations, never from input; checked anyway
+        if not _IDENTIFIER.fullmatch(name):
+            raise ValueError(f"not a plain SQL identifier: {name!r}")
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS change_counters (name TEXT PRIMARY KEY, generation INTEGER NOT NULL)"
+    )
+    conn.execute("INSERT OR IGNORE INTO change_counters VALUES (?, 0)", (table,))
+    bump = f"BEGIN UPDATE change_counters SET generation = generation + 1 WHERE name = '{table}'; END"  # noqa: S608
+    of = f" OF {', '.join(columns)}" if columns else ""
+    for event in _EVENTS:
+        what = f"UPDATE{of}" if event == "update" else event.upper()
+        conn.execute(f"CREATE TRIGGER {table}_changed_on_{event} AFTER {what} ON {table} {bump}")
+
+
+class ChangeWatch:
+    """Whether ``table`` changed since the last :meth:`changed` that said so (the first call says so).
+
+    The caller holds whatever lock guards ``conn`` and reads the table right after a True, so the rows
+    it reads are at least as new as the counter it saw (a change in between is seen on the next call).
+    """
+
+    def __init__(self, conn: sqlite3.Connection, table: str) -> None:
+        self._conn = conn
+        self._table = table
+        self._version: int | None = None
+        self._generation: int | None = None
+        self._triggers = tuple(f"{table}_changed_on_{e}" for e in _EVENTS)
+
+    def reset(self) -> None:
+        """Forget what was seen: the next call says changed (after a write on this very connection,
+        which changes neither ``data_version`` for it nor anything the caller's cache holds)."""
+        self._version = None
+        self._generation = None
+
+    def changed(self) -> bool:
+        """True when the table may have changed since the last True."""
+        version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+        if version == self._version:
+            return False
+        self._version = version
+        row = self._conn.execute(
+            "SELECT (SELECT generation FROM change_counters WHERE name = ?),"
+            " (SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND name IN (?, ?, ?))",
+            (self._table, *self._triggers),
+        ).fetchone()
+        generation, triggers = row
+        if triggers != len(self._triggers) or generation is None:
+            # A trigger dropped (or never made): the counter proves nothing, so every change counts.
+            self._generation = None
+            return True
+        if generation == self._generation:
+            return False
+        self._generation = generation
+        return True

@@ -1,0 +1,111 @@
+"""Change counters: a cache reloads when its table changes, from any connection, and not otherwise."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from bastion.errors import AuthenticationFailed
+from bastion.keys import KeyStore
+from bastion.quota.store import UsageStore
+from bastion.store import ChangeWatch, Migrations, count_changes, open_database
+from bastion.withdrawal import WithdrawalStore
+
+migrations = Migrations("test-changes")
+
+
+@migrations
+def m001_items(conn: sqlite3.Connection) -> None:
+    conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, value TEXT, seen_at TEXT)")
+    count_changes(conn, "items", ("id", "value"))
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    return open_database(path, migrations)
+
+
+def test_a_write_to_another_table_is_not_a_change(tmp_path: Path) -> None:
+    conn, other = _open(tmp_path / "b.db"), _open(tmp_path / "b.db")
+    watch = ChangeWatch(conn, "items")
+    assert watch.changed()  # the first call: nothing seen yet
+    assert not watch.changed()
+    with other:
+        other.execute("CREATE TABLE IF NOT EXISTS unrelated (x)")
+        other.execute("INSERT INTO unrelated VALUES (1)")
+    assert not watch.changed()
+
+
+def test_insert_update_of_a_watched_column_and_delete_are_changes_from_any_connection(tmp_path: Path) -> None:
+    conn, other = _open(tmp_path / "b.db"), sqlite3.connect(tmp_path / "b.db")  # a plain, hand-made writer
+    watch = ChangeWatch(conn, "items")
+    watch.changed()
+    for sql in ("INSERT INTO items VALUES (1, 'a', NULL)", "UPDATE items SET value = 'b'", "DELETE FROM items"):
+        with other:
+            other.execute(sql)
+        assert watch.changed(), sql
+        assert not watch.changed(), sql
+
+
+def test_an_update_of_an_unwatched_column_is_not_a_change(tmp_path: Path) -> None:
+    conn, other = _open(tmp_path / "b.db"), _open(tmp_path / "b.db")
+    with other:
+        other.execute("INSERT INTO items VALUES (1, 'a', NULL)")
+    watch = ChangeWatch(conn, "items")
+    watch.changed()
+    with other:
+        other.execute("UPDATE items SET seen_at = 'now'")
+    assert not watch.changed()
+
+
+def test_a_dropped_trigger_makes_every_write_a_change_again(tmp_path: Path) -> None:
+    conn, other = _open(tmp_path / "b.db"), _open(tmp_path / "b.db")
+    watch = ChangeWatch(conn, "items")
+    watch.changed()
+    with other:
+        other.execute("DROP TRIGGER items_changed_on_update")
+    assert watch.changed()
+    with other:
+        other.execute("CREATE TABLE IF NOT EXISTS unrelated (x)")
+    assert watch.changed()  # fail safe: without the trigger the counter proves nothing
+
+
+def test_usage_rows_do_not_reload_keys_but_a_revocation_from_another_process_is_seen(tmp_path: Path) -> None:
+    db = tmp_path / "b.db"
+    keys = KeyStore(db)
+    key = keys.create("client", ["*"])
+    usage = UsageStore(db)
+    keys.authenticate(key.key)
+    reloads = 0
+    original = keys._watch.changed
+
+    def counting() -> bool:
+        nonlocal reloads
+        changed = original()
+        reloads += changed
+        return changed
+
+    keys._watch.changed = counting  # type: ignore[method-assign]
+    for _ in range(5):
+        assert usage.try_record(("org",), "2026-11-01", "2026-11-30", key.record.id, "m", 1, 1)
+        keys.authenticate(key.key)
+    assert reloads == 0
+    cli = KeyStore(db)  # 'bastion keys revoke' in another process
+    cli.revoke(key.record.id)
+    cli.close()
+    with pytest.raises(AuthenticationFailed):
+        keys.authenticate(key.key)
+    assert reloads == 1
+
+
+def test_a_hand_edited_withdrawal_is_still_seen_at_once(tmp_path: Path) -> None:
+    db = tmp_path / "b.db"
+    store = WithdrawalStore(db, None)
+    assert store.active() == ()
+    with sqlite3.connect(db) as other:
+        other.execute(
+            "INSERT INTO withdrawals (kind, target, reason, actor, created_at, signature)"
+            " VALUES ('model', 'm', 'letter', 'me', '2026-11-30T00:00:00+00:00', 'x')"
+        )
+    assert [w.target for w in store.active()] == ["m"]
