@@ -102,13 +102,22 @@ QUOTAS = ("[quotas]\nenabled = true\n[quotas.key]\nrpm = 100000000\ntpm = 100000
           "budget_tokens = 100000000000\n[quotas.organisation]\nrpm = 100000000\n")
 
 
+def bastion_env(home: Path, src: str | None = None) -> dict[str, str]:
+    """The environment of a Bastion process for ``home``, from the source folder ``src`` if given."""
+    env = {**os.environ, "BASTION_HOME": str(home)}
+    if src:
+        env["PYTHONPATH"] = src
+    return env
+
+
 def configure_bastion(
     home: Path, upstream: int, audit: bool, quotas: bool = False, extra: str = "", models: str | None = None,
-    allow: str = "mock",
+    allow: str = "mock", src: str | None = None,
 ) -> tuple[Path, str, int]:
     """A gateway home: config, audit log, one key for the models matching ``allow``; (config, key, port).
 
     It serves model "mock" proxied to ``upstream`` unless ``models`` gives other [[models]] tables.
+    ``src``: run Bastion from this source folder (PYTHONPATH) instead of the installed one.
     """
     port = free_port()
     home.mkdir()
@@ -119,7 +128,7 @@ def configure_bastion(
         + extra
         + (models or f'[[models]]\nname = "mock"\nbackend = "openai"\nurl = "http://127.0.0.1:{upstream}/v1"\n')
     )
-    env = {**os.environ, "BASTION_HOME": str(home)}
+    env = bastion_env(home, src)
     if audit:
         subprocess.run([sys.executable, "-m", "bastion.cli.main", "audit", "init", "--config", str(cfg)],
                        env=env, capture_output=True, check=True)
@@ -133,15 +142,15 @@ def configure_bastion(
 
 def start_bastion(
     tmp: Path, upstream: int, audit: bool, quotas: bool = False, extra: str = "", tag: str = "",
-    models: str | None = None, allow: str = "mock",
+    models: str | None = None, allow: str = "mock", src: str | None = None,
 ) -> tuple[subprocess.Popen[bytes], int, str]:
     """``bastion serve`` on a home made by :func:`configure_bastion`, once /healthz answers."""
     home = tmp / (f"bastion-home-{tag}" if tag else
                   f"bastion-home-{'audit' if audit else 'noaudit'}{'-quotas' if quotas else ''}")
-    cfg, key, port = configure_bastion(home, upstream, audit, quotas, extra, models, allow)
+    cfg, key, port = configure_bastion(home, upstream, audit, quotas, extra, models, allow, src)
     proc = subprocess.Popen(
         [sys.executable, "-m", "bastion.cli.main", "serve", "--config", str(cfg)],
-        env={**os.environ, "BASTION_HOME": str(home)}, stdout=(home / "bastion.log").open("wb"),
+        env=bastion_env(home, src), stdout=(home / "bastion.log").open("wb"),
         stderr=subprocess.STDOUT,
     )
     wait(f"http://127.0.0.1:{port}/healthz")
@@ -230,55 +239,77 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--skip-litellm", action="store_true")
+    ap.add_argument("--skip-audit", action="store_true")
+    ap.add_argument("--baseline-src", help="also run Bastion from this source folder (e.g. an export of main's"
+                    " src/) with and without quotas: before/after in the same run")
+    ap.add_argument("--rounds", type=int, default=1, help="one-connection runs per target, taken in turns"
+                    " (the median p50 is reported), so that load changes hit every target alike")
     args = ap.parse_args()
     ensure_debian("nginx-light", "wrk")
     results: dict[str, Any] = {
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+                    "load_average_start": os.getloadavg()},
         "duration_s": args.duration,
+        "rounds": args.rounds,
     }
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         nginx, nport = start_nginx(tmp)
         procs = [nginx]
         try:
-            targets = {"nginx (mock upstream alone)": (nport, None)}
-            bproc, bport, bkey = start_bastion(tmp, nport, audit=False)
-            procs.append(bproc)
-            targets["bastion -> nginx"] = (bport, bkey)
-            aproc, aport, akey = start_bastion(tmp, nport, audit=True)
-            procs.append(aproc)
-            targets["bastion+audit -> nginx"] = (aport, akey)
-            qproc, qport, qkey = start_bastion(tmp, nport, audit=False, quotas=True)
-            procs.append(qproc)
-            targets["bastion+quotas -> nginx"] = (qport, qkey)
+            targets: dict[str, tuple[int, str | None]] = {"nginx (mock upstream alone)": (nport, None)}
+            gateways: list[tuple[str, dict[str, Any]]] = [("bastion -> nginx", {"audit": False})]
+            if not args.skip_audit:
+                gateways.append(("bastion+audit -> nginx", {"audit": True}))
+            gateways.append(("bastion+quotas -> nginx", {"audit": False, "quotas": True}))
+            if args.baseline_src:
+                src = str(Path(args.baseline_src).resolve())
+                gateways += [("baseline bastion -> nginx", {"audit": False, "src": src, "tag": "base"}),
+                             ("baseline bastion+quotas -> nginx",
+                              {"audit": False, "quotas": True, "src": src, "tag": "base-quotas"})]
+            for name, kwargs in gateways:
+                proc, port, key = start_bastion(tmp, nport, **kwargs)
+                procs.append(proc)
+                targets[name] = (port, key)
             if not args.skip_litellm:
                 lproc, lport, lkey = start_litellm(tmp, nport)
                 procs.append(lproc)
                 targets["litellm -> nginx"] = (lport, lkey)
-            for name, (port, key) in targets.items():
+            for port, key in targets.values():
                 wrk(port, key, 1, 2, tmp)  # warm-up
-                one = wrk(port, key, 1, args.duration, tmp)
+            runs: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
+            for _ in range(args.rounds):
+                for name, (port, key) in targets.items():
+                    runs[name].append(wrk(port, key, 1, args.duration, tmp))
+            for name, (port, key) in targets.items():
+                one = sorted(runs[name], key=lambda r: r["p50_ms"])[len(runs[name]) // 2]
                 many = wrk(port, key, 32, args.duration, tmp)
-                results[name] = {"c1": one, "c32": many}
-                print(f"{name:32s} p50 {one['p50_ms']:.3f} ms  p99 {one['p99_ms']:.3f} ms  "
+                results[name] = {"c1": one, "c32": many, "c1_rounds": runs[name]}
+                print(f"{name:34s} p50 {one['p50_ms']:.3f} ms  p99 {one['p99_ms']:.3f} ms  "
                       f"rps(c1) {one['rps']:.0f}  rps(c32) {many['rps']:.0f}  non-2xx {many['non_2xx']:.0f}")
+            results["machine"]["load_average_end"] = os.getloadavg()
         finally:
             for p in procs:
                 stop(p)
     base = results["nginx (mock upstream alone)"]["c1"]
-    for name in ("bastion -> nginx", "bastion+audit -> nginx", "bastion+quotas -> nginx", "litellm -> nginx"):
-        if name in results:
+    for name in results:
+        if "->" in name and not name.startswith("nginx"):
             r = results[name]
             r["overhead_p50_ms"] = r["c1"]["p50_ms"] - base["p50_ms"]
             r["overhead_p99_ms"] = r["c1"]["p99_ms"] - base["p99_ms"]
             print(f"{name}: overhead p50 {r['overhead_p50_ms']:.3f} ms, p99 {r['overhead_p99_ms']:.3f} ms")
-    b, a = results["bastion -> nginx"], results["bastion+audit -> nginx"]
-    results["audit_p50_overhead_increase"] = a["overhead_p50_ms"] / max(b["overhead_p50_ms"], 1e-6) - 1
-    print(f"audit on vs off: p50 overhead +{results['audit_p50_overhead_increase'] * 100:.0f}%")
-    q = results["bastion+quotas -> nginx"]
-    results["quotas_p50_overhead_added_ms"] = q["overhead_p50_ms"] - b["overhead_p50_ms"]
-    print(f"quotas on vs off: p50 overhead {results['quotas_p50_overhead_added_ms']:+.3f} ms "
-          f"(goal: total p50 overhead with quotas <= 1 ms: {q['overhead_p50_ms']:.3f} ms)")
+    b = results["bastion -> nginx"]
+    if "bastion+audit -> nginx" in results:
+        a = results["bastion+audit -> nginx"]
+        results["audit_p50_overhead_increase"] = a["overhead_p50_ms"] / max(b["overhead_p50_ms"], 1e-6) - 1
+        print(f"audit on vs off: p50 overhead +{results['audit_p50_overhead_increase'] * 100:.0f}%")
+    for prefix in ("", "baseline "):
+        if f"{prefix}bastion+quotas -> nginx" in results:
+            q, plain = results[f"{prefix}bastion+quotas -> nginx"], results[f"{prefix}bastion -> nginx"]
+            added = q["overhead_p50_ms"] - plain["overhead_p50_ms"]
+            results[f"{prefix}quotas_p50_overhead_added_ms".replace(" ", "_")] = added
+            print(f"{prefix}quotas on vs off: p50 overhead {added:+.3f} ms "
+                  f"(goal: total p50 overhead with quotas <= 1 ms: {q['overhead_p50_ms']:.3f} ms)")
     if "litellm -> nginx" in results:
         lite = results["litellm -> nginx"]
         results["ratios"] = {
