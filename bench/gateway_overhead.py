@@ -224,7 +224,26 @@ def wrk(
         return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"p50_ms": ms("50"), "p99_ms": ms("99"), "rps": rps, "non_2xx": float(errors.group(1)) if errors else 0}
+    requests = float(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    return {"p50_ms": ms("50"), "p99_ms": ms("99"), "rps": rps, "non_2xx": float(errors.group(1)) if errors else 0,
+            "requests": requests}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time used so far by process ``pid`` (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measured(port: int, key: str | None, pid: int | None, connections: int, duration: int,
+             tmp: Path) -> dict[str, float]:
+    """:func:`wrk`, plus the gateway process's CPU time per request (robust to other load on the machine,
+    which inflates latency but not the CPU a request costs)."""
+    before = cpu_seconds(pid) if pid else 0.0
+    result = wrk(port, key, connections, duration, tmp)
+    if pid:
+        result["cpu_ms_per_request"] = (cpu_seconds(pid) - before) * 1000 / max(result["requests"], 1)
+    return result
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -257,7 +276,8 @@ def main() -> None:
         nginx, nport = start_nginx(tmp)
         procs = [nginx]
         try:
-            targets: dict[str, tuple[int, str | None]] = {"nginx (mock upstream alone)": (nport, None)}
+            targets: dict[str, tuple[int, str | None, int | None]] = {
+                "nginx (mock upstream alone)": (nport, None, None)}
             gateways: list[tuple[str, dict[str, Any]]] = [("bastion -> nginx", {"audit": False})]
             if not args.skip_audit:
                 gateways.append(("bastion+audit -> nginx", {"audit": True}))
@@ -270,23 +290,26 @@ def main() -> None:
             for name, kwargs in gateways:
                 proc, port, key = start_bastion(tmp, nport, **kwargs)
                 procs.append(proc)
-                targets[name] = (port, key)
+                targets[name] = (port, key, proc.pid)
             if not args.skip_litellm:
                 lproc, lport, lkey = start_litellm(tmp, nport)
                 procs.append(lproc)
-                targets["litellm -> nginx"] = (lport, lkey)
-            for port, key in targets.values():
+                targets["litellm -> nginx"] = (lport, lkey, lproc.pid)
+            for port, key, _ in targets.values():
                 wrk(port, key, 1, 2, tmp)  # warm-up
             runs: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
             for _ in range(args.rounds):
-                for name, (port, key) in targets.items():
-                    runs[name].append(wrk(port, key, 1, args.duration, tmp))
-            for name, (port, key) in targets.items():
+                for name, (port, key, pid) in targets.items():
+                    runs[name].append(measured(port, key, pid, 1, args.duration, tmp))
+            for name, (port, key, pid) in targets.items():
                 one = sorted(runs[name], key=lambda r: r["p50_ms"])[len(runs[name]) // 2]
-                many = wrk(port, key, 32, args.duration, tmp)
+                many = measured(port, key, pid, 32, args.duration, tmp)
                 results[name] = {"c1": one, "c32": many, "c1_rounds": runs[name]}
+                cpu = min((r.get("cpu_ms_per_request", float("nan")) for r in runs[name]), default=float("nan"))
+                results[name]["cpu_ms_per_request_c1_best"] = cpu
                 print(f"{name:34s} p50 {one['p50_ms']:.3f} ms  p99 {one['p99_ms']:.3f} ms  "
-                      f"rps(c1) {one['rps']:.0f}  rps(c32) {many['rps']:.0f}  non-2xx {many['non_2xx']:.0f}")
+                      f"rps(c1) {one['rps']:.0f}  rps(c32) {many['rps']:.0f}  non-2xx {many['non_2xx']:.0f}  "
+                      f"CPU/request (c1, best round) {cpu:.3f} ms")
             results["machine"]["load_average_end"] = os.getloadavg()
         finally:
             for p in procs:

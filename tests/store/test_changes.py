@@ -10,6 +10,7 @@ import pytest
 from bastion.errors import AuthenticationFailed
 from bastion.keys import KeyStore
 from bastion.quota.store import UsageStore
+from bastion.registry import Registry
 from bastion.store import ChangeWatch, Migrations, count_changes, open_database
 from bastion.withdrawal import WithdrawalStore
 
@@ -109,3 +110,36 @@ def test_a_hand_edited_withdrawal_is_still_seen_at_once(tmp_path: Path) -> None:
             " VALUES ('model', 'm', 'letter', 'me', '2026-11-30T00:00:00+00:00', 'x')"
         )
     assert [w.target for w in store.active()] == ["m"]
+
+
+def _admit(registry: Registry, name: str, digest: str) -> int:
+    return registry.record(
+        name=name, path="/m.gguf", weights_digest=digest, root_digest="sha256:root-" + name, signature=b"s",
+        signer="t", verdict="pass", findings=[], bom={}, identity={}, decision={}, policy="p", admitted_by="t",
+    ).id
+
+
+def test_usage_rows_do_not_reload_the_registry_nor_read_the_audit_log_but_a_revocation_is_seen(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "b.db"
+    witnessed = 0
+
+    def witness() -> set[str]:  # stands for reading the audit log: costly, once per registry change
+        nonlocal witnessed
+        witnessed += 1
+        return set()
+
+    writer = Registry(db)
+    admission = _admit(writer, "smol", "sha256:w")
+    gateway = Registry(db, witness=witness)
+    assert gateway.still_admitted(admission, "sha256:w")
+    usage = UsageStore(db)
+    before = witnessed
+    for _ in range(5):
+        assert usage.try_record(("org",), "2026-11-01", "2026-11-30", "k", "smol", 1, 1)
+        assert gateway.still_admitted(admission, "sha256:w")
+    assert witnessed == before
+    writer.revoke("smol", "t", "withdrawn by letter")
+    assert not gateway.still_admitted(admission, "sha256:w")
+    assert witnessed == before + 1

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bastion.errors import IntegrityError, NotFound, PolicyDenied, UsageError, did_you_mean
-from bastion.store import Migrations, open_database
+from bastion.store import ChangeWatch, Migrations, count_changes, open_database
 
 migrations = Migrations("registry")
 
@@ -97,6 +97,12 @@ def m002_revocations_by_digest(conn: sqlite3.Connection) -> None:
         " WHEN OLD.revoked_at IS NOT NULL"
         " BEGIN SELECT RAISE(ABORT, 'a revocation cannot be undone'); END"
     )
+
+
+@migrations
+def m003_change_counters(conn: sqlite3.Connection) -> None:
+    count_changes(conn, "admitted_models")
+    count_changes(conn, "revocations")
 
 
 #: every column, in Admission's field order (a constant: never built from input)
@@ -217,7 +223,7 @@ class Registry:
         #: every digest this instance has ever seen revoked: a running gateway never un-revokes
         self._seen_revoked: set[str] = set()
         self._snapshot = _Snapshot(frozenset(), frozenset())
-        self._version = -1
+        self._watch = ChangeWatch(self._conn, "admitted_models", "revocations")
 
     def close(self) -> None:
         self._conn.close()
@@ -276,7 +282,7 @@ class Registry:
                     f"a model named {name!r} is already admitted",
                     hint=f"Revoke it first ('bastion models revoke {name}') or choose another --name.",
                 ) from exc
-            self._version = -1
+            self._watch.reset()
             row_id = cur.lastrowid
         got = self._by_id(int(row_id or 0))
         assert got is not None
@@ -336,7 +342,7 @@ class Registry:
                 [(current.id, name, current.weights_digest, current.root_digest, now, actor, reason)]
                 + [(current.id, name, d, d, now, actor, reason) for d in extra],
             )
-            self._version = -1
+            self._watch.reset()
         self._seen_revoked.update(digests)
         got = self._by_id(current.id)
         assert got is not None
@@ -362,10 +368,12 @@ class Registry:
         return None
 
     def _refresh(self) -> _Snapshot:
-        # Caller holds the lock. Re-read only when another connection committed (PRAGMA data_version),
-        # so the request path costs one pragma while nothing changes.
-        version = self._conn.execute("PRAGMA data_version").fetchone()[0]
-        if version != self._version:
+        # Caller holds the lock. Re-read only when another connection changed the admissions or the
+        # revocations (change counters kept by triggers, looked at when PRAGMA data_version says the
+        # file changed), so the request path costs one pragma while nothing changes, and a write to
+        # another table of the same file (a quota usage row per request) costs no reload, and no read
+        # of the audit log.
+        if self._watch.changed():
             active = frozenset(
                 r[0] for r in self._conn.execute("SELECT id FROM admitted_models WHERE revoked_at IS NULL")
             )
@@ -381,7 +389,6 @@ class Registry:
                 revoked.update(self._witness())
             self._seen_revoked |= revoked
             self._snapshot = _Snapshot(active, frozenset(self._seen_revoked))
-            self._version = version
         return self._snapshot
 
     def still_admitted(self, admission_id: int | None, weights_digest: str | None) -> bool:

@@ -40,42 +40,47 @@ def count_changes(conn: sqlite3.Connection, table: str, columns: Sequence[str] =
 
 
 class ChangeWatch:
-    """Whether ``table`` changed since the last :meth:`changed` that said so (the first call says so).
+    """Whether any of ``tables`` changed since the last :meth:`changed` that said so (the first call
+    says so).
 
-    The caller holds whatever lock guards ``conn`` and reads the table right after a True, so the rows
-    it reads are at least as new as the counter it saw (a change in between is seen on the next call).
+    The caller holds whatever lock guards ``conn`` and reads the tables right after a True, so the rows
+    it reads are at least as new as the counters it saw (a change in between is seen on the next call).
     """
 
-    def __init__(self, conn: sqlite3.Connection, table: str) -> None:
+    def __init__(self, conn: sqlite3.Connection, *tables: str) -> None:
         self._conn = conn
-        self._table = table
+        self._tables = tables
         self._version: int | None = None
-        self._generation: int | None = None
-        self._triggers = tuple(f"{table}_changed_on_{e}" for e in _EVENTS)
+        self._generations: tuple[int, ...] | None = None
+        triggers = [f"{t}_changed_on_{e}" for t in tables for e in _EVENTS]
+        marks = ", ".join("?" * len(tables))
+        self._query = (
+            "SELECT (SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND name IN"  # noqa: S608
+            f" ({', '.join('?' * len(triggers))})), generation FROM change_counters WHERE name IN ({marks})"
+            " ORDER BY name"
+        )
+        self._args = (*triggers, *tables)
+        self._triggers = len(triggers)
 
     def reset(self) -> None:
         """Forget what was seen: the next call says changed (after a write on this very connection,
         which changes neither ``data_version`` for it nor anything the caller's cache holds)."""
         self._version = None
-        self._generation = None
+        self._generations = None
 
     def changed(self) -> bool:
-        """True when the table may have changed since the last True."""
+        """True when a table may have changed since the last True."""
         version = self._conn.execute("PRAGMA data_version").fetchone()[0]
         if version == self._version:
             return False
         self._version = version
-        row = self._conn.execute(
-            "SELECT (SELECT generation FROM change_counters WHERE name = ?),"
-            " (SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND name IN (?, ?, ?))",
-            (self._table, *self._triggers),
-        ).fetchone()
-        generation, triggers = row
-        if triggers != len(self._triggers) or generation is None:
-            # A trigger dropped (or never made): the counter proves nothing, so every change counts.
-            self._generation = None
+        rows = self._conn.execute(self._query, self._args).fetchall()
+        if len(rows) != len(self._tables) or any(r[0] != self._triggers for r in rows):
+            # A trigger dropped or a counter missing: the counters prove nothing, so every change counts.
+            self._generations = None
             return True
-        if generation == self._generation:
+        generations = tuple(r[1] for r in rows)
+        if generations == self._generations:
             return False
-        self._generation = generation
+        self._generations = generations
         return True
