@@ -36,9 +36,9 @@ from tests.serve.fault_outcomes import (  # noqa: E402
     TIMEOUT_S,
     Verdict,
     judge,
-    observe,
+    run,
 )
-from tests.serve.fault_server import FALLBACK, FALLBACK_TEXT, SCENARIOS, STREAMED, FaultServer  # noqa: E402
+from tests.serve.fault_server import FALLBACK, FALLBACK_TEXT, SCENARIOS, FaultServer  # noqa: E402
 
 NETNS_FLAG = "BASTION_FAULT_SUITE_NETNS"
 
@@ -87,7 +87,7 @@ def run_scenarios(name: str, base: str, key: str, server: FaultServer) -> list[V
     verdicts = []
     for scenario in SCENARIOS:
         before = dict(server.received)
-        seen = observe(base, key, scenario, stream=scenario in STREAMED)
+        seen = run(base, key, scenario)
         time.sleep(0.2)  # a gateway that follows a redirect late is still counted
         delta = {k: v - before.get(k, 0) for k, v in server.received.items() if v != before.get(k, 0)}
         verdict = judge(scenario, seen, delta, FALLBACK_TEXT)

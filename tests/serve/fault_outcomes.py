@@ -6,6 +6,9 @@ bench/fault_suite.py (Bastion and the LiteLLM proxy side by side, falling back t
 so both score a gateway by the same criterion:
 
 - ``ok``: the upstream's own answer, as a JSON chat completion.
+- ``hang-keepalive``: a first request is answered on a connection the server keeps alive (the client
+  sends it first, see :func:`run`); the judged second request meets that connection silent if the gateway
+  reuses it. It must get an answer all the same: the fallback's, or the upstream's on a fresh connection.
 - a fault before the first byte: a JSON chat completion (status 200) that is *not* the faulty upstream's
   answer; when the fallback's text is known (the bench), it must be the fallback's. A redirect must not
   have been followed.
@@ -78,6 +81,14 @@ def observe(base: str, key: str, model: str, stream: bool) -> Observed:
     return Observed(status, "".join(parts), time.monotonic() - started, "", seen)
 
 
+def run(base: str, key: str, scenario: str) -> Observed:
+    """What a client sees for ``scenario``: the request :func:`observe` sends (streamed for the faults
+    after the first byte), after a first answered request for ``hang-keepalive``."""
+    if scenario == "hang-keepalive":
+        observe(base, key, scenario, stream=False)  # answered; leaves a kept-alive connection in the pool
+    return observe(base, key, scenario, stream=scenario in STREAMED)
+
+
 def _content(text: str) -> str | None:
     """The first choice's message content of a JSON chat completion, or None if it is not one."""
     try:
@@ -124,8 +135,9 @@ def judge(scenario: str, seen: Observed, received: dict[str, int], fallback_text
     """Score what the client saw for ``scenario`` (see the module docstring for the criterion).
 
     ``received``: requests per scenario path at the fault server (a followed redirect shows as
-    ``steal``). ``fallback_text``: the fallback's answer, when it is a known upstream (None: a local
-    model whose words are not known in advance).
+    ``steal``, a request left hanging on a kept-alive connection as ``hung``). ``fallback_text``: the
+    fallback's answer, when it is a known upstream (None: a local model whose words are not known in
+    advance).
     """
     assert scenario in SCENARIOS, scenario
 
@@ -158,8 +170,15 @@ def judge(scenario: str, seen: Observed, received: dict[str, int], fallback_text
         return verdict(ok, "the upstream's answer" if ok else f"not the upstream's answer: {content[:60]!r}")
     if received.get("steal"):
         return verdict(False, "followed the redirect (the request was re-sent to its target)")
+    if scenario == "hang-keepalive" and content == UPSTREAM_TEXT:
+        if received.get("hung"):
+            return verdict(True, "kept-alive connection hung; the upstream answered on a fresh one")
+        return verdict(True, "upstream answered (the kept-alive connection was not reused: fault not met)")
     if content == UPSTREAM_TEXT:
         return verdict(False, "passed the faulty upstream's answer through")
     if fallback_text is not None and content != fallback_text:
         return verdict(False, f"200 with an answer from neither: {content[:60]!r}")
+    if scenario == "hang-keepalive":
+        met = "kept-alive connection hung" if received.get("hung") else "connection not reused"
+        return verdict(True, f"fallback answered ({met})")
     return verdict(True, "fallback answered")

@@ -40,7 +40,8 @@ SCENARIOS: dict[str, str] = {
     "oversized": "fallback answers (body over the cap)",
     "redirect": "fallback answers (redirect not followed, nothing re-sent)",
     "wrong-model": "fallback answers (an answer for another model is not this model's)",
-    "hang-keepalive": "fallback answers (no answer on a kept-alive connection)",
+    "hang-keepalive": "an answer (fallback, or the upstream on a fresh connection) when a kept-alive connection"
+                      " that answered once goes silent",
     "dns-failure": "fallback answers (name does not resolve)",
 }
 #: upstreams that answer, but whose answers test what the gateway believes of them (tests/adversarial/
@@ -115,6 +116,8 @@ class FaultServer:
 
     def __init__(self, port: int = 0) -> None:
         self.port = port
+        #: requests per scenario path; "hung": requests left unanswered on a kept-alive connection that had
+        #: answered before (``hang-keepalive``)
         self.received: dict[str, int] = {}
         #: request bodies received by the ANSWERING scenarios
         self.bodies: dict[str, list[bytes]] = {}
@@ -184,7 +187,10 @@ class FaultServer:
 
     async def _fault(self, scenario: str, stream: bool, nth: int, writer: asyncio.StreamWriter) -> bool:
         """Answer one request the scenario's way; False when the connection must end."""
-        if scenario in ("no-headers",) or (scenario == "hang-keepalive" and nth > 0):
+        if scenario == "hang-keepalive" and nth > 1:
+            # the connection answered before and was kept alive; now it stays silent
+            self.received["hung"] = self.received.get("hung", 0) + 1
+        if scenario == "no-headers" or (scenario == "hang-keepalive" and nth > 1):
             await asyncio.sleep(HANG_S)
             return False
         if scenario == "slow-first-byte":

@@ -69,3 +69,11 @@ def test_a_followed_redirect_is_a_fail_even_when_an_answer_comes_back() -> None:
     seen = Observed(200, _answer(FALLBACK_TEXT), 0.1)
     assert not judge("redirect", seen, {"steal": 1}, FALLBACK_TEXT).passed
     assert judge("redirect", seen, {}, FALLBACK_TEXT).passed
+
+
+def test_a_hanging_kept_alive_connection_passes_with_an_answer_from_either_and_says_whether_it_was_met() -> None:
+    upstream, fallback = Observed(200, _answer(UPSTREAM_TEXT), 0.1), Observed(200, _answer(FALLBACK_TEXT), 2.1)
+    assert "fault not met" in judge("hang-keepalive", upstream, {}, FALLBACK_TEXT).why
+    assert "fresh one" in judge("hang-keepalive", upstream, {"hung": 1}, FALLBACK_TEXT).why
+    assert "hung" in judge("hang-keepalive", fallback, {"hung": 1}, FALLBACK_TEXT).why
+    assert not judge("hang-keepalive", Observed(None, "", 30.0, "ReadTimeout"), {"hung": 1}, FALLBACK_TEXT).passed
