@@ -7,7 +7,7 @@ request spends in authentication, quotas, DLP, Cedar, the upstream call and the 
     .venv/bin/python bench/profile_gateway.py [--quotas] [--audit] [--duration 8] [--top 40]
 
 Prints the functions with the most cumulative and own time per request; writes the raw profile to
-bench/results/profile-<variant>.prof (open it with ``python -m pstats`` or snakeviz).
+bench/results/profile-<variant>.prof (not kept in git; open it with ``python -m pstats``).
 """
 
 from __future__ import annotations
