@@ -186,6 +186,11 @@ class ModelSettings(_Strict):
     n_threads: int | None = Field(None, ge=1)
     #: llama-cpp-python chat format name (e.g. "gemma", "chatml") for GGUFs without a chat template
     chat_format: str | None = None
+    #: engine for a local GGUF: "llama-cpp-python" (one request at a time) or "xllamacpp" (llama.cpp's
+    #: server loop in-process: `parallel` slots decoded together in one batch)
+    engine: Literal["llama-cpp-python", "xllamacpp"] = "llama-cpp-python"
+    #: requests generated at once (xllamacpp slots; each gets the whole n_ctx): memory grows with it
+    parallel: int = Field(4, ge=1, le=64)
     #: requests that may wait behind the running one before 429
     max_queue: int = Field(8, ge=0)
     #: models to try, in order, when this one's backend is unavailable

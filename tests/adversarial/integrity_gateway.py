@@ -27,8 +27,11 @@ def bastion(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def prepare(home: Path) -> tuple[Path, int, str]:
-    """Copy SmolLM2 to ``home/smol.gguf``, admit it, configure a gateway (audit on): (model, port, key)."""
+def prepare(home: Path, engine: str = "llama-cpp-python") -> tuple[Path, int, str]:
+    """Copy SmolLM2 to ``home/smol.gguf``, admit it, configure a gateway (audit on): (model, port, key).
+
+    ``engine`` is the embedded engine that serves it (both must load only the sealed copy).
+    """
     model = home / "smol.gguf"
     model.write_bytes(bundled.smollm2().read_bytes())
     admit_all(home, {"smol": str(model)})
@@ -36,7 +39,7 @@ def prepare(home: Path) -> tuple[Path, int, str]:
     (home / "bastion.toml").write_text(
         f'[server]\nport = {port}\n[store]\npath = "{home}/bastion.db"\n'
         f'[registry]\npublic_key = "{home}/org/signing-key.pub.pem"\n'
-        f'[[models]]\nname = "smol"\npath = "{model}"\nn_threads = 1\nn_ctx = 256\n'
+        f'[[models]]\nname = "smol"\npath = "{model}"\nn_threads = 1\nn_ctx = 256\nengine = "{engine}"\n'
     )
     done = bastion(home, "audit", "init")
     assert done.returncode == 0, done.stderr

@@ -4,6 +4,7 @@ Both worked against wave 1: llama.cpp memory-mapped the GGUF by path, so ``dd co
 served file changed the answers of the running gateway while it still reported the admitted digest;
 and the file was verified, then loaded by path, so a swap in between loaded unadmitted bytes (2 of 4
 tries). Now the gateway loads a sealed in-memory copy whose hash it compared with the signed manifest.
+Every attack runs against both embedded engines (llama-cpp-python and xllamacpp).
 """
 
 from __future__ import annotations
@@ -27,12 +28,14 @@ from bastion.errors import BastionError, IntegrityError
 from bastion.registry import Registry, ServedWeights, open_admitted
 from bastion.serve.backends import Cancel
 from bastion.serve.backends.llama_cpp import LlamaCppBackend
+from bastion.serve.backends.xllama import XllamaBackend
 from bastion.signing import load_public_key
 from tests.adversarial.integrity_gateway import prepare, start_gateway
 from tests.serve.conftest import admit_all, stop
 
 PROMPT = {"prompt": "The capital of France is", "max_tokens": 8, "temperature": 0}
 SMOL = "sha256:b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+ENGINES = ["llama-cpp-python", "xllamacpp"]
 
 
 def sha256(path: Path) -> str:
@@ -63,10 +66,10 @@ class Served:
     proc: subprocess.Popen[bytes]
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+@pytest.fixture(scope="module", params=ENGINES)
+def served(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Served]:
     home = tmp_path_factory.mktemp("integrity-weights")
-    model, port, key = prepare(home)
+    model, port, key = prepare(home, request.param)
     proc = start_gateway(home, port)
     try:
         yield Served(f"http://127.0.0.1:{port}/v1", key, home, model, proc)
@@ -134,8 +137,14 @@ def restore(model: Path) -> None:
     os.replace(tmp, model)
 
 
-async def load_and_ask(weights: ServedWeights) -> tuple[str, str | None]:
-    backend = LlamaCppBackend(ModelSettings(name="smol", path="/nonexistent.gguf", n_ctx=256, n_threads=1))
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+async def load_and_ask(weights: ServedWeights, engine: str) -> tuple[str, str | None]:
+    settings = ModelSettings(name="smol", path="/nonexistent.gguf", n_ctx=256, n_threads=1, parallel=1)
+    backend = XllamaBackend(settings) if engine == "xllamacpp" else LlamaCppBackend(settings)
     try:
         await backend.start(weights)
         reply = await backend.run("completion", {**PROMPT, "model": "smol"}, Cancel())
@@ -157,7 +166,7 @@ def swap_in(other: Path, model: Path) -> Callable[[], None]:
 @pytest.mark.parametrize("stage", ["opened", "sealed", "verified"])
 @pytest.mark.parametrize("attack", ["swap", "dd"])
 def test_changing_the_file_after_a_stage_never_loads_unadmitted_bytes(
-    admitted: tuple[Registry, Path, Path, object, str], stage: str, attack: str
+    admitted: tuple[Registry, Path, Path, object, str], stage: str, attack: str, engine: str
 ) -> None:
     registry, model, other, public_key, reference = admitted
     restore(model)
@@ -176,14 +185,14 @@ def test_changing_the_file_after_a_stage_never_loads_unadmitted_bytes(
         return
     assert (attack, stage) != ("dd", "opened")
     assert sha256(model) != SMOL  # the attack happened
-    text, digest = asyncio.run(load_and_ask(weights))
+    text, digest = asyncio.run(load_and_ask(weights, engine))
     assert digest == SMOL
     assert text == reference
 
 
 @pytest.mark.slow
 def test_the_real_race_swapping_the_file_in_a_loop_never_loads_unadmitted_bytes(
-    admitted: tuple[Registry, Path, Path, object, str],
+    admitted: tuple[Registry, Path, Path, object, str], engine: str
 ) -> None:
     registry, model, other, public_key, reference = admitted
     restore(model)
@@ -210,7 +219,7 @@ def test_the_real_race_swapping_the_file_in_a_loop_never_loads_unadmitted_bytes(
             except BastionError:
                 refused += 1
                 continue
-            text, digest = asyncio.run(load_and_ask(weights))
+            text, digest = asyncio.run(load_and_ask(weights, engine))
             assert (digest, text) == (SMOL, reference)
             loaded += 1
     finally:

@@ -44,6 +44,10 @@ log = logging.getLogger("bastion.serve")
 
 def make_backend(model: ModelSettings) -> Backend:
     """The backend a model's settings call for."""
+    if model.backend == "llama_cpp" and model.engine == "xllamacpp":
+        from bastion.serve.backends.xllama import XllamaBackend
+
+        return XllamaBackend(model)
     if model.backend == "llama_cpp":
         return LlamaCppBackend(model)
     if model.backend == "openai":
