@@ -182,7 +182,8 @@ def p95(values: list[float]) -> float:
 
 
 async def throughput(client: httpx.AsyncClient, args: argparse.Namespace) -> dict[str, Any]:
-    engines: dict[str, list[str]] = {"lcp": ["lcp"], "xl": ["xl"], "pool": ["up1"], "pool-rr": ["up1", "up2", "up3"]}
+    every: dict[str, list[str]] = {"lcp": ["lcp"], "xl": ["xl"], "pool": ["up1"], "pool-rr": ["up1", "up2", "up3"]}
+    engines = {k: v for k, v in every.items() if k in args.engines.split(",")}
     cells: dict[str, dict[str, Any]] = {}
     for rnd in range(args.rounds):
         for n in (1, 4, 16):
@@ -205,30 +206,59 @@ async def throughput(client: httpx.AsyncClient, args: argparse.Namespace) -> dic
     return cells
 
 
+def fresh_answers(path: Path, endpoint: str, prompts: list[str], max_tokens: int) -> list[str]:
+    """The reference: llama-cpp-python in this process, its KV cache reset before every prompt.
+
+    A long-lived engine reuses the KV of the longest prefix it shares with the previous request, so
+    the rest of the prompt is evaluated in a different batch and rounds differently: its greedy answer
+    can depend on what was asked before. Reset, every prompt is evaluated whole, as on a fresh start.
+    """
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(path), n_ctx=N_CTX, n_threads=THREADS, verbose=False)
+    out = []
+    try:
+        for p in prompts:
+            llm.reset()
+            if endpoint == "chat":
+                r = llm.create_chat_completion(messages=[{"role": "user", "content": p}], max_tokens=max_tokens,
+                                               temperature=0)
+                out.append(str(r["choices"][0]["message"]["content"]))
+            else:
+                out.append(str(llm.create_completion(prompt=p, max_tokens=max_tokens, temperature=0)
+                               ["choices"][0]["text"]))
+    finally:
+        llm.close()
+    return out
+
+
 async def identity(client: httpx.AsyncClient, args: argparse.Namespace) -> dict[str, Any]:
-    """Greedy answers of every engine on the same prompts, one at a time and all at once."""
+    """Greedy answers of every engine on the same prompts: in order, in reverse order, all at once."""
     out: dict[str, Any] = {}
-    sets = [("smollm2", "chat", CHAT[:8], {"lcp": "lcp", "xl": "xl", "llama_cpp.server": "up1"})]
+    sets = [("smollm2", bundled.smollm2(), "chat", CHAT[:8], {"lcp": "lcp", "xl": "xl", "llama_cpp.server": "up1"})]
     if args.gemma:
-        sets.append(("gemma3", "completion", COMPLETION, {"lcp": "gemma-lcp", "xl": "gemma-xl"}))
-    for model, endpoint, prompts, engines in sets:
-        answers: dict[str, list[str]] = {}
+        sets.append(("gemma3", bundled.gemma3(), "completion", COMPLETION, {"lcp": "gemma-lcp", "xl": "gemma-xl"}))
+    for model, path, endpoint, prompts, engines in sets:
+        reference = await asyncio.to_thread(fresh_answers, path, endpoint, prompts, args.identity_tokens)
+        answers: dict[str, list[str]] = {"fresh llama-cpp-python (reference)": reference}
         for label, name in engines.items():
-            seq = [(await burst(client, [name], endpoint, [p], 1, args.identity_tokens))[0]["text"] for p in prompts]
-            conc = [r["text"] for r in await burst(client, [name], endpoint, prompts, len(prompts),
-                                                   args.identity_tokens)]
-            answers[f"{label} sequential"] = seq
-            answers[f"{label} concurrent"] = conc
-        reference = answers["lcp sequential"]
+            async def one(p: str, name: str = name, endpoint: str = endpoint) -> str:
+                return str((await burst(client, [name], endpoint, [p], 1, args.identity_tokens))[0]["text"])
+
+            answers[f"{label}, one at a time"] = [await one(p) for p in prompts]
+            answers[f"{label}, one at a time, reverse order"] = [await one(p) for p in reversed(prompts)][::-1]
+            answers[f"{label}, all {len(prompts)} at once"] = [
+                r["text"] for r in await burst(client, [name], endpoint, prompts, len(prompts), args.identity_tokens)
+            ]
         out[model] = {
             "endpoint": endpoint,
             "prompts": prompts,
             "answers": answers,
-            "identical_to_lcp_sequential": {k: sum(a == b for a, b in zip(v, reference, strict=True))
-                                            for k, v in answers.items()},
+            "identical_to_reference": {k: sum(a == b for a, b in zip(v, reference, strict=True))
+                                       for k, v in answers.items()},
             "of": len(prompts),
         }
-        print(model, json.dumps(out[model]["identical_to_lcp_sequential"]), flush=True)
+        print(model, json.dumps(out[model]["identical_to_reference"]), flush=True)
     return out
 
 
@@ -245,6 +275,23 @@ async def measure(base: str, key: str, args: argparse.Namespace) -> dict[str, An
         return result
 
 
+def table(result: dict[str, Any]) -> str:
+    """The markdown tables for bench/README.md, from a results document."""
+    names = {"lcp": "llama-cpp-python worker (today)", "xl": "xllamacpp (`parallel` slots)",
+             "pool": "3 llama_cpp.server upstreams, fallbacks", "pool-rr": "3 llama_cpp.server upstreams, round-robin"}
+    lines = ["| engine | clients | aggregate tok/s (median of rounds) | p95 TTFT | machine load (1-min avg) |",
+             "|---|---|---|---|---|"]
+    for cell in result["throughput"].values():
+        lines.append(f"| {names[cell['engine']]} | {cell['clients']} | {cell['median_tokens_per_s']:.1f} "
+                     f"| {cell['p95_ttft_s']:.2f} s | {min(cell['load']):.1f}-{max(cell['load']):.1f} |")
+    for model, ident in result.get("identity", {}).items():
+        lines += ["", f"Greedy answers identical to a fresh llama-cpp-python (KV reset per prompt), {model} "
+                      f"({ident['endpoint']}, {ident['of']} prompts):", "",
+                  "| engine, requests | identical |", "|---|---|"]
+        lines += [f"| {k} | {v}/{ident['of']} |" for k, v in ident["identical_to_reference"].items()]
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=2)
@@ -254,7 +301,13 @@ def main() -> None:
     ap.add_argument("--upstream-threads", type=int, default=1)
     ap.add_argument("--gemma", action="store_true", help="also check Gemma 3 270M greedy identity")
     ap.add_argument("--skip-identity", action="store_true")
+    ap.add_argument("--engines", default="lcp,xl,pool,pool-rr", help="throughput cells to run")
+    ap.add_argument("--table", action="store_true", help="print the README tables of the stored results")
     args = ap.parse_args()
+    out = ROOT / "bench" / "results" / "engines.json"
+    if args.table:
+        print(table(json.loads(out.read_text())))
+        return
     import xllamacpp
 
     procs: list[subprocess.Popen[bytes]] = []
@@ -302,11 +355,9 @@ def main() -> None:
         "xl_parallel": args.parallel,
         "xllamacpp": xllamacpp.__version__,
     }
-    out = ROOT / "bench" / "results" / "engines.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
-    print(json.dumps({k: {"tok/s": round(v["median_tokens_per_s"], 1), "p95_ttft": round(v["p95_ttft_s"], 2),
-                          "load": v["load"]} for k, v in result["throughput"].items()}, indent=1))
+    print(table(result))
 
 
 if __name__ == "__main__":
