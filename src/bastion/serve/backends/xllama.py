@@ -5,6 +5,12 @@ process: ``parallel`` slots, each with its own ``n_ctx`` of KV cache, decoded to
 step (continuous batching), so a second user does not wait for the first to finish. We call its
 handlers directly (no HTTP): each request blocks one thread of ours in C++ with the GIL released.
 
+Differences from the llama-cpp-python engine, measured in bench/engines.py: requests decoded in one
+batch can get other greedy answers than the same request alone (batched products round differently);
+a non-streamed request cannot be stopped halfway (llama.cpp's handler answers only at the end), so a
+client that leaves keeps its slot until ``max_tokens``; ``completion_tokens`` counts the end-of-turn
+token too (one more than llama-cpp-python reports).
+
 Integrity is the same as for the other engine: llama.cpp maps ``/proc/self/fd/N`` of the sealed copy
 the gateway hashed and compared with the signed manifest, never the configured path.
 
@@ -18,6 +24,7 @@ key that never leaves this object, and has its web UI, slot save/restore and met
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import secrets
 import shutil
@@ -38,6 +45,8 @@ from bastion.serve.backends.local import (
     response_format,
     sampling,
 )
+
+log = logging.getLogger("bastion.serve")
 
 #: the xllamacpp release measured in bench/engines.py; another one may change answers or defaults
 XLLAMACPP_VERSION = "2026.10.11549"
@@ -66,13 +75,18 @@ class XllamaBackend(EmbeddedBackend):
         workers = settings.parallel + settings.max_queue + 1
         super().__init__(settings, slots=settings.parallel, workers=workers)
         self._private: Path | None = None
+        self._version = ""
 
     def _detail(self) -> dict[str, Any]:
-        return {"parallel": self.settings.parallel}
+        return {"parallel": self.settings.parallel, "engine_version": self._version}
 
     def _load(self, load_path: str) -> bool:
         import xllamacpp  # imported here so commands that never serve stay fast
 
+        self._version = str(xllamacpp.__version__)
+        if self._version != XLLAMACPP_VERSION:
+            log.warning("xllamacpp %s is not the measured %s: greedy answers and defaults may differ",
+                        self._version, XLLAMACPP_VERSION)
         has_template = bool(read_gguf(Path(load_path)).metadata.get("tokenizer.chat_template"))
         s = self.settings
         threads = s.n_threads or min(os.cpu_count() or 1, 4)
