@@ -17,7 +17,11 @@ import httpx
 import orjson
 import pytest
 
+from bastion.config import ModelSettings
+from bastion.errors import Busy
 from bastion.keys import KeyStore
+from bastion.serve.backends import Cancel, Usage
+from bastion.serve.backends.xllama import XllamaBackend
 from tests.serve.conftest import serving
 
 SMOL = "sha256:b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
@@ -134,3 +138,27 @@ def test_concurrent_streams_are_generated_together_not_one_after_another(served:
     serial = asyncio.run(windows(served, "smol-lcp", 3))
     assert all(n >= 3 for _, _, n in serial), serial
     assert overlapping_pairs(serial) == 0, serial
+
+
+@pytest.mark.slow
+def test_past_the_slots_and_the_queue_it_is_busy_and_a_closed_stream_frees_its_slot() -> None:
+    async def go() -> tuple[bytes, str]:
+        backend = XllamaBackend(ModelSettings(name="smol", path="bundled:smollm2", n_ctx=256, n_threads=1,
+                                              parallel=1, max_queue=0))
+        await backend.start()
+        try:
+            long = {"prompt": STORY, "max_tokens": 200, "temperature": 0}
+            stream = backend.stream("completion", long, Cancel(), Usage())
+            first = await stream.__anext__()  # the one slot is generating
+            with pytest.raises(Busy):
+                await backend.run("completion", long, Cancel())
+            await stream.aclose()  # the client left: generation stops, the slot is free again
+            reply = await backend.run("completion", {"prompt": "The capital of France is", "max_tokens": 4,
+                                                     "temperature": 0}, Cancel())
+            return first, str(orjson.loads(reply.body)["choices"][0]["text"])
+        finally:
+            await backend.aclose()
+
+    first, text = asyncio.run(go())
+    assert orjson.loads(first)["model"] == "smol"
+    assert "Paris" in text
