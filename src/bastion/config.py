@@ -158,6 +158,17 @@ class DlpSettings(_Strict):
     markings: tuple[OrgMarkingSettings, ...] = ()
 
 
+class RagSettings(_Strict):
+    #: SQLite database of retrieval collections: documents, chunks, FTS5 index and vectors
+    path: Path = Field(default_factory=lambda: data_home() / "rag" / "rag.db")
+    #: characters per chunk (all-MiniLM-L6-v2 reads ~1,000 characters of English)
+    chunk_chars: int = Field(800, ge=100, le=4000)
+    #: characters shared by consecutive chunks
+    chunk_overlap: int = Field(120, ge=0, le=1000)
+    #: sentence-transformers folder that embeds chunks and queries (bundled:minilm or a path)
+    embedder: str = "bundled:minilm"
+
+
 class ModelSettings(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
     #: "llama_cpp" (embedded GGUF), "openai" (an OpenAI-compatible upstream), "minilm" (embeddings)
@@ -233,6 +244,7 @@ class Settings(_Strict):
     policy: PolicySettings = Field(default_factory=PolicySettings)
     quotas: QuotaSettings = Field(default_factory=QuotaSettings)
     dlp: DlpSettings = Field(default_factory=DlpSettings)
+    rag: RagSettings = Field(default_factory=RagSettings)
     models: tuple[ModelSettings, ...] = ()
     #: where the settings came from (for `bastion doctor` and logs)
     source: str = "defaults"

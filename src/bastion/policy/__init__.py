@@ -9,7 +9,9 @@ from bastion.policy.access import (
     AccessPolicy,
     CedarAuthorizer,
     DlpContext,
+    DocumentResource,
     ModelResource,
+    PrincipalLike,
 )
 from bastion.policy.decision import ArtifactAttributes, Decision, Organisation, Reason, admission_decision
 from bastion.policy.source import PACKS, PolicyProblem, PolicySource, load_policy, read_policy, schema_text
@@ -21,9 +23,11 @@ __all__ = [
     "CedarAuthorizer",
     "ArtifactAttributes",
     "DlpContext",
+    "DocumentResource",
     "Decision",
     "ModelResource",
     "Organisation",
+    "PrincipalLike",
     "PolicyProblem",
     "PolicySource",
     "Reason",

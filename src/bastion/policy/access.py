@@ -12,7 +12,7 @@ import cedarpy
 
 from bastion.errors import DataLossBlocked, PermissionDenied
 from bastion.policy.decision import NAMESPACE, Decision, _policy_set, evaluate
-from bastion.policy.source import PolicySource, load_policy
+from bastion.policy.source import PolicySource, load_policy, schema
 
 ACTIONS = ("chat", "completion", "embedding")
 #: what the gateway may do with a request's findings, in the order it asks the policy
@@ -82,6 +82,33 @@ class DlpContext:
         }
 
 
+@dataclass(frozen=True)
+class DocumentResource:
+    """What Cedar sees of a document in a retrieval collection (the ``Bastion::Document`` entity).
+
+    ``groups`` are the groups whose members may read it; ``classification`` is on the clearance scale.
+    """
+
+    id: str
+    collection: str
+    classification: int
+    groups: frozenset[str]
+
+    def entity(self) -> dict[str, Any]:
+        """The Cedar entity: attributes, and its collection as parent."""
+        return {
+            "uid": {"type": f"{NAMESPACE}::Document", "id": self.id},
+            "attrs": {
+                "collection": self.collection,
+                "classification": self.classification,
+                "groups": [
+                    {"__entity": {"type": f"{NAMESPACE}::Group", "id": g}} for g in sorted(self.groups)
+                ],
+            },
+            "parents": [{"type": f"{NAMESPACE}::Collection", "id": self.collection}],
+        }
+
+
 NO_FINDINGS = DlpContext()
 _CACHE_MAX = 65536
 
@@ -101,6 +128,7 @@ class AccessPolicy:
         self._clearance = dict(group_clearance or {})
         self._lock = threading.Lock()
         self._cache: dict[tuple[str, ModelResource, str, DlpContext], Decision] = {}
+        self._documents: dict[tuple[str, tuple[str, ...], DocumentResource], bool] = {}
         self._source, self._set = self._load()
 
     def _load(self) -> tuple[PolicySource, cedarpy.PolicySet]:
@@ -118,6 +146,7 @@ class AccessPolicy:
         with self._lock:
             self._source, self._set = source, policy_set
             self._cache.clear()
+            self._documents.clear()
 
     def clearance(self, principal: PrincipalLike) -> int:
         """The principal's clearance: the highest level among its groups."""
@@ -150,6 +179,85 @@ class AccessPolicy:
                 self._cache[key] = decision
         return decision
 
+    def readable(self, principal: PrincipalLike, documents: Iterable[DocumentResource]) -> set[str]:
+        """Ids of the ``documents`` Cedar lets ``principal`` ``retrieve``; decisions are cached.
+
+        The cache key holds the whole document record (collection, classification, groups) and the
+        principal's groups, so a document relabelled at ingest is decided again, never served from a
+        decision made for its old label. Misses go to Cedar in one batch; a statement that errors
+        denies (fail closed), as for every other decision.
+        """
+        groups = tuple(sorted(principal.groups))
+        allowed: set[str] = set()
+        missing: list[DocumentResource] = []
+        with self._lock:
+            source, policy_set = self._source, self._set
+            for doc in documents:
+                hit = self._documents.get((principal.key_id, groups, doc))
+                if hit is None:
+                    missing.append(doc)
+                elif hit:
+                    allowed.add(doc.id)
+        if not missing:
+            return allowed
+        decided = self._decide_documents(policy_set, principal, missing)
+        with self._lock:
+            if self._source is source:
+                if len(self._documents) + len(decided) > _CACHE_MAX:
+                    self._documents.clear()
+                for doc, ok in zip(missing, decided, strict=True):
+                    self._documents[(principal.key_id, groups, doc)] = ok
+        allowed.update(doc.id for doc, ok in zip(missing, decided, strict=True) if ok)
+        return allowed
+
+    def _principal_entities(
+        self, principal: PrincipalLike, groups: set[str]
+    ) -> tuple[dict[str, str], list[dict[str, Any]]]:
+        """The ApiKey entity (in its groups) and the Group entities ``groups`` names."""
+        key_uid = {"type": f"{NAMESPACE}::ApiKey", "id": principal.key_id}
+        key = {
+            "uid": key_uid,
+            "attrs": {
+                "name": principal.name,
+                "models": list(principal.models),
+                "clearance": self.clearance(principal),
+            },
+            "parents": [{"type": f"{NAMESPACE}::Group", "id": g} for g in principal.groups],
+        }
+        group_entities = [
+            {"uid": {"type": f"{NAMESPACE}::Group", "id": g}, "attrs": {}, "parents": []}
+            for g in sorted(groups)
+        ]
+        return key_uid, [key, *group_entities]
+
+    def _decide_documents(
+        self, policy_set: cedarpy.PolicySet, principal: PrincipalLike, documents: list[DocumentResource]
+    ) -> list[bool]:
+        group_ids = set(principal.groups)
+        for doc in documents:
+            group_ids |= doc.groups
+        key_uid, key_entities = self._principal_entities(principal, group_ids)
+        entities: list[dict[str, Any]] = [
+            *key_entities,
+            *(
+                {"uid": {"type": f"{NAMESPACE}::Collection", "id": c}, "attrs": {}, "parents": []}
+                for c in {d.collection for d in documents}
+            ),
+            *(doc.entity() for doc in documents),
+        ]
+        requests = [
+            {
+                "principal": key_uid,
+                "action": {"type": f"{NAMESPACE}::Action", "id": "retrieve"},
+                "resource": {"type": f"{NAMESPACE}::Document", "id": doc.id},
+                "context": {},
+            }
+            for doc in documents
+        ]
+        results = cedarpy.is_authorized_batch(requests, policy_set, entities, schema())
+        # Fail closed: an erroring statement is skipped by Cedar, so an erroring forbid would not deny.
+        return [r.allowed and not list(r.diagnostics.errors) for r in results]
+
     def dlp_transform(
         self, principal: PrincipalLike, action: str, model: ModelResource, dlp: DlpContext
     ) -> tuple[str | None, Decision]:
@@ -177,21 +285,9 @@ class AccessPolicy:
         model: ModelResource,
         dlp: DlpContext,
     ) -> Decision:
-        key_uid = {"type": f"{NAMESPACE}::ApiKey", "id": principal.key_id}
+        key_uid, key_entities = self._principal_entities(principal, set(principal.groups))
         entities: list[dict[str, Any]] = [
-            {
-                "uid": key_uid,
-                "attrs": {
-                    "name": principal.name,
-                    "models": list(principal.models),
-                    "clearance": self.clearance(principal),
-                },
-                "parents": [{"type": f"{NAMESPACE}::Group", "id": g} for g in principal.groups],
-            },
-            *(
-                {"uid": {"type": f"{NAMESPACE}::Group", "id": g}, "attrs": {}, "parents": []}
-                for g in principal.groups
-            ),
+            *key_entities,
             {
                 "uid": {"type": f"{NAMESPACE}::ServedModel", "id": model.name},
                 "attrs": model.to_json(),

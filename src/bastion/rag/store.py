@@ -1,0 +1,385 @@
+"""``RagStore``: collections of documents, searched with Cedar deciding per document inside retrieval.
+
+The security contract (issue 16): a search ranks only chunks of documents Cedar lets the principal
+``retrieve``. The permitted set is decided first, per document (cached like the request path), and
+everything after — BM25 statistics, vector scores, fusion, ``k``, titles, counts — is computed over it
+alone. A principal with no permitted document gets an empty list, exactly as for a query that matches
+nothing. Writes (ingest, deletes) are one transaction per document and are audited.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from bastion import bundled
+from bastion.audit import record_admin, require_audit
+from bastion.config import Settings, load_settings
+from bastion.embeddings import MiniLMEmbedder
+from bastion.errors import NotFound, UsageError, did_you_mean
+from bastion.policy import LEVELS, AccessPolicy, DocumentResource, PrincipalLike
+from bastion.rag import bm25, search
+from bastion.rag.index import Index, load_index
+from bastion.rag.ingest import delete_document_rows, ingest_path
+from bastion.rag.records import CollectionInfo, DocumentInfo, Hit, IngestReport
+from bastion.rag.schema import MIGRATIONS, bump_generation, generation
+from bastion.store import open_database
+
+MAX_K = 100
+MAX_QUERY_CHARS = 8000
+_NAMES = {level: name for name, level in LEVELS.items()}
+
+
+def _settings(home_or_config: Settings | Path | str | None) -> Settings:
+    if isinstance(home_or_config, Settings):
+        return home_or_config
+    if home_or_config is None:
+        return load_settings()
+    path = Path(home_or_config).expanduser()
+    return load_settings(path / "bastion.toml" if path.is_dir() else path)
+
+
+class RagStore:
+    """Retrieval collections in one SQLite database (``rag.path``), with Cedar inside every search."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        conn: sqlite3.Connection,
+        policy: AccessPolicy,
+        embedder: MiniLMEmbedder | None = None,
+    ) -> None:
+        self.settings = settings
+        self.policy = policy
+        self._conn = conn
+        self._embedder = embedder
+        self._lock = threading.RLock()
+        self._index: Index | None = None
+
+    @classmethod
+    def open(
+        cls,
+        home_or_config: Settings | Path | str | None = None,
+        *,
+        policy: AccessPolicy | None = None,
+        embedder: MiniLMEmbedder | None = None,
+    ) -> RagStore:
+        """Open (creating) the database of ``settings.rag.path``. ``policy`` defaults to the configured
+        access policy and group clearances (pass the gateway's to share its cache); ``embedder`` is
+        loaded on first use when not given."""
+        settings = _settings(home_or_config)
+        if policy is None:
+            clearance = {group: LEVELS[level] for group, level in settings.policy.clearance.items()}
+            policy = AccessPolicy(settings.policy.access, clearance)
+        conn = open_database(settings.rag.path, MIGRATIONS)
+        return cls(settings, conn, policy, embedder)
+
+    def close(self) -> None:
+        """Close the database."""
+        with self._lock:
+            self._conn.close()
+
+    @property
+    def embedder(self) -> MiniLMEmbedder:
+        """The sentence encoder for chunks and queries (loaded once)."""
+        with self._lock:
+            if self._embedder is None:
+                self._embedder = MiniLMEmbedder.load(bundled.resolve(self.settings.rag.embedder))
+            return self._embedder
+
+    # ---- collections -----------------------------------------------------------------------------
+
+    def create_collection(self, name: str, description: str = "") -> CollectionInfo:
+        """Create an empty collection (UsageError if the name is taken or malformed)."""
+        if not name or len(name) > 128 or not all(c.isalnum() or c in "-_." for c in name):
+            raise UsageError(
+                f"collection name {name!r} is not allowed",
+                hint="Use 1-128 letters, digits, '-', '_' or '.'.",
+            )
+        with self._lock:
+            try:
+                with self._conn:
+                    self._conn.execute(
+                        "INSERT INTO rag_collections (name, description) VALUES (?, ?)", (name, description)
+                    )
+            except sqlite3.IntegrityError as exc:
+                raise UsageError(
+                    f"collection {name!r} already exists",
+                    hint="Pick another name, or ingest into the existing one.",
+                ) from exc
+        record_admin(self.settings.audit, "rag.collection.create", details={"collection": name})
+        return self.show(name)
+
+    def _require(self, names: Iterable[str]) -> list[str]:
+        known = [r[0] for r in self._conn.execute("SELECT name FROM rag_collections ORDER BY name")]
+        out = []
+        for name in names:
+            if name not in known:
+                raise NotFound(
+                    f"collection {name!r} does not exist",
+                    hint=did_you_mean(name, known, "'bastion rag list' shows the collections."),
+                    param="collection",
+                )
+            out.append(name)
+        return out
+
+    def list_collections(self, principal: PrincipalLike | None = None) -> list[CollectionInfo]:
+        """Every collection with its counts; with ``principal``, counts of what they may read only."""
+        with self._lock:
+            names = [r[0] for r in self._conn.execute("SELECT name FROM rag_collections ORDER BY name")]
+        return [self._info(n, principal, with_documents=False) for n in names]
+
+    def show(self, name: str, principal: PrincipalLike | None = None) -> CollectionInfo:
+        """One collection and its documents (only those ``principal`` may read, when given)."""
+        with self._lock:
+            self._require([name])
+        return self._info(name, principal, with_documents=True)
+
+    def _info(self, name: str, principal: PrincipalLike | None, with_documents: bool) -> CollectionInfo:
+        with self._lock:
+            description, created = self._conn.execute(
+                "SELECT description, created_at FROM rag_collections WHERE name = ?", (name,)
+            ).fetchone()
+            docs = self._documents(name)
+        if principal is not None:
+            readable = self.policy.readable(principal, [d[0] for d in docs])
+            docs = [d for d in docs if d[0].id in readable]
+        return CollectionInfo(
+            name,
+            description,
+            created,
+            len(docs),
+            sum(d[1].chunks for d in docs),
+            tuple(d[1] for d in docs) if with_documents else (),
+        )
+
+    def _documents(self, collection: str) -> list[tuple[DocumentResource, DocumentInfo]]:
+        rows = self._conn.execute(
+            "SELECT d.id, d.title, d.source_name, d.kind, d.sha256, d.classification, d.groups,"
+            " d.label_source, length(d.text), d.ingested_at,"
+            " (SELECT COUNT(*) FROM rag_chunks c WHERE c.document_id = d.id)"
+            " FROM rag_documents d WHERE d.collection = ? ORDER BY d.source_name, d.id",
+            (collection,),
+        ).fetchall()
+        out = []
+        for doc_id, title, source_name, kind, sha, cls, groups, label_source, chars, at, chunks in rows:
+            grp = tuple(json.loads(groups))
+            info = DocumentInfo(
+                doc_id,
+                collection,
+                title,
+                source_name,
+                kind,
+                sha,
+                _NAMES[cls],
+                grp,
+                label_source,
+                chunks,
+                chars,
+                at,
+            )
+            out.append((DocumentResource(doc_id, collection, cls, frozenset(grp)), info))
+        return out
+
+    def delete_collection(self, name: str) -> int:
+        """Delete a collection with every document, chunk, FTS row and vector in it; returns documents
+        removed. Audited."""
+        if self.settings.audit.enabled:
+            require_audit(self.settings.audit)
+        with self._lock:
+            self._require([name])
+            with self._conn:
+                ids = [
+                    r[0]
+                    for r in self._conn.execute("SELECT id FROM rag_documents WHERE collection = ?", (name,))
+                ]
+                self._conn.execute(
+                    "DELETE FROM rag_fts WHERE rowid IN (SELECT c.id FROM rag_chunks c JOIN rag_documents d"
+                    " ON c.document_id = d.id WHERE d.collection = ?)",
+                    (name,),
+                )
+                self._conn.execute("DELETE FROM rag_collections WHERE name = ?", (name,))
+                bump_generation(self._conn)
+        record_admin(
+            self.settings.audit, "rag.collection.delete", details={"collection": name, "documents": ids}
+        )
+        return len(ids)
+
+    def delete_document(self, collection: str, document_id: str) -> DocumentInfo:
+        """Remove one document: every chunk, FTS row and vector of it, in one transaction. Audited."""
+        if self.settings.audit.enabled:
+            require_audit(self.settings.audit)
+        with self._lock:
+            self._require([collection])
+            found = [d for r, d in self._documents(collection) if r.id == document_id]
+            if not found:
+                raise NotFound(
+                    f"document {document_id!r} is not in collection {collection!r}",
+                    hint=f"'bastion rag show {collection}' lists its documents.",
+                )
+            with self._conn:
+                delete_document_rows(self._conn, document_id)
+                bump_generation(self._conn)
+        info = found[0]
+        record_admin(
+            self.settings.audit,
+            "rag.document.delete",
+            before_digest="sha256:" + info.sha256,
+            details={"collection": collection, "document_id": document_id, "chunks": info.chunks},
+        )
+        return info
+
+    # ---- ingest ----------------------------------------------------------------------------------
+
+    def ingest(
+        self,
+        collection: str,
+        path: Path | str,
+        *,
+        classification: str | None = None,
+        groups: Sequence[str] = (),
+        source_name: str | None = None,
+    ) -> IngestReport:
+        """Ingest a file or every supported file under a folder (see ``bastion.rag.ingest``).
+
+        Labels come from a sidecar, a folder rule or these flags (most specific wins). Files that fail
+        are reported with their error; the others are ingested. Audited (one entry per call).
+        """
+        if self.settings.audit.enabled:
+            require_audit(self.settings.audit)
+        with self._lock:
+            self._require([collection])
+        report = ingest_path(
+            self._conn,
+            self._lock,
+            lambda: self.embedder,
+            collection,
+            Path(path).expanduser(),
+            classification=classification,
+            groups=tuple(groups),
+            source_name=source_name,
+            chunk_chars=self.settings.rag.chunk_chars,
+            overlap=self.settings.rag.chunk_overlap,
+        )
+        record_admin(
+            self.settings.audit,
+            "rag.ingest",
+            details={
+                "collection": collection,
+                "files": [
+                    {
+                        k: v
+                        for k, v in f.to_json().items()
+                        if k in ("path", "status", "document_id", "chunks", "classification", "groups")
+                    }
+                    for f in report.files
+                ],
+            },
+        )
+        return report
+
+    # ---- search ----------------------------------------------------------------------------------
+
+    def _current_index(self) -> Index:
+        gen = generation(self._conn)
+        if self._index is None or self._index.generation != gen:
+            self._index = load_index(self._conn, gen, self.embedder.dimensions)
+        return self._index
+
+    def search(
+        self,
+        collections: Sequence[str] | str,
+        query: str,
+        *,
+        principal: PrincipalLike,
+        k: int = 10,
+        mode: str = "hybrid",
+    ) -> list[Hit]:
+        """The ``k`` best chunks for ``query`` among documents ``principal`` may retrieve, best first.
+
+        ``mode`` is ``hybrid`` (BM25 and MiniLM fused by reciprocal rank), ``bm25`` or ``vector``.
+        """
+        cols = [collections] if isinstance(collections, str) else list(collections)
+        if mode not in search.MODES:
+            raise UsageError(f"mode must be one of {', '.join(search.MODES)}, not {mode!r}", param="mode")
+        if not 1 <= k <= MAX_K:
+            raise UsageError(f"k must be between 1 and {MAX_K}, got {k}", param="k")
+        if not query.strip():
+            raise UsageError("the query is empty", hint="Give a question or some words.", param="query")
+        if len(query) > MAX_QUERY_CHARS:
+            raise UsageError(f"the query is longer than {MAX_QUERY_CHARS} characters", param="query")
+        if not cols:
+            raise UsageError("name at least one collection", param="collection")
+        with self._lock:
+            wanted = set(self._require(cols))
+            index = self._current_index()
+        # Cedar decides first; everything below sees the permitted rows only.
+        candidates = [d.resource for d in index.docs if d.resource.collection in wanted]
+        readable = self.policy.readable(principal, candidates)
+        permitted = index.readable_rows(wanted, readable)
+        rows = np.flatnonzero(permitted).astype(np.int64)
+        if len(rows) == 0:
+            return []
+        depth = max(k, search.FUSE_DEPTH) if mode == "hybrid" else k
+        rankings = []
+        if mode in ("hybrid", "bm25"):
+            with self._lock:
+                terms = bm25.query_terms(self._conn, query)
+                scores = bm25.bm25_scores(self._conn, index, permitted, terms)
+            rankings.append(search.bm25_rank(scores, rows, depth))
+        if mode in ("hybrid", "vector"):
+            qvec = self.embedder.embed([query]).vectors[0]
+            rankings.append(search.vector_rank(index.vectors, rows, qvec, depth))
+        ranked = search.fuse(*rankings, k=k) if mode == "hybrid" else rankings[0][:k]
+        return self._hits(index, ranked)
+
+    def _hits(self, index: Index, ranked: list[tuple[int, float]]) -> list[Hit]:
+        hits = []
+        with self._lock:
+            for row, score in ranked:
+                found = self._conn.execute(
+                    "SELECT c.chunk_id, c.sha256, c.document_id, c.start, c.end,"
+                    " substr(d.text, c.start + 1, c.end - c.start)"
+                    " FROM rag_chunks c JOIN rag_documents d ON d.id = c.document_id WHERE c.id = ?",
+                    (int(index.rowids[row]),),
+                ).fetchone()
+                if found is None:
+                    continue  # deleted since the index was loaded
+                chunk_id, sha, doc_id, start, end, text = found
+                meta = index.docs[int(index.doc_of[row])]
+                hits.append(
+                    Hit(
+                        chunk_id,
+                        sha,
+                        doc_id,
+                        meta.resource.collection,
+                        meta.title,
+                        meta.source_name,
+                        start,
+                        end,
+                        text,
+                        round(score, 6),
+                    )
+                )
+        return hits
+
+    def document_text(self, document_id: str, principal: PrincipalLike) -> str:
+        """The extracted text of a document ``principal`` may retrieve (what hit offsets point into).
+
+        A document they may not read and one that does not exist raise the same NotFound.
+        """
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT collection, classification, groups, text FROM rag_documents WHERE id = ?",
+                (document_id,),
+            ).fetchone()
+        if row is not None:
+            resource = DocumentResource(document_id, row[0], row[1], frozenset(json.loads(row[2])))
+            if self.policy.readable(principal, [resource]):
+                return str(row[3])
+        raise NotFound(f"document {document_id!r} not found", param="document_id")
