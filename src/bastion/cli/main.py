@@ -23,6 +23,7 @@ from bastion.cli import (
     lineage,
     models,
     policy,
+    rag,
     serve,
     signing,
     usage,
@@ -75,6 +76,7 @@ drill.register(app)
 withdraw.register(app)
 app.add_typer(bundle.app, name="bundle")
 app.add_typer(dlp.app, name="dlp")
+app.add_typer(rag.app, name="rag")
 
 
 def main() -> None:
