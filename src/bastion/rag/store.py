@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from bastion import bundled
 from bastion.audit import record_admin, require_audit
@@ -32,6 +34,7 @@ from bastion.store import open_database
 
 MAX_K = 100
 MAX_QUERY_CHARS = 8000
+QUERY_CACHE = 1024
 _NAMES = {level: name for name, level in LEVELS.items()}
 
 
@@ -60,6 +63,7 @@ class RagStore:
         self._embedder = embedder
         self._lock = threading.RLock()
         self._index: Index | None = None
+        self._query_vectors: OrderedDict[str, npt.NDArray[np.float32]] = OrderedDict()
 
     @classmethod
     def open(
@@ -333,10 +337,25 @@ class RagStore:
                 scores = bm25.bm25_scores(self._conn, index, permitted, terms)
             rankings.append(search.bm25_rank(scores, rows, depth))
         if mode in ("hybrid", "vector"):
-            qvec = self.embedder.embed([query]).vectors[0]
+            qvec = self._query_vector(query)
             rankings.append(search.vector_rank(index.vectors, rows, qvec, depth))
         ranked = search.fuse(*rankings, k=k) if mode == "hybrid" else rankings[0][:k]
         return self._hits(index, ranked)
+
+    def _query_vector(self, query: str) -> npt.NDArray[np.float32]:
+        """The query's embedding; the last QUERY_CACHE queries are remembered (a chat often repeats
+        its retrieval query, and embedding is most of a search's time)."""
+        with self._lock:
+            cached = self._query_vectors.get(query)
+            if cached is not None:
+                self._query_vectors.move_to_end(query)
+                return cached
+        vector: npt.NDArray[np.float32] = self.embedder.embed([query]).vectors[0]
+        with self._lock:
+            self._query_vectors[query] = vector
+            while len(self._query_vectors) > QUERY_CACHE:
+                self._query_vectors.popitem(last=False)
+        return vector
 
     def _hits(self, index: Index, ranked: list[tuple[int, float]]) -> list[Hit]:
         hits = []
