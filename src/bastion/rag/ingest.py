@@ -164,7 +164,7 @@ def _ingest_file(
     with lock, conn:
         if old is not None:
             delete_document_rows(conn, doc_id)
-        _write(
+        write_document(
             conn,
             collection,
             doc_id,
@@ -195,7 +195,7 @@ def _outcome(file: Path, status: str, doc_id: str, chunks: int, labels: Labels) 
     )
 
 
-def _write(
+def write_document(
     conn: sqlite3.Connection,
     collection: str,
     doc_id: str,
@@ -209,6 +209,7 @@ def _write(
     chunking: str,
     embedder_digest: str,
 ) -> None:
+    """Insert a document, its chunks, FTS rows and vectors (inside the caller's transaction)."""
     conn.execute(
         "INSERT INTO rag_documents (id, collection, source, source_name, title, kind, sha256, classification,"
         " groups, label_source, text, chunking, embedder) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
