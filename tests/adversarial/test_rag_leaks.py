@@ -69,9 +69,14 @@ def _leaks(hits: list[Hit], corpus: Corpus) -> list[str]:
     return problems
 
 
-def _key(hits: list[Hit]) -> list[tuple[str, int, int, float]]:
-    # The clean store was ingested from another folder, so ids differ; file, offsets and score do not.
-    return [(h.source_name, h.start, h.end, h.score) for h in hits]
+def _same(hits: list[Hit], clean: list[Hit]) -> bool:
+    """The same chunks (file and offsets: ids differ, the clean store came from another folder) in the
+    same order with the same scores. Scores may differ by float noise only: the encoder batches chunks
+    of neighbouring files together, and a different batch shape changes the last bits of a vector."""
+    return len(hits) == len(clean) and all(
+        (a.source_name, a.start, a.end) == (b.source_name, b.start, b.end) and abs(a.score - b.score) < 1e-4
+        for a, b in zip(hits, clean, strict=True)
+    )
 
 
 def test_uncleared_principals_get_nothing_restricted_and_exactly_what_a_clean_store_gives(
@@ -93,7 +98,7 @@ def test_uncleared_principals_get_nothing_restricted_and_exactly_what_a_clean_st
             # Non-interference: ids, order, scores and count equal those of a store without the
             # restricted documents. Anything else would mean they influenced the ranking.
             clean = reference.store.search("kb", query, principal=principal, k=10)
-            if _key(hits) != _key(clean):
+            if not _same(hits, clean):
                 failures.append(f"{principal.name} / {query[:50]!r}: differs from the clean store")
     assert searched >= 1000
     assert not failures, "\n".join(failures[:20])
@@ -110,7 +115,7 @@ def test_each_retriever_alone_leaks_nothing_either(corpus: Corpus, reference: Co
                     f"{principal.name} {mode} / {query[:50]!r}: {p}" for p in _leaks(hits, corpus)
                 )
                 clean = reference.store.search("kb", query, principal=principal, k=10, mode=mode)
-                if _key(hits) != _key(clean):
+                if not _same(hits, clean):
                     failures.append(f"{principal.name} {mode} / {query[:50]!r}: differs from the clean store")
     assert not failures, "\n".join(failures[:20])
 

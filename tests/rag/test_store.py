@@ -147,6 +147,11 @@ def test_a_custom_policy_decides_retrieval(tmp_path: Path) -> None:
     store.ingest("kb", doc, classification="top-secret", groups=["nobody"])
     assert store.search("kb", "NIGHTJAR", principal=BOB)  # the policy, not the default rule, decides
     assert store.search("kb", "NIGHTJAR", principal=TESS) == []
+    # A reload takes effect on the next search (cached decisions and permitted rows are dropped).
+    policy.write_text(policy.read_text().replace('"bob"', '"tess"'))
+    store.policy.reload()
+    assert store.search("kb", "NIGHTJAR", principal=BOB) == []
+    assert store.search("kb", "NIGHTJAR", principal=TESS)
 
 
 def test_bad_search_arguments_are_usage_errors(tmp_path: Path) -> None:

@@ -129,6 +129,7 @@ class AccessPolicy:
         self._lock = threading.Lock()
         self._cache: dict[tuple[str, ModelResource, str, DlpContext], Decision] = {}
         self._documents: dict[tuple[str, tuple[str, ...], DocumentResource], bool] = {}
+        self._version = 0
         self._source, self._set = self._load()
 
     def _load(self) -> tuple[PolicySource, cedarpy.PolicySet]:
@@ -147,6 +148,12 @@ class AccessPolicy:
             self._source, self._set = source, policy_set
             self._cache.clear()
             self._documents.clear()
+            self._version += 1
+
+    @property
+    def version(self) -> int:
+        """Goes up on every ``reload()``: what callers key their own derived caches on."""
+        return self._version
 
     def clearance(self, principal: PrincipalLike) -> int:
         """The principal's clearance: the highest level among its groups."""

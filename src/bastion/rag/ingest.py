@@ -16,6 +16,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +67,26 @@ def _failed(file: Path, exc: BastionError) -> FileOutcome:
     return FileOutcome(str(file), "failed", error=exc.to_json())
 
 
+#: chunks embedded per encoder call across files: many small files otherwise run the encoder one or
+#: two texts at a time, which is several times slower per chunk than full batches
+EMBED_BATCH = 64
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A parsed and chunked file waiting for its vectors."""
+
+    file: Path
+    doc_id: str
+    source: str
+    source_name: str
+    digest: str
+    labels: Labels
+    extracted: Extracted
+    chunks: list[Chunk]
+    replaces: bool
+
+
 def ingest_path(
     conn: sqlite3.Connection,
     lock: threading.RLock,
@@ -84,47 +105,54 @@ def ingest_path(
     root, files = files_under(path)
     if source_name is not None and len(files) != 1:
         raise NotFound(f"{path}: a source name applies to one file, not a folder")
-    outcomes = []
+    chunking = f"{chunk_chars}/{overlap}"
+    outcomes: list[FileOutcome | _Pending] = []
+    batch: list[_Pending] = []
+
+    def flush() -> None:
+        done = {
+            id(p): o
+            for p, o in zip(
+                batch, _embed_and_write(conn, lock, embedder(), collection, batch, chunking), strict=True
+            )
+        }
+        outcomes[:] = [done.get(id(o), o) if isinstance(o, _Pending) else o for o in outcomes]
+        batch.clear()
+
     for file in files:
-        if not supported(file):
-            if path.is_dir():
-                outcomes.append(FileOutcome(str(file), "ignored"))
-                continue
+        if not supported(file) and path.is_dir():
+            outcomes.append(FileOutcome(str(file), "ignored"))
+            continue
         try:
-            outcomes.append(
-                _ingest_file(
-                    conn,
-                    lock,
-                    embedder,
-                    collection,
-                    file,
-                    root,
-                    classification=classification,
-                    groups=groups,
-                    source_name=source_name,
-                    chunk_chars=chunk_chars,
-                    overlap=overlap,
-                )
+            prepared = _prepare(
+                conn, lock, collection, file, root, classification, groups, source_name, chunking
             )
         except BastionError as exc:
             outcomes.append(_failed(file, exc))
-    return IngestReport(collection, tuple(outcomes), time.perf_counter() - began)
+            continue
+        outcomes.append(prepared)
+        if isinstance(prepared, _Pending):
+            batch.append(prepared)
+            if sum(len(p.chunks) for p in batch) >= EMBED_BATCH:
+                flush()
+    if batch:
+        flush()
+    final = tuple(o for o in outcomes if isinstance(o, FileOutcome))
+    return IngestReport(collection, final, time.perf_counter() - began)
 
 
-def _ingest_file(
+def _prepare(
     conn: sqlite3.Connection,
     lock: threading.RLock,
-    embedder: Callable[[], MiniLMEmbedder],
     collection: str,
     file: Path,
     root: Path,
-    *,
     classification: str | None,
     groups: tuple[str, ...],
     source_name: str | None,
-    chunk_chars: int,
-    overlap: int,
-) -> FileOutcome:
+    chunking: str,
+) -> FileOutcome | _Pending:
+    """Read, label, skip or relabel, else parse and chunk one file."""
     try:
         size = file.stat().st_size
         if size > MAX_FILE_BYTES:
@@ -144,9 +172,7 @@ def _ingest_file(
         old = conn.execute(
             "SELECT sha256, chunking, classification, groups FROM rag_documents WHERE id = ?", (doc_id,)
         ).fetchone()
-    chunking = f"{chunk_chars}/{overlap}"
-    same_text = old is not None and old[0] == digest and old[1] == chunking
-    if same_text:
+    if old is not None and old[0] == digest and old[1] == chunking:
         n = _chunk_count(conn, lock, doc_id)
         if (old[2], old[3]) == (labels.classification, groups_json):
             return _outcome(file, "skipped", doc_id, n, labels)
@@ -158,28 +184,49 @@ def _ingest_file(
             bump_generation(conn)
         return _outcome(file, "relabelled", doc_id, n, labels)
     extracted = extract(file, data, source_name)
-    chunks = chunk_text(extracted.text, chunk_chars, overlap)
-    model = embedder()
-    vectors = model.embed([c.text for c in chunks]).vectors if chunks else np.zeros((0, model.dimensions))
-    with lock, conn:
-        if old is not None:
-            delete_document_rows(conn, doc_id)
-        write_document(
-            conn,
-            collection,
-            doc_id,
-            source,
-            Path(source_name or file.name).name,
-            digest,
-            labels,
-            extracted,
-            chunks,
-            vectors,
-            chunking,
-            model.digest,
-        )
-        bump_generation(conn)
-    return _outcome(file, "replaced" if old is not None else "ingested", doc_id, len(chunks), labels)
+    size_, overlap = (int(x) for x in chunking.split("/"))
+    chunks = chunk_text(extracted.text, size_, overlap)
+    name = Path(source_name or file.name).name
+    return _Pending(file, doc_id, source, name, digest, labels, extracted, chunks, old is not None)
+
+
+def _embed_and_write(
+    conn: sqlite3.Connection,
+    lock: threading.RLock,
+    model: MiniLMEmbedder,
+    collection: str,
+    batch: list[_Pending],
+    chunking: str,
+) -> list[FileOutcome]:
+    """Embed the chunks of ``batch`` in one call, then write each file in its own transaction."""
+    texts = [c.text for p in batch for c in p.chunks]
+    vectors = model.embed(texts).vectors if texts else np.zeros((0, model.dimensions), dtype=np.float32)
+    outcomes = []
+    at = 0
+    for p in batch:
+        mine = vectors[at : at + len(p.chunks)]
+        at += len(p.chunks)
+        with lock, conn:
+            if p.replaces:
+                delete_document_rows(conn, p.doc_id)
+            write_document(
+                conn,
+                collection,
+                p.doc_id,
+                p.source,
+                p.source_name,
+                p.digest,
+                p.labels,
+                p.extracted,
+                p.chunks,
+                mine,
+                chunking,
+                model.digest,
+            )
+            bump_generation(conn)
+        status = "replaced" if p.replaces else "ingested"
+        outcomes.append(_outcome(p.file, status, p.doc_id, len(p.chunks), p.labels))
+    return outcomes
 
 
 def _chunk_count(conn: sqlite3.Connection, lock: threading.RLock, doc_id: str) -> int:

@@ -35,6 +35,8 @@ from bastion.store import open_database
 MAX_K = 100
 MAX_QUERY_CHARS = 8000
 QUERY_CACHE = 1024
+#: permitted-row masks kept (one per principal and collection set; ~n_chunks bytes + 8 bytes a row each)
+MASK_CACHE = 32
 _NAMES = {level: name for name, level in LEVELS.items()}
 
 
@@ -64,6 +66,10 @@ class RagStore:
         self._lock = threading.RLock()
         self._index: Index | None = None
         self._query_vectors: OrderedDict[str, npt.NDArray[np.float32]] = OrderedDict()
+        self._masks: OrderedDict[
+            tuple[str, tuple[str, ...], frozenset[str], int, int],
+            tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64]],
+        ] = OrderedDict()
 
     @classmethod
     def open(
@@ -322,11 +328,7 @@ class RagStore:
         with self._lock:
             wanted = set(self._require(cols))
             index = self._current_index()
-        # Cedar decides first; everything below sees the permitted rows only.
-        candidates = [d.resource for d in index.docs if d.resource.collection in wanted]
-        readable = self.policy.readable(principal, candidates)
-        permitted = index.readable_rows(wanted, readable)
-        rows = np.flatnonzero(permitted).astype(np.int64)
+        permitted, rows = self._permitted(index, wanted, principal)
         if len(rows) == 0:
             return []
         depth = max(k, search.FUSE_DEPTH) if mode == "hybrid" else k
@@ -341,6 +343,37 @@ class RagStore:
             rankings.append(search.vector_rank(index.vectors, rows, qvec, depth))
         ranked = search.fuse(*rankings, k=k) if mode == "hybrid" else rankings[0][:k]
         return self._hits(index, ranked)
+
+    def _permitted(
+        self, index: Index, wanted: set[str], principal: PrincipalLike
+    ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64]]:
+        """Mask and positions of the rows ``principal`` may read in ``wanted``: Cedar decides first,
+        everything after sees these rows only.
+
+        Kept per (principal, collections, index generation, policy version): a relabel, ingest or
+        delete bumps the generation and a policy reload the version, so a stale mask is never used.
+        """
+        key = (
+            principal.key_id,
+            tuple(sorted(principal.groups)),
+            frozenset(wanted),
+            index.generation,
+            self.policy.version,
+        )
+        with self._lock:
+            hit = self._masks.get(key)
+            if hit is not None:
+                self._masks.move_to_end(key)
+                return hit
+        candidates = [d.resource for d in index.docs if d.resource.collection in wanted]
+        readable = self.policy.readable(principal, candidates)
+        permitted = index.readable_rows(wanted, readable)
+        result = (permitted, np.flatnonzero(permitted).astype(np.int64))
+        with self._lock:
+            self._masks[key] = result
+            while len(self._masks) > MASK_CACHE:
+                self._masks.popitem(last=False)
+        return result
 
     def _query_vector(self, query: str) -> npt.NDArray[np.float32]:
         """The query's embedding; the last QUERY_CACHE queries are remembered (a chat often repeats
