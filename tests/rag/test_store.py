@@ -167,3 +167,16 @@ def test_bad_search_arguments_are_usage_errors(tmp_path: Path) -> None:
         store.create_collection("kb")
     with pytest.raises(UsageError):
         store.create_collection("bad name/..")
+
+
+def test_offsets_count_characters_not_bytes(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    doc = tmp_path / "intl.md"
+    filler = "Ünïcödé façade naïve 東京 🚀 " * 60
+    doc.write_text(f"# Note\n\n{filler}\n\nThe KESTREL convoy leaves from Zürich at dawn.\n")
+    store.ingest("kb", doc, classification="public", groups=["staff"])
+    hit = next(
+        h for h in store.search("kb", "KESTREL convoy", principal=BOB, mode="bm25") if "KESTREL" in h.text
+    )
+    text = store.document_text(hit.document_id, BOB)
+    assert text[hit.start : hit.end] == hit.text and hit.start > 0
