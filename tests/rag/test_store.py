@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 from pathlib import Path
 
@@ -180,3 +181,35 @@ def test_offsets_count_characters_not_bytes(tmp_path: Path) -> None:
     )
     text = store.document_text(hit.document_id, BOB)
     assert text[hit.start : hit.end] == hit.text and hit.start > 0
+
+
+class _Entries:
+    """An audit sink that keeps what it is given (the gateway passes its own log here)."""
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[str, dict[str, object], str | None]] = []
+
+    def record(
+        self,
+        action: str,
+        details: dict[str, object],
+        before_digest: str | None = None,
+        after_digest: str | None = None,
+    ) -> None:
+        self.entries.append((action, details, before_digest))
+
+
+def test_admin_actions_go_to_the_given_audit_sink(tmp_path: Path) -> None:
+    config = tmp_path / "bastion.toml"
+    config.write_text(config_text(tmp_path / "rag.db", audit=True))  # enabled, never initialised
+    sink = _Entries()
+    store = RagStore.open(config, embedder=embedder(), audit=sink)
+    store.create_collection("kb")
+    doc = tmp_path / "a.md"
+    doc.write_text(SECRET)
+    report = store.ingest("kb", doc, classification="secret", groups=["intel"])
+    assert report.files[0].document_id
+    store.delete_document("kb", report.files[0].document_id)
+    actions = [a for a, _, _ in sink.entries]
+    assert actions == ["rag.collection.create", "rag.ingest", "rag.document.delete"]
+    assert sink.entries[2][2] == "sha256:" + hashlib.sha256(SECRET.encode()).hexdigest()

@@ -15,12 +15,13 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from bastion import bundled
-from bastion.audit import record_admin, require_audit
+from bastion.audit import AdminAudit, require_audit
 from bastion.config import Settings, load_settings
 from bastion.embeddings import MiniLMEmbedder
 from bastion.errors import NotFound, UsageError, did_you_mean
@@ -49,6 +50,18 @@ def _settings(home_or_config: Settings | Path | str | None) -> Settings:
     return load_settings(path / "bastion.toml" if path.is_dir() else path)
 
 
+class AdminSink(Protocol):
+    """Where admin entries go (``bastion.audit.AdminAudit`` has this shape)."""
+
+    def record(
+        self,
+        action: str,
+        details: dict[str, Any],
+        before_digest: str | None = None,
+        after_digest: str | None = None,
+    ) -> None: ...
+
+
 class RagStore:
     """Retrieval collections in one SQLite database (``rag.path``), with Cedar inside every search."""
 
@@ -58,11 +71,14 @@ class RagStore:
         conn: sqlite3.Connection,
         policy: AccessPolicy,
         embedder: MiniLMEmbedder | None = None,
+        audit: AdminSink | None = None,
     ) -> None:
         self.settings = settings
         self.policy = policy
         self._conn = conn
         self._embedder = embedder
+        self._audit: AdminSink = audit if audit is not None else AdminAudit(settings.audit)
+        self._own_audit = audit is None
         self._lock = threading.RLock()
         self._index: Index | None = None
         self._query_vectors: OrderedDict[str, npt.NDArray[np.float32]] = OrderedDict()
@@ -78,16 +94,23 @@ class RagStore:
         *,
         policy: AccessPolicy | None = None,
         embedder: MiniLMEmbedder | None = None,
+        audit: AdminSink | None = None,
     ) -> RagStore:
         """Open (creating) the database of ``settings.rag.path``. ``policy`` defaults to the configured
         access policy and group clearances (pass the gateway's to share its cache); ``embedder`` is
-        loaded on first use when not given."""
+        loaded on first use when not given; ``audit`` receives the admin entries (default: the
+        configured log, opened per entry; the gateway passes its own so one process has one writer)."""
         settings = _settings(home_or_config)
         if policy is None:
             clearance = {group: LEVELS[level] for group, level in settings.policy.clearance.items()}
             policy = AccessPolicy(settings.policy.access, clearance)
         conn = open_database(settings.rag.path, MIGRATIONS)
-        return cls(settings, conn, policy, embedder)
+        return cls(settings, conn, policy, embedder, audit)
+
+    def _require_audit(self) -> None:
+        """Refuse a write that could not be recorded (before doing it)."""
+        if self._own_audit and self.settings.audit.enabled:
+            require_audit(self.settings.audit)
 
     def close(self) -> None:
         """Close the database."""
@@ -122,7 +145,7 @@ class RagStore:
                     f"collection {name!r} already exists",
                     hint="Pick another name, or ingest into the existing one.",
                 ) from exc
-        record_admin(self.settings.audit, "rag.collection.create", details={"collection": name})
+        self._audit.record("rag.collection.create", {"collection": name})
         return self.show(name)
 
     def _require(self, names: Iterable[str]) -> list[str]:
@@ -199,8 +222,7 @@ class RagStore:
     def delete_collection(self, name: str) -> int:
         """Delete a collection with every document, chunk, FTS row and vector in it; returns documents
         removed. Audited."""
-        if self.settings.audit.enabled:
-            require_audit(self.settings.audit)
+        self._require_audit()
         with self._lock:
             self._require([name])
             with self._conn:
@@ -215,15 +237,12 @@ class RagStore:
                 )
                 self._conn.execute("DELETE FROM rag_collections WHERE name = ?", (name,))
                 bump_generation(self._conn)
-        record_admin(
-            self.settings.audit, "rag.collection.delete", details={"collection": name, "documents": ids}
-        )
+        self._audit.record("rag.collection.delete", {"collection": name, "documents": ids})
         return len(ids)
 
     def delete_document(self, collection: str, document_id: str) -> DocumentInfo:
         """Remove one document: every chunk, FTS row and vector of it, in one transaction. Audited."""
-        if self.settings.audit.enabled:
-            require_audit(self.settings.audit)
+        self._require_audit()
         with self._lock:
             self._require([collection])
             found = [d for r, d in self._documents(collection) if r.id == document_id]
@@ -236,8 +255,7 @@ class RagStore:
                 delete_document_rows(self._conn, document_id)
                 bump_generation(self._conn)
         info = found[0]
-        record_admin(
-            self.settings.audit,
+        self._audit.record(
             "rag.document.delete",
             before_digest="sha256:" + info.sha256,
             details={"collection": collection, "document_id": document_id, "chunks": info.chunks},
@@ -260,8 +278,7 @@ class RagStore:
         Labels come from a sidecar, a folder rule or these flags (most specific wins). Files that fail
         are reported with their error; the others are ingested. Audited (one entry per call).
         """
-        if self.settings.audit.enabled:
-            require_audit(self.settings.audit)
+        self._require_audit()
         with self._lock:
             self._require([collection])
         report = ingest_path(
@@ -276,8 +293,7 @@ class RagStore:
             chunk_chars=self.settings.rag.chunk_chars,
             overlap=self.settings.rag.chunk_overlap,
         )
-        record_admin(
-            self.settings.audit,
+        self._audit.record(
             "rag.ingest",
             details={
                 "collection": collection,
