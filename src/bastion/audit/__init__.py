@@ -4,7 +4,15 @@ An RFC 6962 Merkle tree of records in SQLite, signed tree heads (Ed25519), inclu
 proofs, and a one-pass verifier. See :mod:`bastion.audit.log` for the exact durability guarantee.
 """
 
-from bastion.audit.admin import AdminAudit, audit_ready, initialise_log, os_actor, record_admin, require_audit
+from bastion.audit.admin import (
+    AdminAudit,
+    AuditSink,
+    audit_ready,
+    initialise_log,
+    os_actor,
+    record_admin,
+    require_audit,
+)
 from bastion.audit.heads import SignedTreeHead
 from bastion.audit.keys import BodyCipher, KeyFiles, create_keys, load_public_key, public_key_path
 from bastion.audit.log import AuditLog
@@ -16,6 +24,7 @@ __all__ = [
     "AdminAudit",
     "AdminRecord",
     "AuditLog",
+    "AuditSink",
     "BodyCipher",
     "EntryRef",
     "Filters",

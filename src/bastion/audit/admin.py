@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import getpass
 import os
-from typing import Any
+from typing import Any, Protocol
 
 from bastion.audit.heads import SignedTreeHead
 from bastion.audit.keys import KeyFiles, create_keys, existing_keys
@@ -53,6 +53,21 @@ def record_admin(
         return log.append_admin(action, actor or os_actor(), before_digest, after_digest, details)
     finally:
         log.close()
+
+
+class AuditSink(Protocol):
+    """Where a capability writes its admin entries (:class:`AdminAudit` over the configured log, or
+    the gateway's own writer)."""
+
+    def record(
+        self,
+        action: str,
+        details: dict[str, Any],
+        before_digest: str | None = None,
+        after_digest: str | None = None,
+    ) -> None:
+        """Append one admin entry durably; raise if it cannot be written."""
+        ...
 
 
 class AdminAudit:

@@ -11,14 +11,13 @@ from bastion.rag.labels import FOLDER_RULE, SIDECAR_SUFFIX
 from bastion.rag.parse import Extracted, extract
 from bastion.rag.records import CollectionInfo, DocumentInfo, FileOutcome, Hit, IngestReport
 from bastion.rag.search import MODES
-from bastion.rag.store import MAX_K, AdminSink, RagStore
+from bastion.rag.store import MAX_K, RagStore
 
 __all__ = [
     "FOLDER_RULE",
     "MAX_K",
     "MODES",
     "SIDECAR_SUFFIX",
-    "AdminSink",
     "Chunk",
     "CollectionInfo",
     "DocumentInfo",

@@ -15,13 +15,12 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from bastion import bundled
-from bastion.audit import AdminAudit, require_audit
+from bastion.audit import AdminAudit, AuditSink, require_audit
 from bastion.config import Settings, load_settings
 from bastion.embeddings import MiniLMEmbedder
 from bastion.errors import NotFound, UsageError, did_you_mean
@@ -50,18 +49,6 @@ def _settings(home_or_config: Settings | Path | str | None) -> Settings:
     return load_settings(path / "bastion.toml" if path.is_dir() else path)
 
 
-class AdminSink(Protocol):
-    """Where admin entries go (``bastion.audit.AdminAudit`` has this shape)."""
-
-    def record(
-        self,
-        action: str,
-        details: dict[str, Any],
-        before_digest: str | None = None,
-        after_digest: str | None = None,
-    ) -> None: ...
-
-
 class RagStore:
     """Retrieval collections in one SQLite database (``rag.path``), with Cedar inside every search."""
 
@@ -71,13 +58,13 @@ class RagStore:
         conn: sqlite3.Connection,
         policy: AccessPolicy,
         embedder: MiniLMEmbedder | None = None,
-        audit: AdminSink | None = None,
+        audit: AuditSink | None = None,
     ) -> None:
         self.settings = settings
         self.policy = policy
         self._conn = conn
         self._embedder = embedder
-        self._audit: AdminSink = audit if audit is not None else AdminAudit(settings.audit)
+        self._audit: AuditSink = audit if audit is not None else AdminAudit(settings.audit)
         self._own_audit = audit is None
         self._lock = threading.RLock()
         self._index: Index | None = None
@@ -94,7 +81,7 @@ class RagStore:
         *,
         policy: AccessPolicy | None = None,
         embedder: MiniLMEmbedder | None = None,
-        audit: AdminSink | None = None,
+        audit: AuditSink | None = None,
     ) -> RagStore:
         """Open (creating) the database of ``settings.rag.path``. ``policy`` defaults to the configured
         access policy and group clearances (pass the gateway's to share its cache); ``embedder`` is

@@ -1,6 +1,7 @@
 """Admitted models: admission (read once, vet, identify, decide, sign, record) and load-time checks."""
 
-from bastion.registry.admit import Assessment, AuditSink, Declaration, admit, assess
+from bastion.audit import AuditSink
+from bastion.registry.admit import Assessment, Declaration, admit, assess
 from bastion.registry.sealed import SealedModel, seal
 from bastion.registry.store import Admission, AdmittedRef, Registry
 from bastion.registry.verify import ServedWeights, open_admitted, seal_unverified, verify_for_serving

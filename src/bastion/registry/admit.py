@@ -16,9 +16,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from bastion.admission import Derivative, Facts, Ruling, Subject, decide
+from bastion.audit import AuditSink
 from bastion.catalog import Catalog, EvidenceSource, Identification, identify, load_catalog
 from bastion.errors import BastionError, IntegrityError, NotFound, PolicyDenied, VerdictFail
 from bastion.formats import Artifact, open_artifact
@@ -27,20 +28,6 @@ from bastion.policy import ArtifactAttributes, Decision, Organisation
 from bastion.registry.store import Admission, Registry
 from bastion.signing import key_hint, load_private_key, sign_manifest
 from bastion.vet import VetReport, build_bom, vet_artifact
-
-
-class AuditSink(Protocol):
-    """Where admission writes its audit entries (``audit.AdminAudit`` over the configured log)."""
-
-    def record(
-        self,
-        action: str,
-        details: dict[str, Any],
-        before_digest: str | None = None,
-        after_digest: str | None = None,
-    ) -> None:
-        """Append one admin entry durably; raise if it cannot be written."""
-        ...
 
 
 @dataclass(frozen=True)
