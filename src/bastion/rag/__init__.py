@@ -2,8 +2,8 @@
 
 ``RagStore.open(settings)`` opens the collections database; ``ingest`` reads Markdown, text, HTML, PDF
 and DOCX files with their classification and groups; ``search(collections, query, principal=...)``
-returns ``Hit``s ranked by BM25 (SQLite FTS5), all-MiniLM-L6-v2 vectors, or both fused by reciprocal
-rank — always over the documents Cedar lets that principal ``retrieve``, nothing else.
+returns ``Hit``s ranked by BM25 (SQLite FTS5), all-MiniLM-L6-v2 vectors, or both fused (z-scores) —
+always over the documents Cedar lets that principal ``retrieve``, nothing else.
 """
 
 from bastion.rag.chunk import Chunk, chunk_text

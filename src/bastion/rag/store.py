@@ -315,7 +315,7 @@ class RagStore:
     ) -> list[Hit]:
         """The ``k`` best chunks for ``query`` among documents ``principal`` may retrieve, best first.
 
-        ``mode`` is ``hybrid`` (BM25 and MiniLM fused by reciprocal rank), ``bm25`` or ``vector``.
+        ``mode`` is ``hybrid`` (BM25 and MiniLM scores fused, see ``search.fuse``), ``bm25`` or ``vector``.
         """
         cols = [collections] if isinstance(collections, str) else list(collections)
         if mode not in search.MODES:
