@@ -136,6 +136,15 @@ class QuotaSettings(_Strict):
     organisation: LimitSettings = LimitSettings()
 
 
+class CostSettings(_Strict):
+    #: what running this gateway's local models costs per hour of hardware (amortised purchase, power,
+    #: hosting), in USD; with the recorded durations it gives local cost (`bastion usage`, /metrics)
+    hardware_usd_per_hour: float | None = Field(None, ge=0)
+    #: a price table of cloud models to compare with, in the shipped format (default: the table shipped
+    #: in the package, src/bastion/quota/prices.toml); never fetched from the network
+    prices: Path | None = None
+
+
 Level = Literal["public", "official", "secret", "top-secret"]
 
 
@@ -258,6 +267,7 @@ class Settings(_Strict):
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     policy: PolicySettings = Field(default_factory=PolicySettings)
     quotas: QuotaSettings = Field(default_factory=QuotaSettings)
+    cost: CostSettings = Field(default_factory=CostSettings)
     dlp: DlpSettings = Field(default_factory=DlpSettings)
     models: tuple[ModelSettings, ...] = ()
     #: where the settings came from (for `bastion doctor` and logs)

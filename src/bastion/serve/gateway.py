@@ -55,6 +55,7 @@ from bastion.errors import (
 from bastion.keys import KeyStore, Principal
 from bastion.policy import ModelResource
 from bastion.quota import QuotaExceeded
+from bastion.quota.cost import load_prices
 from bastion.quota.quotas import Held, Quotas
 from bastion.registry import Registry, ServedWeights, open_admitted
 from bastion.serve.auth import Authorizer, bearer_token
@@ -155,7 +156,8 @@ class Gateway:
         self.router = router
         self.authorizer = authorizer
         self.audit = audit
-        self.metrics = Metrics()
+        self.metrics = Metrics(load_prices(settings.cost.prices), settings.cost.hardware_usd_per_hour,
+                               lambda name: name in self.models and self.models[name].local)
         self.load_errors: dict[str, str] = {}
         self._backend_factory = backend_factory
         self.quotas = quotas
@@ -407,9 +409,9 @@ class Gateway:
                 async with watch_disconnect(request, cancel):
                     backend, reply = await self._run(principal, body, trace, cancel, inspection)
             except BaseException:
-                await self._settle(held, trace.model, Usage())
+                await self._settle(held, trace.model, Usage(), trace)
                 raise
-            await self._settle(held, backend.info.name, reply.usage)
+            await self._settle(held, backend.info.name, reply.usage, trace)
         except BastionError as exc:
             return await self._refuse(trace, exc)
         except Exception:  # noqa: BLE001 - an unexpected failure is a logged, audited 500, never silent
@@ -438,11 +440,11 @@ class Gateway:
             limit = 0  # embeddings: the input is the whole cost
         return self.quotas.reserve(principal.key_id, principal.groups, body, limit)
 
-    async def _settle(self, held: Held | None, model: str, usage: Usage) -> None:
+    async def _settle(self, held: Held | None, model: str, usage: Usage, trace: _Trace) -> None:
         if held is not None and self.quotas is not None:
-            await self.quotas.settle(
-                held, model, usage.prompt_tokens, usage.completion_tokens, reported=usage.reported
-            )
+            seconds = time.perf_counter() - trace.started  # for throughput and local cost (bastion usage)
+            await self.quotas.settle(held, model, usage.prompt_tokens, usage.completion_tokens,
+                                     reported=usage.reported, seconds=seconds)
 
     def _quota_headers(self, principal: Principal) -> dict[str, str]:
         return self.quotas.headers(principal.key_id, principal.groups) if self.quotas is not None else {}
@@ -657,7 +659,7 @@ class Gateway:
                     usage.prompt_tokens,
                     usage.completion_tokens,
                 )
-                await self._settle(held, b.info.name, usage)
+                await self._settle(held, b.info.name, usage, trace)
                 await self._record(trace, b, status, usage, response_sha256=sha256, partial=cut)
 
             headers = {**self._headers(trace.request_id, backend), **self._quota_headers(principal)}
