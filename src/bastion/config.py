@@ -214,8 +214,8 @@ class ModelSettings(_Strict):
     balance: Literal["weighted", "least_outstanding"] = "weighted"
     #: this deployment's share of its tier's traffic under balance = "weighted" (relative to the others)
     weight: float = Field(1.0, gt=0)
-    #: attempts again at the same deployment after a transient failure (unreachable, timed out, 5xx),
-    #: before any byte reached the client; the route's (the requested model's) setting applies
+    #: attempts again at the same deployment after a transient failure (unreachable, reset, 5xx; not a
+    #: timeout), before any byte reached the client; the route's (the requested model's) setting applies
     retries: int = Field(1, ge=0, le=5)
     #: first backoff before a retry, in seconds; doubled each retry, capped by retry_backoff_max_s, and
     #: fully jittered (a random wait between 0 and that)

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from bastion.errors import BackendUnavailable, BadGateway, UpstreamRateLimited
+from bastion.errors import BackendUnavailable, BadGateway, UpstreamRateLimited, UpstreamTimedOut
 from bastion.serve.breaker import Breaker
 from bastion.serve.retry import RetryPolicy
 from tests.serve.test_flow import CHAT, Flow, anyio_backend, flow, requests_in  # noqa: F401 - fixtures
@@ -30,6 +30,7 @@ def test_only_transient_failures_and_short_retry_afters_are_retried() -> None:
     assert policy.wait(UpstreamRateLimited("429", 0.5), 0, rng) == 0.5
     assert policy.wait(UpstreamRateLimited("429", 30.0), 0, rng) is None  # move on, the circuit opens
     assert policy.wait(BadGateway("not JSON"), 0, rng) is None  # the same broken answer again
+    assert policy.wait(UpstreamTimedOut("timed out"), 0, rng) is None  # it spent its time budget
     assert RetryPolicy(retries=0).wait(BackendUnavailable("down"), 0, rng) is None
 
 

@@ -1,11 +1,12 @@
 """Retries at one deployment, before the first byte reaches the client, with jittered exponential backoff.
 
-What is retried: a transient failure (:class:`BackendUnavailable` itself: unreachable, timed out, a 5xx)
+What is retried: a transient failure (:class:`BackendUnavailable` itself: unreachable, reset, a 5xx)
 and an upstream's 429 whose ``Retry-After`` is short enough to wait out (``retry_after_max_s``). What is
-not: a broken answer (:class:`BadGateway`: not JSON, another model, a redirect; asking again gets the same
-answer), a longer 429 (the route moves on and the deployment's circuit opens for that long), and anything
-once bytes reached the client: the caller only retries the call that produces the first chunk, so a
-stream that breaks later is never sent twice.
+not: a timeout (:class:`UpstreamTimedOut`: the attempt already spent its time budget, and a retry would
+double the wait before the route moves on), a broken answer (:class:`BadGateway`: not JSON, another
+model, a redirect; asking again gets the same answer), a longer 429 (the route moves on and the
+deployment's circuit opens for that long), and anything once bytes reached the client: the caller only
+retries the call that produces the first chunk, so a stream that breaks later is never sent twice.
 
 A retry asks the deployment's breaker first: when the failure just opened the circuit, the retry is not
 made (an open circuit costs no attempt), and the route moves on. The backoff is "full jitter" (a random
@@ -60,7 +61,7 @@ class RetryPolicy:
             return None
         if isinstance(error, UpstreamRateLimited):
             return error.retry_after_s if error.retry_after_s <= self.retry_after_max_s else None
-        if type(error) is BackendUnavailable:  # exactly: a BadGateway answer would be the same again
+        if type(error) is BackendUnavailable:  # exactly: not a timeout, not a broken answer
             return rng.uniform(0.0, min(self.backoff_max_s, self.backoff_s * 2**retry))
         return None
 

@@ -30,6 +30,7 @@ from bastion.errors import (
     BastionError,
     NotFound,
     UpstreamRateLimited,
+    UpstreamTimedOut,
     UsageError,
 )
 from bastion.serve.backends.base import BackendInfo, Cancel, Endpoint, Reply, Usage
@@ -328,8 +329,10 @@ class UpstreamBackend:
         """
         self._healthy = False
         log.warning("upstream for model %s (%s) failed: %r", self.settings.name, self.base, exc)
-        what = "timed out" if isinstance(exc, TimeoutError) else "could not be reached"
-        return BackendUnavailable(
+        timed_out = isinstance(exc, TimeoutError)
+        kind = UpstreamTimedOut if timed_out else BackendUnavailable
+        what = "timed out" if timed_out else "could not be reached"
+        return kind(
             f"upstream for model {self.settings.name!r} {what}",
             hint="The gateway log names the failure; try again later or use another model.",
         )
