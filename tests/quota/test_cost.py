@@ -126,3 +126,27 @@ async def test_metrics_count_cloud_equivalents_and_local_cost(tmp_path: Path) ->
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+def test_a_usage_database_from_before_durations_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None:
+    import sqlite3
+
+    from bastion.quota.store import m001_usage
+    from bastion.store import Migrations
+
+    db = tmp_path / "bastion.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    previous = Migrations("quota")  # the store as it was: m001 only
+    previous(m001_usage)
+    previous.apply(conn)
+    conn.execute("INSERT INTO daily_usage VALUES ('2026-11-01', 'k1', 'smol', 2, 10, 20)")
+    conn.close()
+    store = UsageStore(db)
+    try:
+        (old,) = store.daily()
+        assert (old.requests, old.tokens_in, old.tokens_out, old.seconds) == (2, 10, 20, 0.0)
+        store.record(("org",), "2026-11-01", "2026-11-01", "k1", "smol", 1, 2, seconds=1.5)
+        (row,) = store.daily()
+        assert (row.requests, row.tokens_out, row.seconds) == (3, 22, 1.5)
+    finally:
+        store.close()
