@@ -96,7 +96,9 @@ async def attempt(
             if not isinstance(exc, UpstreamRateLimited):
                 failed(exc)
                 if not allow():
-                    raise  # the circuit just opened: no more attempts at this deployment
+                    # The circuit just opened: no more attempts here. The caller counts this failure
+                    # once more; on an open circuit that only restarts its window at the same instant.
+                    raise
             await sleep(delay)
             waited = delay
             continue
