@@ -136,6 +136,15 @@ class QuotaSettings(_Strict):
     organisation: LimitSettings = LimitSettings()
 
 
+class CostSettings(_Strict):
+    #: what running this gateway's local models costs per hour of hardware (amortised purchase, power,
+    #: hosting), in USD; with the recorded durations it gives local cost (`bastion usage`, /metrics)
+    hardware_usd_per_hour: float | None = Field(None, ge=0)
+    #: a price table of cloud models to compare with, in the shipped format (default: the table shipped
+    #: in the package, src/bastion/quota/prices.toml); never fetched from the network
+    prices: Path | None = None
+
+
 Level = Literal["public", "official", "secret", "top-secret"]
 
 
@@ -204,8 +213,34 @@ class ModelSettings(_Strict):
     parallel: int = Field(4, ge=1, le=64)
     #: requests that may wait behind the running one before 429
     max_queue: int = Field(8, ge=0)
-    #: models to try, in order, when this one's backend is unavailable
+    #: models to try, in order, when this one's backend is unavailable (one deployment per tier,
+    #: after the tiers of `route`)
     fallbacks: tuple[str, ...] = ()
+    #: the deployments that answer for this name, in priority tiers: [["a", "b"], ["c"]] spreads
+    #: traffic over a and b, and goes to c only when neither can answer; this model must be in the
+    #: first tier. Default: [[this model]]
+    route: tuple[tuple[str, ...], ...] = ()
+    #: how a tier of `route` picks a deployment: "weighted" (random by `weight`) or
+    #: "least_outstanding" (fewest requests in flight on this gateway)
+    balance: Literal["weighted", "least_outstanding"] = "weighted"
+    #: this deployment's share of its tier's traffic under balance = "weighted" (relative to the others)
+    weight: float = Field(1.0, gt=0)
+    #: attempts again at the same deployment after a transient failure (unreachable, reset, 5xx; not a
+    #: timeout), before any byte reached the client; the route's (the requested model's) setting applies
+    retries: int = Field(1, ge=0, le=5)
+    #: first backoff before a retry, in seconds; doubled each retry, capped by retry_backoff_max_s, and
+    #: fully jittered (a random wait between 0 and that)
+    retry_backoff_s: float = Field(0.1, ge=0)
+    retry_backoff_max_s: float = Field(2.0, ge=0)
+    #: an upstream's 429 whose Retry-After is at most this many seconds is waited out and retried;
+    #: a longer one moves on to the next deployment and opens this one's circuit for that long
+    retry_after_max_s: float = Field(1.0, ge=0)
+    #: seconds between health checks of an upstream (GET /models); a refused check (unreachable, an
+    #: error status) counts as a failure for its circuit breaker
+    health_interval_s: float = Field(5.0, gt=0)
+    #: longest wait for one health check's answer (a check that times out only marks the upstream
+    #: unhealthy: one busy generating may list its models slowly)
+    health_timeout_s: float = Field(10.0, gt=0)
     #: who runs this deployment (e.g. "azure-openai", "in-house"); `bastion withdraw --provider` matches it
     provider: str | None = None
     #: ISO 3166 country whose jurisdiction the deployment is in; `bastion withdraw --country` matches it
@@ -243,6 +278,7 @@ class Settings(_Strict):
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     policy: PolicySettings = Field(default_factory=PolicySettings)
     quotas: QuotaSettings = Field(default_factory=QuotaSettings)
+    cost: CostSettings = Field(default_factory=CostSettings)
     dlp: DlpSettings = Field(default_factory=DlpSettings)
     rag: RagSettings = Field(default_factory=RagSettings)
     models: tuple[ModelSettings, ...] = ()
@@ -259,6 +295,7 @@ class Settings(_Strict):
             for fb in m.fallbacks:
                 if fb not in names:
                     raise ValueError(f"model {m.name!r}: fallback {fb!r} is not a configured model")
+            _check_route(m, names)
         return self
 
     def model(self, name: str) -> ModelSettings | None:
@@ -271,6 +308,24 @@ class Settings(_Strict):
             return self.policy.organisation
         default = data_home() / ORGANISATION_FILE
         return default if default.exists() else None
+
+
+def _check_route(model: ModelSettings, names: list[str]) -> None:
+    """A route names configured models, each once, and starts with a tier holding the model itself."""
+    if not model.route:
+        return
+    flat = [n for tier in model.route for n in tier]
+    if any(not tier for tier in model.route):
+        raise ValueError(f"model {model.name!r}: a tier of its route is empty")
+    if model.name not in model.route[0]:
+        raise ValueError(f"model {model.name!r}: the first tier of its route must include {model.name!r}")
+    for name in flat:
+        if name not in names:
+            raise ValueError(f"model {model.name!r}: route names {name!r}, which is not a configured model")
+    every = flat + list(model.fallbacks)
+    repeated = sorted({n for n in every if every.count(n) > 1})
+    if repeated:
+        raise ValueError(f"model {model.name!r}: its route names {', '.join(repeated)} more than once")
 
 
 DEFAULT_MODELS: tuple[dict[str, Any], ...] = (

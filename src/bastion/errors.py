@@ -27,7 +27,9 @@ exit  class                      HTTP
 ====  =========================  ====
 
 Subclasses share their parent's exit status: ``EgressBlocked`` (a ``PermissionDenied``, 403) and
-``BadGateway`` (a ``BackendUnavailable`` whose upstream answered something unusable, 502).
+``BadGateway`` (a ``BackendUnavailable`` whose upstream answered something unusable, 502),
+``UpstreamTimedOut`` (a ``BackendUnavailable``, 503, code ``backend_unavailable``) and
+``UpstreamRateLimited`` (429).
 """
 
 from __future__ import annotations
@@ -141,6 +143,10 @@ class BadGateway(BackendUnavailable):
 
     http_status = 502
     code = "bad_upstream_response"
+
+
+class UpstreamTimedOut(BackendUnavailable):
+    """An upstream took longer than a timeout (connect, first byte, total); not retried: it spent the time."""
 
 
 class UpstreamRateLimited(BackendUnavailable):

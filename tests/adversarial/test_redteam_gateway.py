@@ -88,6 +88,9 @@ n_threads = 1
 name = "dead"
 backend = "openai"
 url = "http://127.0.0.1:{free_port()}/v1"
+# refused health checks would open its circuit before a request tries it; the attack is on the
+# message of a real failed connection
+health_interval_s = 3600
 
 [[models]]
 name = "regulated"

@@ -54,6 +54,12 @@ ANSWERING: dict[str, str] = {
     "bad-usage": "reports usage that is not a mapping of integers",
     "impostor": "labels its answers with the admitted SmolLM2's digest as system_fingerprint",
 }
+#: upstreams that fail every other request the way a retry is for, then answer (a retry at the same
+#: deployment must hide the failure: the client gets this upstream's answer)
+RETRIED: dict[str, str] = {
+    "flaky-503": "every odd request is a 503, every even one an answer",
+    "flaky-429": "every odd request is a 429 with Retry-After: 0, every even one an answer",
+}
 #: the digest of the bundled SmolLM2 GGUF, which the gateway reports for the admitted local model
 SMOLLM2_DIGEST = "sha256:b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 STREAMED = {"reset-mid-stream", "sse-truncated"}
@@ -187,6 +193,11 @@ class FaultServer:
 
     async def _fault(self, scenario: str, stream: bool, nth: int, writer: asyncio.StreamWriter) -> bool:
         """Answer one request the scenario's way; False when the connection must end."""
+        if scenario in RETRIED and self.received[scenario] % 2 == 1:
+            status, extra = (429, "retry-after: 0\r\n") if scenario == "flaky-429" else (503, "")
+            writer.write(_response(status, b'{"error":{"message":"injected transient fault"}}', extra=extra))
+            await writer.drain()
+            return True
         if scenario == "hang-keepalive" and nth > 1:
             # the connection answered before and was kept alive; now it stays silent
             self.received["hung"] = self.received.get("hung", 0) + 1

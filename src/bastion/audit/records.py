@@ -64,6 +64,8 @@ class RequestRecord:
     dlp: dict[str, Any] | None = None
     #: the body as sent to the model when DLP rewrote it (stored, encrypted, with store_bodies = full)
     sent_body: bytes | None = field(default=None, repr=False, compare=False)
+    #: every call to a deployment ({"model", "outcome", "backoff_ms"}), when there was more than one
+    attempts: tuple[dict[str, Any], ...] = ()
 
     kind = "request"
 
@@ -92,6 +94,8 @@ class RequestRecord:
             **({"skipped": [{"model": m, "reason": r} for m, r in self.skipped]} if self.skipped else {}),
             # Only present when DLP ran, so leaves written before it existed keep their exact bytes.
             **({"dlp": self.dlp} if self.dlp is not None else {}),
+            # Only with retries or failover, so single-attempt leaves keep their earlier bytes.
+            **({"attempts": list(self.attempts)} if self.attempts else {}),
         }
 
     def bodies(self) -> dict[str, bytes]:

@@ -14,7 +14,9 @@ from bastion.cli.options import ConfigOpt, JsonOpt
 from bastion.cli.render import emit, out
 from bastion.config import load_settings
 from bastion.drill import Drill, DrillOptions, report, to_html
-from bastion.errors import BackendUnavailable
+from bastion.drill.capability import EvalPlan
+from bastion.errors import BackendUnavailable, UsageError, did_you_mean
+from bastion.evals.tasks import TASKS
 from bastion.signing.keys import write_atomic
 
 
@@ -35,15 +37,23 @@ def register(app: typer.Typer) -> None:
         concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=256)] = 4,
         output: Annotated[Path | None, typer.Option("--output", "-o", help="JSON report file.")] = None,
         html_out: Annotated[Path | None, typer.Option("--html", help="Write the HTML report here.")] = None,
+        eval_task: Annotated[
+            str | None, typer.Option("--eval", help="Also score this eval task on primary and fallbacks.")
+        ] = None,
+        limit: Annotated[int, typer.Option("--limit", min=1, help="Items of the --eval task.")] = 20,
         config: ConfigOpt = None,
         as_json: JsonOpt = False,
     ) -> None:
         """Take each deployment away in turn, drive traffic, give it back; exit 9 if a client saw an error."""
         settings = load_settings(config)
+        if eval_task is not None and eval_task not in TASKS:
+            raise UsageError(f"unknown eval task {eval_task!r}",
+                             hint=did_you_mean(eval_task, list(TASKS), f"Tasks: {', '.join(TASKS)}."))
+        plan = EvalPlan(eval_task, limit) if eval_task is not None else None
         runner = Drill(gateway, key, admin_key)
         try:
             targets = runner.targets(model)
-            results = [runner.run(t, DrillOptions(requests, concurrency)) for t in targets]
+            results = [runner.run(t, DrillOptions(requests, concurrency, eval=plan)) for t in targets]
         finally:
             runner.close()
         doc = report(gateway, results)
@@ -61,6 +71,16 @@ def register(app: typer.Typer) -> None:
                               f"{t['time_to_shift_s']} s", f"{t['added_p50_ms_during_failover']} ms",
                               ", ".join(f"{k}: {v}" for k, v in during.items()))
             out.print(table)
+            for t in doc["targets"]:
+                cap = t.get("capability")
+                if cap is None:
+                    continue
+                for m in [cap["primary"], *cap["fallbacks"]]:
+                    score = f"not measured: {m['reason']}"
+                    if m["measured"]:
+                        score = f"{m['value']:.3f} (n={m['n']})"
+                    diff = f", {m['difference']:+.3f} against {t['model']}" if "difference" in m else ""
+                    out.print(f"{cap['task']} on {m['model']}: {score}{diff}")
             if not doc["targets"]:
                 out.print("No upstream deployment with fallbacks to drill; name one with --model.")
 

@@ -48,4 +48,24 @@ def to_html(doc: dict[str, Any]) -> str:
                 f"<td>{p['p50_ms']}</td><td>{p['p99_ms']}</td><td>{by}</td></tr>"
             )
         parts.append("</table>")
+        parts.append(_capability_html(t.get("capability")))
     return "".join(parts)
+
+
+def _capability_html(cap: dict[str, Any] | None) -> str:
+    """The eval of primary and fallbacks (``--eval``), one row per deployment."""
+    if cap is None:
+        return ""
+    e = html.escape
+    rows = []
+    for role, m in [("primary", cap["primary"]), *(("fallback", f) for f in cap["fallbacks"])]:
+        if m["measured"]:
+            score = f"{m['value']:.3f} [{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}] (n={m['n']})"
+        else:
+            score = f"not measured: {e(m['reason'])}"
+        diff = m.get("difference")
+        rows.append(f"<tr><td>{role}</td><td>{e(m['model'])}</td><td>{score}</td>"
+                    f"<td>{'' if diff is None else f'{diff:+.3f}'}</td></tr>")
+    return (f"<p>capability on {e(cap['task'])} ({cap['limit']} items, {e(cap['scoring'])} scoring,"
+            " through the gateway):</p><table><tr><th>role</th><th>deployment</th><th>score [95% CI]</th>"
+            "<th>difference</th></tr>" + "".join(rows) + "</table>")

@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from bastion.drill.capability import EvalPlan, capability_cost
 from bastion.errors import BackendUnavailable, UsageError
 
 PROMPT = [{"role": "user", "content": "Reply with one word: ready?"}]
@@ -74,6 +75,8 @@ class TargetReport:
     phases: list[Phase]
     #: seconds from taking the deployment away to the first answer from a fallback
     time_to_shift_s: float | None
+    #: with an eval plan: the task's score on the primary and each fallback, and the differences
+    capability: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         phases = [p.summary() for p in self.phases]
@@ -90,6 +93,7 @@ class TargetReport:
             "added_p50_ms_during_failover": added,
             "time_to_shift_s": None if self.time_to_shift_s is None else round(self.time_to_shift_s, 3),
             "phases": phases,
+            **({"capability": self.capability} if self.capability is not None else {}),
         }
 
 
@@ -103,6 +107,8 @@ class DrillOptions:
     take_away: bool = True
     #: with take_away=False: called once the failover phase has started (e.g. kill the upstream)
     on_failover: Callable[[], None] | None = None
+    #: also measure what each fallback costs in capability (``--eval TASK --limit K``), once restored
+    eval: EvalPlan | None = None
 
 
 class Drill:
@@ -158,8 +164,12 @@ class Drill:
                 self._set_down(model, False)
         after = self._phase("after", model, options.requests // 2 or 1, options)
         shifted = [s.ended for s in during.shots if not s.error and s.answered_by != model]
+        capability = None
+        if options.eval is not None:
+            capability = capability_cost(self.base, self.api_key, model, fallbacks, options.eval,
+                                         self._timeout)
         return TargetReport(model, fallbacks, [before, during, after],
-                            min(shifted) - taken_at if shifted else None)
+                            min(shifted) - taken_at if shifted else None, capability)
 
     def _set_down(self, model: str, down: bool) -> None:
         r = self._admin.post("/admin/drill", json={"model": model, "down": down})

@@ -117,7 +117,8 @@ class Quotas:
         return Held(reservation, key_id)
 
     async def settle(
-        self, held: Held, model: str, tokens_in: int, tokens_out: int, reported: bool = True
+        self, held: Held, model: str, tokens_in: int, tokens_out: int, reported: bool = True,
+        seconds: float = 0.0,
     ) -> None:
         """Charge what was really used and record it durably (budgets and daily usage).
 
@@ -130,7 +131,7 @@ class Quotas:
         charged = tokens_in + tokens_out if reported else max(held.reservation.tokens, tokens_in + tokens_out)
         self.limiter.settle(held.reservation, charged)
         row = (held.reservation.scopes, self._period, datetime.now(UTC).date().isoformat(), held.key_id,
-               model, tokens_in, tokens_out, charged)
+               model, tokens_in, tokens_out, charged, seconds)
         # Durable before the response either way; in a thread only when the database is busy.
         if not self.store.try_record(*row):
             await asyncio.to_thread(self.store.record, *row)

@@ -19,6 +19,8 @@ class UsageLine:
     requests: int
     tokens_in: int
     tokens_out: int
+    #: seconds spent answering them (what throughput and local cost are measured from)
+    seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -31,7 +33,7 @@ def summarise(
 
     ``keys`` maps a key id to its name and groups; a key no longer in the store shows by id alone.
     """
-    sums: dict[str, list[int]] = {}
+    sums: dict[str, list[float]] = {}
     for row in rows:
         name, groups = keys.get(row.key_id, ("", ()))
         if by == "key":
@@ -41,8 +43,10 @@ def summarise(
         else:
             labels = [row.model]
         for label in labels:
-            acc = sums.setdefault(label, [0, 0, 0])
+            acc = sums.setdefault(label, [0, 0, 0, 0.0])
             acc[0] += row.requests
             acc[1] += row.tokens_in
             acc[2] += row.tokens_out
-    return [UsageLine(label, *acc) for label, acc in sorted(sums.items())]
+            acc[3] += row.seconds
+    return [UsageLine(label, int(a[0]), int(a[1]), int(a[2]), round(a[3], 3))
+            for label, a in sorted(sums.items())]

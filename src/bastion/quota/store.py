@@ -40,6 +40,12 @@ def m001_usage(conn: sqlite3.Connection) -> None:
     )
 
 
+@migrations
+def m002_seconds(conn: sqlite3.Connection) -> None:
+    # How long the requests took, gateway-side: measured throughput (tokens/s) and local cost come from it.
+    conn.execute("ALTER TABLE daily_usage ADD COLUMN seconds REAL NOT NULL DEFAULT 0")
+
+
 @dataclass(frozen=True)
 class UsageRow:
     """Requests and tokens of one key on one model on one day."""
@@ -50,6 +56,8 @@ class UsageRow:
     requests: int
     tokens_in: int
     tokens_out: int
+    #: seconds the gateway spent on these requests, from received to answered (0 before it was recorded)
+    seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -80,18 +88,18 @@ class UsageStore:
 
     def record(
         self, scopes: tuple[str, ...], period: str, day: str, key_id: str, model: str, tokens_in: int,
-        tokens_out: int, charged: int | None = None,
+        tokens_out: int, charged: int | None = None, seconds: float = 0.0,
     ) -> None:
         """Add one settled request to its scopes' budgets and to the key's daily usage, in one transaction.
 
         ``charged``: what the budgets are charged, when not ``tokens_in + tokens_out`` (unknown usage).
         """
         with self._lock:
-            _write(self._conn, scopes, period, day, key_id, model, tokens_in, tokens_out, charged)
+            _write(self._conn, scopes, period, day, key_id, model, tokens_in, tokens_out, charged, seconds)
 
     def try_record(
         self, scopes: tuple[str, ...], period: str, day: str, key_id: str, model: str, tokens_in: int,
-        tokens_out: int, charged: int | None = None,
+        tokens_out: int, charged: int | None = None, seconds: float = 0.0,
     ) -> bool:
         """:meth:`record` without waiting: False (nothing written) when the store or the database is busy.
 
@@ -102,7 +110,8 @@ class UsageStore:
         if not self._lock.acquire(blocking=False):
             return False
         try:
-            _write(self._nowait, scopes, period, day, key_id, model, tokens_in, tokens_out, charged)
+            _write(self._nowait, scopes, period, day, key_id, model, tokens_in, tokens_out, charged,
+                   seconds)
         except sqlite3.OperationalError as exc:
             if exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
                 return False  # rolled back by the connection's context manager: nothing was written
@@ -115,7 +124,7 @@ class UsageStore:
         """Daily usage rows from ``since`` (an ISO date) on, oldest first."""
         with self._lock:
             rows = self._conn.execute(
-                "SELECT day, key_id, model, requests, tokens_in, tokens_out FROM daily_usage"
+                "SELECT day, key_id, model, requests, tokens_in, tokens_out, seconds FROM daily_usage"
                 " WHERE day >= ? ORDER BY day, key_id, model",
                 (since or "",),
             ).fetchall()
@@ -124,7 +133,7 @@ class UsageStore:
 
 def _write(
     conn: sqlite3.Connection, scopes: tuple[str, ...], period: str, day: str, key_id: str, model: str,
-    tokens_in: int, tokens_out: int, charged: int | None,
+    tokens_in: int, tokens_out: int, charged: int | None, seconds: float = 0.0,
 ) -> None:
     """One settled request: its scopes' budget counters and the key's daily usage, in one transaction."""
     tokens = tokens_in + tokens_out if charged is None else charged
@@ -135,8 +144,9 @@ def _write(
             [(scope, period, tokens) for scope in scopes],
         )
         conn.execute(
-            "INSERT INTO daily_usage VALUES (?, ?, ?, 1, ?, ?) ON CONFLICT (day, key_id, model) DO UPDATE"
+            "INSERT INTO daily_usage (day, key_id, model, requests, tokens_in, tokens_out, seconds)"
+            " VALUES (?, ?, ?, 1, ?, ?, ?) ON CONFLICT (day, key_id, model) DO UPDATE"
             " SET requests = requests + 1, tokens_in = tokens_in + excluded.tokens_in,"
-            " tokens_out = tokens_out + excluded.tokens_out",
-            (day, key_id, model, tokens_in, tokens_out),
+            " tokens_out = tokens_out + excluded.tokens_out, seconds = seconds + excluded.seconds",
+            (day, key_id, model, tokens_in, tokens_out, seconds),
         )

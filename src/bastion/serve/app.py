@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,7 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from bastion.errors import NotFound, UsageError, internal_error
-from bastion.serve import openapi
+from bastion.serve import admin, openapi
 from bastion.serve.backends import Endpoint
 from bastion.serve.gateway import AdmissionCheck, Gateway
 from bastion.serve.http_errors import error_response
@@ -87,12 +88,12 @@ def build_app(gateway: Gateway) -> Starlette:
         Route("/v1/completions", infer("completion"), methods=["POST"]),
         Route("/v1/embeddings", infer("embedding"), methods=["POST"]),
         Route("/v1/models", gateway.list_models, methods=["GET"]),
-        Route("/healthz", gateway.healthz, methods=["GET"]),
-        Route("/metrics", gateway.prometheus, methods=["GET"]),
+        Route("/healthz", functools.partial(admin.healthz, gateway), methods=["GET"]),
+        Route("/metrics", functools.partial(admin.prometheus, gateway), methods=["GET"]),
         Route("/openapi.json", openapi_document, methods=["GET"]),
-        Route("/admin/reload", gateway.admin_reload, methods=["POST"]),
-        Route("/admin/routes", gateway.admin_routes, methods=["GET"]),
-        Route("/admin/drill", gateway.admin_drill, methods=["POST"]),
+        Route("/admin/reload", functools.partial(admin.admin_reload, gateway), methods=["POST"]),
+        Route("/admin/routes", functools.partial(admin.admin_routes, gateway), methods=["GET"]),
+        Route("/admin/drill", functools.partial(admin.admin_drill, gateway), methods=["POST"]),
     ]
     return Starlette(
         routes=routes,

@@ -23,9 +23,10 @@ import math
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import orjson
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -33,7 +34,6 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bastion import __version__
 from bastion.audit import AuditLog, RequestRecord, os_actor
 from bastion.bundled import resolve
 from bastion.catalog import reload_catalog
@@ -55,6 +55,7 @@ from bastion.errors import (
 from bastion.keys import KeyStore, Principal
 from bastion.policy import ModelResource
 from bastion.quota import QuotaExceeded
+from bastion.quota.cost import load_prices
 from bastion.quota.quotas import Held, Quotas
 from bastion.registry import Registry, ServedWeights, open_admitted
 from bastion.serve.auth import Authorizer, bearer_token
@@ -63,14 +64,15 @@ from bastion.serve.breaker import STATES, Breaker
 from bastion.serve.dlp_guard import DlpGuard, Inspection, Outgoing
 from bastion.serve.http_errors import error_response, validation_error
 from bastion.serve.metrics import Metrics
+from bastion.serve.retry import Attempt, RetryPolicy, attempt
 from bastion.serve.router import Router
 from bastion.serve.schemas import normalise
 from bastion.serve.served import ServedModel, admitted_model_settings, served_models
 from bastion.serve.sse import SSE, watch_disconnect
-from bastion.serve.workers import reload_siblings
 from bastion.withdrawal import Withdrawal, WithdrawalStore
 
 log = logging.getLogger("bastion.serve")
+T = TypeVar("T")
 JSON = "application/json"
 #: an absolute file system path inside a message (to keep out of what clients are told)
 _SERVER_PATH = re.compile(r"(?<![\w.])/[^\s'\",;]+")
@@ -95,6 +97,8 @@ class _Trace:
     sent: bytes | None = None
     #: the first candidate DLP blocked (the answer when no candidate may receive the request)
     blocked: DataLossBlocked | None = None
+    #: every call made to a deployment, retries included (audited when there was more than one)
+    attempts: list[Attempt] = field(default_factory=list)
 
     def answered_by(self, name: str) -> None:
         """Note who answered: a requested model passed over as unhealthy is named in ``skipped``."""
@@ -152,12 +156,15 @@ class Gateway:
         self.router = router
         self.authorizer = authorizer
         self.audit = audit
-        self.metrics = Metrics()
+        self.metrics = Metrics(load_prices(settings.cost.prices), settings.cost.hardware_usd_per_hour,
+                               lambda name: name in self.models and self.models[name].local)
         self.load_errors: dict[str, str] = {}
         self._backend_factory = backend_factory
         self.quotas = quotas
         self.withdrawals = withdrawals
         self.breakers = {name: self._breaker(m.settings) for name, m in self.models.items()}
+        #: each route's retry policy, by served name
+        self.retries = {name: RetryPolicy.of(m.settings) for name, m in self.models.items()}
         #: deployments a running drill has taken away (``POST /admin/drill``); in memory, this gateway only
         self.drilled: set[str] = set()
 
@@ -186,8 +193,17 @@ class Gateway:
                 },
             )
         for name, backend in self.router.backends.items():
+            if hasattr(backend, "on_health"):  # an upstream: its periodic health checks feed its breaker
+                backend.on_health = partial(self._health_checked, name)
             await self._load(name, backend)
         await self._serve_new_admissions()
+
+    def _health_checked(self, name: str, ok: bool) -> None:
+        """A failed health check counts against a closed circuit (an open one waits for its probe)."""
+        breaker = self.breakers[name]
+        if not ok and breaker.state == "closed":
+            breaker.failure()
+            self.metrics.breaker_state.labels(name).set(STATES[breaker.state])
 
     @staticmethod
     def _breaker(settings: ModelSettings) -> Breaker:
@@ -201,7 +217,7 @@ class Gateway:
             self.refused[name] = refused.error
             self.load_errors[name] = refused.error.message
             log.error("model %s REFUSED: %s", name, refused.error.message)
-            await self._admin("model.refused", {"name": name, "error": refused.error.message})
+            await self.admin_action("model.refused", {"name": name, "error": refused.error.message})
             return False
         except BastionError as exc:
             self.load_errors[name] = exc.message
@@ -306,10 +322,13 @@ class Gateway:
                 outcome[admission.name] = f"refused: {error.message}"
             else:
                 self.breakers[admission.name] = self._breaker(settings)
+                self.retries[admission.name] = RetryPolicy.of(settings)
                 self.router.add(admission.name, backend)
                 self.models[admission.name] = verified
                 outcome[admission.name] = "loaded"
-            await self._admin("model.served", {"name": admission.name, "outcome": outcome[admission.name]})
+            await self.admin_action(
+                "model.served", {"name": admission.name, "outcome": outcome[admission.name]}
+            )
         return outcome
 
     def _reload_policy(self) -> str:
@@ -341,14 +360,14 @@ class Gateway:
             await fresh.aclose()
             # The running admission keeps serving (or keeps being refused) as before.
             error = exc.error if isinstance(exc, _Refused) else exc
-            await self._admin("model.reload_refused", {"name": name, "error": error.message})
+            await self.admin_action("model.reload_refused", {"name": name, "error": error.message})
             return f"refused: {error.message}"
         # Record and backend change together, with no await between: never a new record on old bytes.
         self.models[name] = verified
         old = self.router.swap(name, fresh)
         self.refused.pop(name, None)
         self.load_errors.pop(name, None)
-        await self._admin("model.reloaded", {"name": name, "admission": verified.admission_id})
+        await self.admin_action("model.reloaded", {"name": name, "admission": verified.admission_id})
         await old.aclose()
         return "reloaded"
 
@@ -365,7 +384,7 @@ class Gateway:
         if self.audit is not None:
             self.audit.close()  # flushes and signs a final tree head
 
-    async def _admin(self, action: str, details: dict[str, Any]) -> None:
+    async def admin_action(self, action: str, details: dict[str, Any]) -> None:
         if self.audit is not None:
             await asyncio.to_thread(self.audit.append_admin, action, "gateway", None, None, details)
 
@@ -390,9 +409,9 @@ class Gateway:
                 async with watch_disconnect(request, cancel):
                     backend, reply = await self._run(principal, body, trace, cancel, inspection)
             except BaseException:
-                await self._settle(held, trace.model, Usage())
+                await self._settle(held, trace.model, Usage(), trace)
                 raise
-            await self._settle(held, backend.info.name, reply.usage)
+            await self._settle(held, backend.info.name, reply.usage, trace)
         except BastionError as exc:
             return await self._refuse(trace, exc)
         except Exception:  # noqa: BLE001 - an unexpected failure is a logged, audited 500, never silent
@@ -421,11 +440,11 @@ class Gateway:
             limit = 0  # embeddings: the input is the whole cost
         return self.quotas.reserve(principal.key_id, principal.groups, body, limit)
 
-    async def _settle(self, held: Held | None, model: str, usage: Usage) -> None:
+    async def _settle(self, held: Held | None, model: str, usage: Usage, trace: _Trace) -> None:
         if held is not None and self.quotas is not None:
-            await self.quotas.settle(
-                held, model, usage.prompt_tokens, usage.completion_tokens, reported=usage.reported
-            )
+            seconds = time.perf_counter() - trace.started  # for throughput and local cost (bastion usage)
+            await self.quotas.settle(held, model, usage.prompt_tokens, usage.completion_tokens,
+                                     reported=usage.reported, seconds=seconds)
 
     def _quota_headers(self, principal: Principal) -> dict[str, str]:
         return self.quotas.headers(principal.key_id, principal.groups) if self.quotas is not None else {}
@@ -480,7 +499,7 @@ class Gateway:
             if name in self.drilled:
                 trace.skipped.append((name, "drill"))
                 continue
-            withdrawn = self._withdrawn(model)
+            withdrawn = self.withdrawn(model)
             if withdrawn is not None:
                 trace.skipped.append((name, "withdrawn"))
                 log.info("request %s: %s is withdrawn (%s)", trace.request_id, name, withdrawn.reason)
@@ -490,7 +509,7 @@ class Gateway:
                 continue
             yield model, self.router.backends[name], out
 
-    def _withdrawn(self, model: ServedModel) -> Withdrawal | None:
+    def withdrawn(self, model: ServedModel) -> Withdrawal | None:
         if self.withdrawals is None:
             return None
         settings = model.settings
@@ -552,6 +571,15 @@ class Gateway:
             hint="Check 'GET /healthz' (details for administrators) and the gateway log.",
         )
 
+    def _attempt(
+        self, model: ServedModel, trace: _Trace, cancel: Cancel, call: Callable[[], Awaitable[T]]
+    ) -> Awaitable[T]:
+        """``call`` at ``model``, retried (before any byte reached the client) as the route's policy says."""
+        policy, breaker = self.retries[trace.model], self.breakers[model.name]
+        failed = partial(self._outcome, model.name, True)
+        return attempt(model.name, call, policy, failed=failed, allow=breaker.allow, record=trace.attempts,
+                       cancel=cancel, rng=self.router.rng)
+
     async def _run(
         self,
         principal: Principal,
@@ -562,8 +590,10 @@ class Gateway:
     ) -> tuple[Backend, Any]:
         last: BastionError | None = None
         for model, backend, out in self._candidates(principal, trace, inspection):
+            self.router.begin(model.name)
             try:
-                reply = await backend.run(trace.endpoint, out.body if out else body, cancel)  # type: ignore[arg-type]
+                call = partial(backend.run, trace.endpoint, out.body if out else body, cancel)  # type: ignore[arg-type]
+                reply = await self._attempt(model, trace, cancel, call)
                 if out is not None:
                     reply = Reply(out.reply(reply.body), reply.usage)
             except BackendUnavailable as exc:
@@ -578,6 +608,8 @@ class Gateway:
             except BaseException:
                 self._outcome(model.name, None)
                 raise
+            finally:
+                self.router.end(model.name)
             self._outcome(model.name, False)
             trace.answered_by(model.name)
             return backend, reply
@@ -593,32 +625,32 @@ class Gateway:
         inspection: Inspection | None = None,
     ) -> Response:
         cancel = Cancel()
-        usage = Usage()
         last: BastionError | None = None
         for model, backend, out in self._candidates(principal, trace, inspection):
-            stream = backend.stream(trace.endpoint, out.body if out else body, cancel, usage)  # type: ignore[arg-type]
-            chunks = (out.stream(stream) if out is not None else stream).__aiter__()
+            self.router.begin(model.name)
             try:
                 # Pull the first chunk before answering 200, so that a backend that fails at once
-                # gets a proper status code (and a fallback) instead of a broken stream.
-                first = await chunks.__anext__()
-            except StopAsyncIteration:
-                first = None
+                # gets a proper status code (a retry, a fallback) instead of a broken stream.
+                call = partial(_first_chunk, backend, trace.endpoint, out.body if out else body, cancel, out)  # type: ignore[arg-type]
+                usage, chunks, first = await self._attempt(model, trace, cancel, call)
             except BackendUnavailable as exc:
+                self.router.end(model.name)
                 self._outcome(model.name, True, exc)
                 last = exc
                 trace.skipped.append((model.name, exc.code))
-                await chunks.aclose()  # type: ignore[attr-defined]
                 continue
             except BaseException:
+                self.router.end(model.name)
                 self._outcome(model.name, None)
-                await chunks.aclose()  # type: ignore[attr-defined]
                 raise
             self._outcome(model.name, False)  # it answered; a failure mid-stream reaches the client as such
 
             trace.answered_by(model.name)
 
-            async def finish(status: int, partial: bool, sha256: str, b: Backend = backend) -> None:
+            async def finish(
+                status: int, cut: bool, sha256: str, b: Backend = backend, usage: Usage = usage
+            ) -> None:
+                self.router.end(b.info.name)
                 self.metrics.observe(
                     b.info.name,
                     trace.endpoint,
@@ -627,8 +659,8 @@ class Gateway:
                     usage.prompt_tokens,
                     usage.completion_tokens,
                 )
-                await self._settle(held, b.info.name, usage)
-                await self._record(trace, b, status, usage, response_sha256=sha256, partial=partial)
+                await self._settle(held, b.info.name, usage, trace)
+                await self._record(trace, b, status, usage, response_sha256=sha256, partial=cut)
 
             headers = {**self._headers(trace.request_id, backend), **self._quota_headers(principal)}
             return SSE(first, chunks, cancel, headers, finish)
@@ -730,6 +762,7 @@ class Gateway:
             skipped=tuple(trace.skipped),
             dlp=trace.dlp,
             sent_body=trace.sent,
+            attempts=tuple(a.to_json() for a in trace.attempts) if len(trace.attempts) > 1 else (),
         )
         try:
             await self.audit.append_request(record)
@@ -810,66 +843,19 @@ class Gateway:
             ),
         )
 
-    async def healthz(self, request: Request) -> Response:
-        """Up or down for anyone; per-model health and load errors for administrators only."""
-        models = {}
-        for name, backend in self.router.backends.items():
-            up = backend.healthy() and name not in self.refused
-            self.metrics.model_up.labels(name).set(1 if up else 0)
-            models[name] = {"healthy": up, "error": self.load_errors.get(name)}
-        ok = any(m["healthy"] for m in models.values())
-        body: dict[str, Any] = {"status": "ok" if ok else "unavailable"}
-        if self.is_admin(request):
-            body.update(version=__version__, models=models)
-        return Response(orjson.dumps(body), 200 if ok else 503, media_type=JSON)
 
-    async def prometheus(self, request: Request) -> Response:
-        refused = await self.admin_only(request, "GET /metrics")
-        if refused is not None:
-            return refused
-        return Response(self.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
-
-    async def admin_reload(self, request: Request) -> Response:
-        refused = await self.admin_only(request, "POST /admin/reload")
-        if refused is not None:
-            return refused
-        outcome = await self.reload()
-        # under `serve --workers N` this worker alone got the request: the others reload on SIGHUP
-        outcome["workers_signalled"] = reload_siblings()
-        return Response(orjson.dumps(outcome), media_type=JSON)
-
-    async def admin_routes(self, request: Request) -> Response:
-        """Each served model's route and state, for administrators and ``bastion drill``."""
-        refused = await self.admin_only(request, "GET /admin/routes")
-        if refused is not None:
-            return refused
-        routes = {
-            name: {
-                "backend": model.backend,
-                "local": model.local,
-                "fallbacks": list(model.fallbacks),
-                "healthy": self.router.backends[name].healthy() and name not in self.refused,
-                "breaker": self.breakers[name].state,
-                "drilled": name in self.drilled,
-                "withdrawn": self._withdrawn(model) is not None,
-            }
-            for name, model in self.models.items()
-        }
-        return Response(orjson.dumps(routes), media_type=JSON)
-
-    async def admin_drill(self, request: Request) -> Response:
-        """Take a deployment away (``{"model": M, "down": true}``) or give it back, for a drill."""
-        refused = await self.admin_only(request, "POST /admin/drill")
-        if refused is not None:
-            return refused
-        try:
-            body = orjson.loads(await request.body())
-            name, down = body["model"], bool(body["down"])
-            self._model(name)
-        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-            return error_response(UsageError(f'body must be {{"model": NAME, "down": true|false}}: {exc}'))
-        except NotFound as exc:
-            return error_response(exc)
-        (self.drilled.add if down else self.drilled.discard)(name)
-        await self._admin("drill.down" if down else "drill.up", {"name": name})
-        return Response(orjson.dumps({"model": name, "down": down}), media_type=JSON)
+async def _first_chunk(
+    backend: Backend, endpoint: Endpoint, body: dict[str, Any], cancel: Cancel, out: Outgoing | None
+) -> tuple[Usage, AsyncIterator[bytes], bytes | None]:
+    """Open a stream at ``backend`` and pull its first chunk (each attempt with its own usage count)."""
+    usage = Usage()
+    stream = backend.stream(endpoint, body, cancel, usage)
+    chunks = (out.stream(stream) if out is not None else stream).__aiter__()
+    try:
+        first = await chunks.__anext__()
+    except StopAsyncIteration:
+        first = None
+    except BaseException:
+        await chunks.aclose()  # type: ignore[attr-defined]
+        raise
+    return usage, chunks, first

@@ -77,7 +77,7 @@ def build_gateway(settings: Settings) -> Gateway:
         require_audit(settings.audit)
         audit = AuditLog.open(settings.audit)
     backends = {m.name: make_backend(m) for m in settings.models}
-    router = Router(backends, {m.name: m.fallbacks for m in settings.models})
+    router = Router.from_settings(backends, settings.models)
     return Gateway(
         settings,
         KeyStore(settings.store.path),

@@ -33,6 +33,9 @@ class ScriptedBackend:
         self.error: Exception | None = None
         #: requests that reached this backend (including those it failed)
         self.attempts = 0
+        #: the next this many requests fail as an unreachable backend does, then it answers again (a
+        #: transient failure: what a retry is for)
+        self.fail_next = 0
         #: seconds between streamed words (keeps many streams open at once in concurrency tests)
         self.delay_s = 0.0
         #: every request body this backend received, in order (what a test inspects)
@@ -52,6 +55,9 @@ class ScriptedBackend:
         self.attempts += 1
         if self.error is not None:
             raise self.error
+        if self.fail_next > 0:
+            self.fail_next -= 1
+            raise BackendUnavailable(f"model {self.info.name!r} failed once (scripted)")
         if not self.up:
             raise BackendUnavailable(f"model {self.info.name!r} is down (scripted)")
         self.received.append(body)

@@ -5,8 +5,9 @@ keys), with the model name rewritten; vendor extensions a client adds are droppe
 steer an upstream through fields the gateway never checked. What comes back is bounded: redirects are
 never followed (a 307 would re-post the prompt to wherever the upstream points), and an answer larger
 than the model's ``max_response_bytes`` (a whole body, or a whole stream) is a 502. A background task
-checks the upstream's ``/models`` every ``HEALTH_INTERVAL_S`` seconds; while it fails, the router sends
-requests to the model's fallbacks.
+checks the upstream's ``/models`` every ``health_interval_s`` seconds (each check bounded by
+``health_timeout_s``); while it fails, the router tries the route's other deployments first, and each
+refused check is told to ``on_health`` (the gateway counts it against the deployment's circuit breaker).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -29,6 +30,7 @@ from bastion.errors import (
     BastionError,
     NotFound,
     UpstreamRateLimited,
+    UpstreamTimedOut,
     UsageError,
 )
 from bastion.serve.backends.base import BackendInfo, Cancel, Endpoint, Reply, Usage
@@ -37,7 +39,6 @@ if TYPE_CHECKING:
     from bastion.registry import ServedWeights
 
 log = logging.getLogger("bastion.serve")
-HEALTH_INTERVAL_S = 5.0
 PATHS: dict[Endpoint, str] = {
     "chat": "/chat/completions",
     "completion": "/completions",
@@ -93,6 +94,11 @@ class UpstreamBackend:
         self._session: aiohttp.ClientSession | None = None
         self._healthy = False
         self._health_task: asyncio.Task[None] | None = None
+        #: told the outcome of each periodic health check that did not just time out (the gateway
+        #: feeds the circuit breaker with it)
+        self.on_health: Callable[[bool], None] | None = None
+        #: whether the last failed health check was refused (unreachable, an error status), not slow
+        self.refusing = False
         self._headers = {"Content-Type": "application/json"}
         if settings.api_key_env:
             key = os.environ.get(settings.api_key_env)
@@ -133,12 +139,19 @@ class UpstreamBackend:
     async def check_health(self) -> bool:
         """Ask the upstream for its model list; remember whether it answered."""
         assert self._session is not None
+        self.refusing = True
         try:
             async with self._session.get(
-                self.base + "/models", timeout=aiohttp.ClientTimeout(total=10), allow_redirects=False
+                self.base + "/models",
+                timeout=aiohttp.ClientTimeout(total=self.settings.health_timeout_s),
+                allow_redirects=False,
             ) as r:
                 ok = r.status == 200
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        except TimeoutError as exc:
+            # An upstream busy generating may be slow to list its models: no evidence that it is down.
+            log.debug("health check of %s timed out: %r", self.base, exc)
+            ok = self.refusing = False
+        except (aiohttp.ClientError, OSError) as exc:
             log.debug("health check of %s failed: %r", self.base, exc)
             ok = False
         if ok != self._healthy:
@@ -150,8 +163,10 @@ class UpstreamBackend:
 
     async def _health_loop(self) -> None:
         while True:
-            await asyncio.sleep(HEALTH_INTERVAL_S)
-            await self.check_health()
+            await asyncio.sleep(self.settings.health_interval_s)
+            ok = await self.check_health()
+            if self.on_health is not None and (ok or self.refusing):
+                self.on_health(ok)  # a refusal (unreachable, an error status) counts; a slow answer not
 
     def _payload(self, endpoint: Endpoint, body: dict[str, Any]) -> bytes:
         """The request as sent upstream: allow-listed fields only, the upstream's model name."""
@@ -314,8 +329,10 @@ class UpstreamBackend:
         """
         self._healthy = False
         log.warning("upstream for model %s (%s) failed: %r", self.settings.name, self.base, exc)
-        what = "timed out" if isinstance(exc, TimeoutError) else "could not be reached"
-        return BackendUnavailable(
+        timed_out = isinstance(exc, TimeoutError)
+        kind = UpstreamTimedOut if timed_out else BackendUnavailable
+        what = "timed out" if timed_out else "could not be reached"
+        return kind(
             f"upstream for model {self.settings.name!r} {what}",
             hint="The gateway log names the failure; try again later or use another model.",
         )
