@@ -13,6 +13,7 @@ from bastion.cli import (
     audit,
     bundle,
     catalog,
+    db,
     dlp,
     doctor,
     drill,
@@ -75,6 +76,7 @@ drill.register(app)
 withdraw.register(app)
 app.add_typer(bundle.app, name="bundle")
 app.add_typer(dlp.app, name="dlp")
+app.add_typer(db.app, name="db")
 
 
 def main() -> None:
