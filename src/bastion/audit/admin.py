@@ -84,7 +84,7 @@ def initialise_log(settings: AuditSettings) -> tuple[KeyFiles, EntryRef, SignedT
         raise UsageError(
             f"an audit log already exists at {settings.target()}",
             hint="Keep using it (its keys are audit.signing_key and audit.body_key), or set audit.path to a "
-            "new file to start a new log.",
+            "new file (with store.url: point it at a new database) to start a new log.",
         )
     keys = existing_keys(settings.signing_key, settings.body_key) or create_keys(
         settings.signing_key, settings.body_key
