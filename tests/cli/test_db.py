@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bastion.keys.store import migrations as keys_migrations
 from bastion.store import PostgresTarget, Target
 from tests.conftest import store_toml
 
@@ -36,7 +37,7 @@ def test_status_shows_pending_then_migrate_applies_every_component_once(tmp_path
         assert not store_target.exists()  # status reads; it never creates a database
     first = db(config, home, "migrate")
     assert {c["component"]: c["applied"] for c in first["components"]}["keys"] == [
-        "m001_api_keys", "m002_expiry_rotation_last_used"]
+        name for name, _ in keys_migrations.steps]
     again = db(config, home, "migrate")
     assert all(c["applied"] == [] for c in again["components"])  # nothing twice
     after = db(config, home, "status")
