@@ -4,8 +4,9 @@
 VENV ?= .venv
 # Debian packages the tests need (installed by scripts/bootstrap.sh when missing).
 # chromium: the eval report is checked in a real headless browser; nginx and systemd (systemd-analyze):
-# the reference deployment in deploy/ is tested with them.
-APT_PACKAGES ?= iproute2 util-linux chromium nginx systemd
+# the reference deployment in deploy/ is tested with them; postgresql: the store suites also run on a
+# real PostgreSQL server the tests start (initdb, non-root).
+APT_PACKAGES ?= iproute2 util-linux chromium nginx systemd postgresql
 PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 export PYTHONDONTWRITEBYTECODE := 1

@@ -11,10 +11,11 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from bastion.bundled import data_home, key_home
 from bastion.errors import ConfigError
+from bastion.store.target import PostgresTarget, Target
 
 ENV_PREFIX = "BASTION_"
 #: the configuration file of a home made by `bastion init`, read when no --config/BASTION_CONFIG is given
@@ -54,8 +55,28 @@ class ServerSettings(_Strict):
 
 
 class StoreSettings(_Strict):
-    #: SQLite database holding API keys (and, later, the registry)
+    #: SQLite database holding API keys, the registry, usage and withdrawals (when url is not set)
     path: Path = Field(default_factory=lambda: data_home() / "bastion.db")
+    #: PostgreSQL instead of the SQLite files: "postgresql://user:password@host:5432/dbname" (libpq URL;
+    #: the password may also come from ~/.pgpass or PGPASSWORD). Keys, registry, usage, withdrawals,
+    #: the audit log and eval results then live in that database; store.path and audit.path are unused
+    url: str | None = None
+    #: most PostgreSQL connections one process opens (all its stores share one pool); the server's
+    #: max_connections must cover every replica's pool_size plus a few for the administrators
+    pool_size: int = Field(10, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _postgres_url(self) -> StoreSettings:
+        if self.url is not None and not self.url.startswith(("postgresql://", "postgres://")):
+            raise ValueError(
+                "store.url must be a PostgreSQL URL (postgresql://user@host:5432/dbname); "
+                "leave it out to use the SQLite file at store.path"
+            )
+        return self
+
+    def target(self) -> Target:
+        """Where the stores keep their data: the PostgreSQL database, else the SQLite file."""
+        return PostgresTarget(self.url, self.pool_size) if self.url else self.path
 
 
 class EgressSettings(_Strict):
@@ -84,6 +105,18 @@ class AuditSettings(_Strict):
     sth_interval_s: float = Field(10.0, gt=0)
     #: ... or when this many entries were appended since the last one, whichever comes first
     sth_every: int = Field(10_000, ge=1)
+    # store.url's database, copied here by Settings (the log lives there when PostgreSQL is configured)
+    _database: PostgresTarget | None = PrivateAttr(default=None)
+
+    def target(self) -> Target:
+        """Where the log lives: the store's PostgreSQL database when configured, else ``path``."""
+        return self._database or self.path
+
+    def on_postgres(self, database: PostgresTarget | None) -> AuditSettings:
+        """A copy of these settings whose log lives in ``database`` (None: the SQLite file)."""
+        copy = self.model_copy()
+        copy._database = database
+        return copy
 
 
 class RegistrySettings(_Strict):
@@ -284,6 +317,13 @@ class Settings(_Strict):
     models: tuple[ModelSettings, ...] = ()
     #: where the settings came from (for `bastion doctor` and logs)
     source: str = "defaults"
+
+    @model_validator(mode="after")
+    def _audit_follows_store(self) -> Settings:
+        target = self.store.target()
+        if isinstance(target, PostgresTarget):
+            object.__setattr__(self, "audit", self.audit.on_postgres(target))  # frozen: set once, here
+        return self
 
     @model_validator(mode="after")
     def _unique_names(self) -> Settings:

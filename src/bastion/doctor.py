@@ -118,7 +118,8 @@ def _audit_key(settings: Settings) -> Check:
         load_signing_key(audit.signing_key)  # refuses a missing key or one others can read
     except BastionError as exc:
         return Check("audit signing key", "fail", exc.message, exc.hint)
-    if audit.signing_key.resolve().is_relative_to(audit.path.resolve().parent):
+    on_file = audit.target() == audit.path
+    if on_file and audit.signing_key.resolve().is_relative_to(audit.path.resolve().parent):
         fix = "Move it outside BASTION_HOME (audit.signing_key): a writer of the log could re-sign it."
         detail = f"{audit.signing_key} is in the audit database's folder"
         return Check("audit signing key", "warn", detail, fix)
@@ -151,7 +152,7 @@ def _admitted(settings: Settings) -> list[Check]:
     except BastionError:
         return []  # reported by the public key check
     checks = []
-    registry = Registry(settings.store.path)
+    registry = Registry(settings.store.target())
     try:
         for m in settings.models:
             if not m.local:
@@ -189,7 +190,7 @@ def _audit_log(settings: Settings) -> Check:
     try:
         require_audit(audit)
         public_key = load_public_key(public_key_path(audit.signing_key))
-        store = open_store(audit.path)
+        store = open_store(audit.target())
         try:
             report = verify_log(store, public_key)
         finally:
@@ -201,10 +202,10 @@ def _audit_log(settings: Settings) -> Check:
         return Check(
             "audit log",
             "fail",
-            f"{audit.path} does not verify: {first}",
+            f"{audit.target()} does not verify: {first}",
             "Run 'bastion audit verify' for every problem; do not serve until it is explained.",
         )
-    return Check("audit log", "ok", f"{audit.path}: {report.entries} entries verify, key {report.key_id}")
+    return Check("audit log", "ok", f"{audit.target()}: {report.entries} entries verify, key {report.key_id}")
 
 
 def _private_key_modes(settings: Settings) -> list[Check]:
@@ -287,8 +288,8 @@ def run_checks(settings: Settings | None, config_error: BastionError | None = No
         )
     )
     try:
-        KeyStore(settings.store.path).close()
-        checks.append(Check("store", "ok", f"{settings.store.path} writable"))
+        KeyStore(settings.store.target()).close()
+        checks.append(Check("store", "ok", f"{settings.store.target()} writable"))
     except BastionError as exc:
         checks.append(Check("store", "fail", exc.message, exc.hint))
     checks.append(_eval_data())

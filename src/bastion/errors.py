@@ -24,6 +24,7 @@ exit  class                      HTTP
 13    PolicyDenied               403
 14    DataLossBlocked (DLP)      403
 15    DetectorFailed (DLP)       503
+16    StoreUnavailable           503
 ====  =========================  ====
 
 Subclasses share their parent's exit status: ``EgressBlocked`` (a ``PermissionDenied``, 403) and
@@ -227,6 +228,17 @@ class DetectorFailed(BastionError):
     error_type = "server_error"
     code = "dlp_detector_failed"
     default_hint = "The gateway log names the detector; the request was refused rather than sent unchecked."
+
+
+class StoreUnavailable(BastionError):
+    """The database behind the stores (PostgreSQL) cannot be reached or used: down, wrong credentials,
+    wrong database name, or every pooled connection busy. The message names the URL, password redacted."""
+
+    exit_code = 16
+    http_status = 503
+    error_type = "server_error"
+    code = "store_unavailable"
+    default_hint = "Check store.url and that the database server is running (pg_isready)."
 
 
 def did_you_mean(name: str, choices: Iterable[str] | Mapping[str, str], otherwise: str = "") -> str:

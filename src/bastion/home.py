@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from bastion.audit import initialise_log
+from bastion.audit import initialise_log, log_exists
 from bastion.config import CONFIG_FILE, ORGANISATION_FILE, AuditSettings, Settings, load_settings
 from bastion.errors import ConfigError, UsageError
 from bastion.policy import Organisation
@@ -233,7 +233,7 @@ def init_home(
 
 def _audit(settings: Settings) -> Step:
     audit = settings.audit
-    if audit.path.exists():
+    if log_exists(audit.target()):
         # Never a new key over an existing log: its signed heads would no longer verify.
         return Step("audit log", audit.path, "kept", "an existing log keeps its keys, even with --force")
     keys, _, _, _ = initialise_log(audit)

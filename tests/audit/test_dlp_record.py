@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 
 from bastion.audit import AuditLog, open_store
 from bastion.audit.records import encode_leaf
+from bastion.store import Target
 
 from .conftest import Keys, make_record
 
@@ -21,14 +21,14 @@ def test_dlp_summary_is_in_the_leaf_and_absent_when_dlp_did_not_run() -> None:
     assert "dlp" not in json.loads(encode_leaf(0, make_record(1), "hashes"))  # older leaves keep their form
 
 
-def test_full_bodies_keep_the_sent_body_apart_from_the_original(tmp_path: Path, keys: Keys) -> None:
+def test_full_bodies_keep_the_sent_body_apart_from_the_original(store_target: Target, keys: Keys) -> None:
     log = AuditLog(
-        open_store(tmp_path / "a.db"), signer=keys.signer, body_cipher=keys.cipher, store_bodies="full"
+        open_store(store_target), signer=keys.signer, body_cipher=keys.cipher, store_bodies="full"
     )
     sent = b'{"messages":[{"role":"user","content":"mail [EMAIL_1]"}]}'
     ref = log.append(dataclasses.replace(make_record(1), dlp=DLP, sent_body=sent))
     log.close()
-    stored = open_store(tmp_path / "a.db").bodies(ref.seq)
+    stored = open_store(store_target).bodies(ref.seq)
     assert set(stored) == {"request", "response", "sent"}
     assert b"EMAIL_1" not in stored["sent"]  # encrypted at rest
     assert keys.cipher.decrypt(ref.seq, "sent", stored["sent"]) == sent

@@ -12,6 +12,7 @@ from bastion.audit import AuditLog, open_store
 from bastion.audit.proofs import build_proof
 from bastion.cli.audit import app
 from bastion.config import AuditSettings
+from bastion.store import Target
 
 from .conftest import Keys, make_record
 
@@ -42,17 +43,15 @@ def readme_script() -> str:
     return match.group(1)
 
 
-def test_the_readme_proof_checker_accepts_a_real_proof_and_rejects_a_forged_one(
-    tmp_path: Path, keys: Keys
-) -> None:
+def test_the_readme_proof_checker_accepts_a_real_proof_and_rejects_a_forged_one(store_target: Target, tmp_path: Path, keys: Keys) -> None:
     script = tmp_path / "check_proof.py"
     script.write_text(readme_script())
     assert len(script.read_text().splitlines()) <= 25
-    log = AuditLog(open_store(tmp_path / "a.db"), signer=keys.signer)
+    log = AuditLog(open_store(store_target), signer=keys.signer)
     for i in range(11):
         log.append(make_record(i))
     log.close()
-    store = open_store(tmp_path / "a.db")
+    store = open_store(store_target)
     for seq in (0, 6, 10):
         proof = tmp_path / f"proof{seq}.json"
         proof.write_text(json.dumps(build_proof(store, seq).to_json()))

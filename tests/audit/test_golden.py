@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bastion.audit import AdminRecord, AuditLog, open_store
 from bastion.audit.proofs import build_proof, check_proof
+from bastion.store import Target
 
 from .conftest import make_record
 
@@ -24,16 +25,16 @@ TEST_SEED = bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703ba
 FIXED_TIME = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 
 
-def build(tmp_path: Path) -> dict[str, str]:
+def build(target: Target) -> dict[str, str]:
     key = Ed25519PrivateKey.from_private_bytes(TEST_SEED)
-    store = open_store(tmp_path / "golden.db")
+    store = open_store(target)
     store.set_meta_once("log_id", "golden")
     log = AuditLog(store, signer=key, wall_clock=lambda: FIXED_TIME)
     log.append(AdminRecord("audit.init", "os:golden", time="2026-01-01T00:00:00.000Z"))
     for i in range(1, 6):
         log.append(make_record(i, time=f"2026-01-01T00:00:0{i}.000Z"))
     log.close()
-    store = open_store(tmp_path / "golden.db")
+    store = open_store(target)
     pub = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
@@ -44,8 +45,8 @@ def build(tmp_path: Path) -> dict[str, str]:
     }
 
 
-def test_formats_match_the_golden_files(tmp_path: Path) -> None:
-    files = build(tmp_path)
+def test_formats_match_the_golden_files(store_target: Target) -> None:
+    files = build(store_target)  # the same bytes whichever database holds the log
     if os.environ.get("BASTION_REGEN_GOLDEN"):
         GOLDEN.mkdir(exist_ok=True)
         for name, text in files.items():

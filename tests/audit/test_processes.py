@@ -12,15 +12,17 @@ from pathlib import Path
 
 from bastion.audit import AuditLog, open_store
 from bastion.audit.verify import verify_log
+from bastion.store import PostgresTarget, Target
 
 from .conftest import Keys
 
 WRITER = Path(__file__).with_name("writer_process.py")
 
 
-def start_writer(db: Path, keys: Keys, tag: str, count: int, clients: int) -> subprocess.Popen[str]:
+def start_writer(db: Target, keys: Keys, tag: str, count: int, clients: int) -> subprocess.Popen[str]:
+    where = db.url if isinstance(db, PostgresTarget) else str(db)
     return subprocess.Popen(
-        [sys.executable, str(WRITER), str(db), str(keys.files.signing_key), tag, str(count), str(clients)],
+        [sys.executable, str(WRITER), where, str(keys.files.signing_key), tag, str(count), str(clients)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -32,13 +34,13 @@ def acknowledged(output: str) -> dict[int, str]:
     return {int(seq): rid for seq, rid in pairs}
 
 
-def create_log(db: Path, keys: Keys) -> None:
+def create_log(db: Target, keys: Keys) -> None:
     # Create the schema once before the writers start (concurrent first-time migrations would race).
     AuditLog(open_store(db), signer=keys.signer).close()
 
 
-def test_parallel_writer_processes_keep_one_consistent_tree(tmp_path: Path, keys: Keys) -> None:
-    db = tmp_path / "audit.db"
+def test_parallel_writer_processes_keep_one_consistent_tree(store_target: Target, keys: Keys) -> None:
+    db = store_target
     create_log(db, keys)
     procs = {tag: start_writer(db, keys, tag, 400, 20) for tag in ("a", "b", "c")}
     acks: dict[int, str] = {}
@@ -60,8 +62,8 @@ def test_parallel_writer_processes_keep_one_consistent_tree(tmp_path: Path, keys
     assert report.heads >= 3
 
 
-def test_sigkill_mid_load_loses_no_acknowledged_append(tmp_path: Path, keys: Keys) -> None:
-    db = tmp_path / "audit.db"
+def test_sigkill_mid_load_loses_no_acknowledged_append(store_target: Target, keys: Keys) -> None:
+    db = store_target
     create_log(db, keys)
     proc = start_writer(db, keys, "k", 0, 50)
     assert proc.stdout is not None
@@ -78,7 +80,7 @@ def test_sigkill_mid_load_loses_no_acknowledged_append(tmp_path: Path, keys: Key
     acks = acknowledged("".join(lines) + rest)
     assert len(acks) >= 3000, "the writer did not get going"
 
-    store = open_store(db)  # reopening runs SQLite's WAL recovery
+    store = open_store(db)  # reopening runs SQLite's WAL recovery (PostgreSQL: nothing to recover)
     for seq, rid in acks.items():
         entry = store.entry(seq)
         assert entry is not None and entry.request_id == rid, f"acknowledged entry {seq} ({rid}) lost"

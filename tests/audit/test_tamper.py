@@ -4,9 +4,8 @@ key swap is caught by verify, which names the entry (or, for a consistent rewrit
 from __future__ import annotations
 
 import random
-import sqlite3
 from collections.abc import Callable
-from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -15,6 +14,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from bastion.audit import KeyFiles, SignedTreeHead, load_public_key, open_store
 from bastion.audit.merkle import Frontier, leaf_hash
 from bastion.audit.verify import VerifyReport, verify_log
+from bastion.store import Target
+from tests.conftest import raw_connect
 
 N = 10_000
 SEEDS = range(6)
@@ -24,7 +25,7 @@ REQUEST_FIELDS = [
 ]  # fmt: skip
 
 
-def verify(db: Path, files: KeyFiles) -> VerifyReport:
+def verify(db: Target, files: KeyFiles) -> VerifyReport:
     store = open_store(db)
     try:
         return verify_log(store, load_public_key(files.public_key))
@@ -45,7 +46,7 @@ def changed(value: object) -> object:
     return "x"
 
 
-def rewrite_leaf(conn: sqlite3.Connection, seq: int, field: str, rehash: bool) -> None:
+def rewrite_leaf(conn: Any, seq: int, field: str, rehash: bool) -> None:
     leaf = conn.execute("SELECT leaf FROM audit_entries WHERE seq = ?", (seq,)).fetchone()[0]
     doc = orjson.loads(leaf)
     doc[field] = changed(doc[field])
@@ -57,7 +58,15 @@ def rewrite_leaf(conn: sqlite3.Connection, seq: int, field: str, rehash: bool) -
             conn.execute(f"UPDATE audit_entries SET {field} = ? WHERE seq = ?", (doc[field], seq))
 
 
-def test_the_untouched_log_verifies(big_log: tuple[Path, KeyFiles]) -> None:
+def replace_in_leaves(conn: Any, old: bytes, new: bytes, seq: int | None = None) -> None:
+    """Rewrite ``old`` to ``new`` in the stored leaves (one entry, or all): the same edit on either backend."""
+    where, args = (" WHERE seq = ?", (seq,)) if seq is not None else ("", ())
+    rows = conn.execute("SELECT seq, leaf FROM audit_entries" + where, args).fetchall()
+    for row_seq, leaf in rows:
+        conn.execute("UPDATE audit_entries SET leaf = ? WHERE seq = ?", (bytes(leaf).replace(old, new), row_seq))
+
+
+def test_the_untouched_log_verifies(big_log: tuple[Target, KeyFiles]) -> None:
     report = verify(*big_log)
     assert report.ok, report.problems
     assert report.entries == N and report.signed_size == N and report.heads >= 10
@@ -65,13 +74,13 @@ def test_the_untouched_log_verifies(big_log: tuple[Path, KeyFiles]) -> None:
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_editing_any_field_of_any_entry_names_that_entry(
-    seed: int, copy_big_log: Callable[[], Path], big_log: tuple[Path, KeyFiles]
+    seed: int, copy_big_log: Callable[[], Target], big_log: tuple[Target, KeyFiles]
 ) -> None:
     rng = random.Random(seed)
     db = copy_big_log()
     seq = rng.randrange(1, N - 1)  # request entries
     field = REQUEST_FIELDS[seed * 2 % len(REQUEST_FIELDS)]
-    conn = sqlite3.connect(db)
+    conn = raw_connect(db)
     rewrite_leaf(conn, seq, field, rehash=False)
     conn.commit()
     conn.close()
@@ -82,11 +91,11 @@ def test_editing_any_field_of_any_entry_names_that_entry(
 
 @pytest.mark.parametrize("field", REQUEST_FIELDS)
 def test_editing_a_field_and_its_leaf_hash_is_caught_by_the_signed_heads(
-    field: str, copy_big_log: Callable[[], Path], big_log: tuple[Path, KeyFiles]
+    field: str, copy_big_log: Callable[[], Target], big_log: tuple[Target, KeyFiles]
 ) -> None:
     seq = 4321
     db = copy_big_log()
-    conn = sqlite3.connect(db)
+    conn = raw_connect(db)
     rewrite_leaf(conn, seq, field, rehash=True)
     conn.commit()
     conn.close()
@@ -100,15 +109,11 @@ def test_editing_a_field_and_its_leaf_hash_is_caught_by_the_signed_heads(
 
 
 def test_editing_the_admin_entry_details_names_it(
-    copy_big_log: Callable[[], Path], big_log: tuple[Path, KeyFiles]
+    copy_big_log: Callable[[], Target], big_log: tuple[Target, KeyFiles]
 ) -> None:
     db = copy_big_log()
-    conn = sqlite3.connect(db)
-    conn.execute(
-        "UPDATE audit_entries SET leaf = replace(leaf, 'policies/gateway.cedar', 'policies/other.cedar')"
-        " WHERE seq = ?",
-        (N - 1,),
-    )
+    conn = raw_connect(db)
+    replace_in_leaves(conn, b"policies/gateway.cedar", b"policies/other.cedar", N - 1)
     conn.commit()
     conn.close()
     assert verify(db, big_log[1]).first_bad_entry == N - 1
@@ -116,10 +121,10 @@ def test_editing_the_admin_entry_details_names_it(
 
 @pytest.mark.parametrize("column", ["principal", "model", "request_id", "time", "kind"])
 def test_editing_a_search_column_to_hide_an_entry_names_it(
-    column: str, copy_big_log: Callable[[], Path], big_log: tuple[Path, KeyFiles]
+    column: str, copy_big_log: Callable[[], Target], big_log: tuple[Target, KeyFiles]
 ) -> None:
     db = copy_big_log()
-    conn = sqlite3.connect(db)
+    conn = raw_connect(db)
     conn.execute(f"UPDATE audit_entries SET {column} = 'zzz' WHERE seq = 777")
     conn.commit()
     conn.close()
@@ -128,11 +133,11 @@ def test_editing_a_search_column_to_hide_an_entry_names_it(
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_deleting_an_entry_names_it(
-    seed: int, copy_big_log: Callable[[], Path], big_log: tuple[Path, KeyFiles]
+    seed: int, copy_big_log: Callable[[], Target], big_log: tuple[Target, KeyFiles]
 ) -> None:
     seq = random.Random(seed).randrange(0, N - 1)
     db = copy_big_log()
-    conn = sqlite3.connect(db)
+    conn = raw_connect(db)
     conn.execute("DELETE FROM audit_entries WHERE seq = ?", (seq,))
     conn.commit()
     conn.close()
@@ -141,12 +146,14 @@ def test_deleting_an_entry_names_it(
 
 
 def test_deleting_an_entry_and_renumbering_the_rest_names_it(
-    copy_big_log: Callable[[], Path], big_log: tuple[Path, KeyFiles]
+    copy_big_log: Callable[[], Target], big_log: tuple[Target, KeyFiles]
 ) -> None:
     db = copy_big_log()
-    conn = sqlite3.connect(db)
+    conn = raw_connect(db)
     conn.execute("DELETE FROM audit_entries WHERE seq = 5000")
-    conn.execute("UPDATE audit_entries SET seq = seq - 1 WHERE seq > 5000")
+    # in two steps, so no row takes a seq still in use (PostgreSQL checks the key row by row)
+    conn.execute("UPDATE audit_entries SET seq = -seq WHERE seq > 5000")
+    conn.execute("UPDATE audit_entries SET seq = -seq - 1 WHERE seq < 0")
     conn.commit()
     conn.close()
     report = verify(db, big_log[1])
@@ -155,12 +162,12 @@ def test_deleting_an_entry_and_renumbering_the_rest_names_it(
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_reordering_two_entries_names_the_first(
-    seed: int, copy_big_log: Callable[[], Path], big_log: tuple[Path, KeyFiles]
+    seed: int, copy_big_log: Callable[[], Target], big_log: tuple[Target, KeyFiles]
 ) -> None:
     rng = random.Random(seed)
     a, b = sorted(rng.sample(range(N), 2))
     db = copy_big_log()
-    conn = sqlite3.connect(db)
+    conn = raw_connect(db)
     conn.execute("UPDATE audit_entries SET seq = -1 WHERE seq = ?", (a,))
     conn.execute("UPDATE audit_entries SET seq = ? WHERE seq = ?", (a, b))
     conn.execute("UPDATE audit_entries SET seq = ? WHERE seq = -1", (b,))
@@ -173,10 +180,10 @@ def test_reordering_two_entries_names_the_first(
 
 @pytest.mark.parametrize("keep", [9_999, 9_000, 1])
 def test_truncating_the_log_names_the_first_missing_entry(
-    keep: int, copy_big_log: Callable[[], Path], big_log: tuple[Path, KeyFiles]
+    keep: int, copy_big_log: Callable[[], Target], big_log: tuple[Target, KeyFiles]
 ) -> None:
     db = copy_big_log()
-    conn = sqlite3.connect(db)
+    conn = raw_connect(db)
     conn.execute("DELETE FROM audit_entries WHERE seq >= ?", (keep,))
     conn.commit()
     conn.close()
@@ -184,9 +191,9 @@ def test_truncating_the_log_names_the_first_missing_entry(
     assert not report.ok and report.first_bad_entry == keep
 
 
-def _forge_tail(db: Path, keep: int, count: int) -> None:
+def _forge_tail(db: Target, keep: int, count: int) -> None:
     """Replace entries keep.. with a self-consistent fake tail: right seqs, hashes, columns, frontier."""
-    conn = sqlite3.connect(db)
+    conn = raw_connect(db)
     conn.execute("DELETE FROM audit_entries WHERE seq >= ?", (keep,))
     hashes = [bytes(r[0]) for r in conn.execute("SELECT leaf_hash FROM audit_entries ORDER BY seq")]
     for seq in range(keep, keep + count):
@@ -211,7 +218,7 @@ def _forge_tail(db: Path, keep: int, count: int) -> None:
 
 @pytest.mark.parametrize("keep", [9_000, 7_777])
 def test_a_consistent_fake_tail_is_caught_and_located(
-    keep: int, copy_big_log: Callable[[], Path], big_log: tuple[Path, KeyFiles]
+    keep: int, copy_big_log: Callable[[], Target], big_log: tuple[Target, KeyFiles]
 ) -> None:
     db = copy_big_log()
     _forge_tail(db, keep, N - keep)
@@ -224,11 +231,11 @@ def test_a_consistent_fake_tail_is_caught_and_located(
 
 
 def test_swapping_the_signing_key_is_caught_at_the_first_head(
-    copy_big_log: Callable[[], Path], big_log: tuple[Path, KeyFiles]
+    copy_big_log: Callable[[], Target], big_log: tuple[Target, KeyFiles]
 ) -> None:
     """Mallory rewrites an entry, recomputes every root and re-signs every head with her own key."""
     db = copy_big_log()
-    conn = sqlite3.connect(db)
+    conn = raw_connect(db)
     rewrite_leaf(conn, 1234, "principal", rehash=True)
     hashes = [bytes(r[0]) for r in conn.execute("SELECT leaf_hash FROM audit_entries ORDER BY seq")]
     mallory = Ed25519PrivateKey.generate()
@@ -252,10 +259,10 @@ def test_swapping_the_signing_key_is_caught_at_the_first_head(
 
 
 def test_editing_a_signed_head_is_caught(
-    copy_big_log: Callable[[], Path], big_log: tuple[Path, KeyFiles]
+    copy_big_log: Callable[[], Target], big_log: tuple[Target, KeyFiles]
 ) -> None:
     db = copy_big_log()
-    conn = sqlite3.connect(db)
+    conn = raw_connect(db)
     conn.execute("UPDATE audit_heads SET tree_size = tree_size - 1 WHERE id = 3")
     conn.commit()
     conn.close()
@@ -264,7 +271,7 @@ def test_editing_a_signed_head_is_caught(
 
 
 def test_pruning_bodies_keeps_the_log_verifiable(
-    copy_big_log: Callable[[], Path], big_log: tuple[Path, KeyFiles]
+    copy_big_log: Callable[[], Target], big_log: tuple[Target, KeyFiles]
 ) -> None:
     db = copy_big_log()
     store = open_store(db)
@@ -274,13 +281,11 @@ def test_pruning_bodies_keeps_the_log_verifiable(
 
 
 def test_a_wholesale_rewrite_lists_at_most_100_problems_and_still_checks_every_head(
-    copy_big_log: Callable[[], Path], big_log: tuple[Path, KeyFiles]
+    copy_big_log: Callable[[], Target], big_log: tuple[Target, KeyFiles]
 ) -> None:
     db = copy_big_log()
-    conn = sqlite3.connect(db)
-    conn.execute(
-        "UPDATE audit_entries SET leaf = CAST(replace(CAST(leaf AS TEXT), 'allow', 'ALLOW') AS BLOB)"
-    )
+    conn = raw_connect(db)
+    replace_in_leaves(conn, b"allow", b"ALLOW")
     conn.commit()
     conn.close()
     report = verify(db, big_log[1])

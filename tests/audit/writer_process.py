@@ -2,6 +2,8 @@
 
     python writer_process.py DB SIGNING_KEY TAG COUNT CLIENTS
 
+DB is a SQLite file or a postgresql:// URL.
+
 Appends COUNT request records (COUNT 0: until killed, at most 10**7) from CLIENTS concurrent tasks and
 prints "SEQ REQUEST_ID" on stdout, flushed, after each append has *returned*: the parent holds exactly
 the set of acknowledged appends.
@@ -15,9 +17,10 @@ from pathlib import Path
 
 from bastion.audit import AuditLog, RequestRecord, open_store
 from bastion.audit.keys import load_signing_key
+from bastion.store import PostgresTarget, Target
 
 
-async def main(db: Path, key: Path, tag: str, count: int, clients: int) -> None:
+async def main(db: Target, key: Path, tag: str, count: int, clients: int) -> None:
     log = AuditLog(open_store(db), signer=load_signing_key(key), sth_interval_s=0.2, sth_every=500)
     numbers = iter(range(count or 10**7))
     out = sys.stdout
@@ -47,4 +50,5 @@ async def main(db: Path, key: Path, tag: str, count: int, clients: int) -> None:
 
 if __name__ == "__main__":
     db, key, tag, count, clients = sys.argv[1:6]
-    asyncio.run(main(Path(db), Path(key), tag, int(count), int(clients)))
+    target: Target = PostgresTarget(db) if db.startswith("postgresql://") else Path(db)
+    asyncio.run(main(target, Path(key), tag, int(count), int(clients)))

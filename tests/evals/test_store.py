@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import sqlite3
-from pathlib import Path
-
 import pytest
+from tests.conftest import raw_sql
 
 from bastion.errors import NotFound, UsageError
 from bastion.evals.records import ItemRecord, RunRecord, TaskSummary
 from bastion.evals.store import EvalStore
+from bastion.store import ConstraintViolation, Target
 
 
 def _run(run_id: str) -> RunRecord:
@@ -21,8 +20,8 @@ def _run(run_id: str) -> RunRecord:
                      [s], 2.0)
 
 
-def test_run_and_items_round_trip(tmp_path: Path) -> None:
-    store = EvalStore(tmp_path / "e.db")
+def test_run_and_items_round_trip(store_target: Target) -> None:
+    store = EvalStore(store_target)
     items = [ItemRecord("piqa", "1", 1.0, {"logliks": [-1.0, -2.0]}), ItemRecord("piqa", "2", 0.0, {})]
     store.save(_run("20260101-000000-aaaaaa"), items)
     got = store.get("20260101-000000-a")
@@ -32,16 +31,16 @@ def test_run_and_items_round_trip(tmp_path: Path) -> None:
     assert [r.id for r in store.runs()] == [got.id]
 
 
-def test_duplicate_run_id_writes_no_items(tmp_path: Path) -> None:
-    store = EvalStore(tmp_path / "e.db")
+def test_duplicate_run_id_writes_no_items(store_target: Target) -> None:
+    store = EvalStore(store_target)
     store.save(_run("r1"), [ItemRecord("piqa", "1", 1.0, {})])
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(ConstraintViolation):
         store.save(_run("r1"), [ItemRecord("piqa", "9", 1.0, {})])
     assert [i.item_id for i in store.items("r1")] == ["1"]
 
 
-def test_unknown_and_ambiguous_ids(tmp_path: Path) -> None:
-    store = EvalStore(tmp_path / "e.db")
+def test_unknown_and_ambiguous_ids(store_target: Target) -> None:
+    store = EvalStore(store_target)
     store.save(_run("r-1"), [])
     store.save(_run("r-2"), [])
     with pytest.raises(NotFound):
@@ -52,14 +51,13 @@ def test_unknown_and_ambiguous_ids(tmp_path: Path) -> None:
         store.get("")
 
 
-def test_schema_is_created_by_a_migration(tmp_path: Path) -> None:
-    EvalStore(tmp_path / "e.db").close()
-    conn = sqlite3.connect(tmp_path / "e.db")
-    assert conn.execute("SELECT name FROM _migrations WHERE component='evals'").fetchall() == [
+def test_schema_is_created_by_a_migration(store_target: Target) -> None:
+    EvalStore(store_target).close()
+    assert raw_sql(store_target, "SELECT name FROM _migrations WHERE component='evals'") == [
         ("m001_runs_and_items",)]
 
 
-def test_run_found_by_its_random_suffix(tmp_path: Path) -> None:
-    store = EvalStore(tmp_path / "e.db")
+def test_run_found_by_its_random_suffix(store_target: Target) -> None:
+    store = EvalStore(store_target)
     store.save(_run("20260101-000000-abc123"), [])
     assert store.get("abc123").id == "20260101-000000-abc123"

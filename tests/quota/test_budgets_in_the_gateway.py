@@ -23,6 +23,8 @@ from bastion.serve.app import build_app
 from bastion.serve.backends.scripted import ScriptedBackend
 from bastion.serve.gateway import Gateway
 from bastion.serve.router import Router
+from bastion.store import Target
+from tests.conftest import store_settings, store_toml
 
 pytestmark = pytest.mark.anyio
 ANSWER = "one two three four five"  # 5 completion tokens per answer
@@ -33,10 +35,10 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-async def open_gateway(tmp_path: Path, quotas: dict[str, object]) -> tuple[Gateway, KeyStore]:
+async def open_gateway(tmp_path: Path, target: Target, quotas: dict[str, object]) -> tuple[Gateway, KeyStore]:
     settings = Settings.model_validate(
         {
-            "store": {"path": str(tmp_path / "bastion.db")},
+            "store": store_settings(target),
             "audit": {"path": str(tmp_path / "audit.db"), "signing_key": str(tmp_path / "a.key"),
                       "body_key": str(tmp_path / "b.key")},
             "quotas": {"enabled": True, **quotas},
@@ -44,8 +46,8 @@ async def open_gateway(tmp_path: Path, quotas: dict[str, object]) -> tuple[Gatew
         }
     )
     create_keys(settings.audit.signing_key, settings.audit.body_key)
-    keys = KeyStore(settings.store.path)
-    quota = Quotas.open(settings.quotas, settings.store.path)
+    keys = KeyStore(settings.store.target())
+    quota = Quotas.open(settings.quotas, settings.store.target())
     backend = ScriptedBackend("smol", ANSWER)
     backend.delay_s = 0.02  # streams stay open together, so reservations overlap
     gateway = Gateway(settings, keys, Router({"smol": backend}, {}),
@@ -62,9 +64,9 @@ async def fire(gateway: Gateway, key: str, n: int, stream: bool) -> list[httpx.R
         return await asyncio.gather(*(client.post("/v1/chat/completions", json=body) for _ in range(n)))
 
 
-async def test_64_concurrent_streams_never_overspend_nested_budgets(tmp_path: Path) -> None:
+async def test_64_concurrent_streams_never_overspend_nested_budgets(tmp_path: Path, store_target: Target) -> None:
     # Each request reserves prompt bytes (2) + 2 messages x 16 + max_tokens (5) = 39 tokens and spends 5.
-    gateway, keys = await open_gateway(tmp_path, {
+    gateway, keys = await open_gateway(tmp_path, store_target, {
         "key": {"budget_tokens": 400},          # 10 reservations fit in a key's budget
         "groups": {"analysts": {"budget_tokens": 600}},
         "organisation": {"budget_tokens": 1000},
@@ -84,7 +86,7 @@ async def test_64_concurrent_streams_never_overspend_nested_budgets(tmp_path: Pa
     assert all(int(r.headers["retry-after"]) >= 1 for r in refused)
     for r in (r for rs in results[:2] for r in rs if r.status_code == 200):
         assert r.text.rstrip().endswith("data: [DONE]")
-    store = UsageStore(tmp_path / "bastion.db")
+    store = UsageStore(store_target)
     try:
         spent = {row.key_id: row.tokens_in + row.tokens_out for row in store.daily()}
         period = gateway.quotas._period  # type: ignore[union-attr]
@@ -98,8 +100,8 @@ async def test_64_concurrent_streams_never_overspend_nested_budgets(tmp_path: Pa
     assert all(v <= 400 for v in spent.values())
 
 
-async def test_a_rate_limited_response_carries_openai_headers(tmp_path: Path) -> None:
-    gateway, keys = await open_gateway(tmp_path, {"key": {"rpm": 2, "tpm": 1000}})
+async def test_a_rate_limited_response_carries_openai_headers(tmp_path: Path, store_target: Target) -> None:
+    gateway, keys = await open_gateway(tmp_path, store_target, {"key": {"rpm": 2, "tpm": 1000}})
     key = keys.create("a", ["*"]).key
     try:
         (first,) = await fire(gateway, key, 1, False)
@@ -115,13 +117,13 @@ async def test_a_rate_limited_response_carries_openai_headers(tmp_path: Path) ->
     assert third.headers["x-ratelimit-remaining-requests"] == "0"
 
 
-async def test_usage_command_sums_by_key_group_and_model(tmp_path: Path) -> None:
+async def test_usage_command_sums_by_key_group_and_model(tmp_path: Path, store_target: Target) -> None:
     import json
     import os
     import subprocess
     import sys
 
-    gateway, keys = await open_gateway(tmp_path, {})
+    gateway, keys = await open_gateway(tmp_path, store_target, {})
     a = keys.create("alice", ["*"], ["analysts"]).key
     try:
         await fire(gateway, a, 3, False)
@@ -129,7 +131,7 @@ async def test_usage_command_sums_by_key_group_and_model(tmp_path: Path) -> None
     finally:
         await gateway.stop()
     config = tmp_path / "bastion.toml"
-    config.write_text(f'[store]\npath = "{tmp_path / "bastion.db"}"\n')
+    config.write_text(store_toml(store_target))
     env = {**os.environ, "BASTION_HOME": str(tmp_path)}
     docs = {}
     for by in ("key", "group", "model"):

@@ -14,6 +14,7 @@ from bastion.errors import IntegrityError, NotFound, PolicyDenied, UsageError, V
 from bastion.policy import Organisation
 from bastion.registry import Registry, admit, verify_for_serving
 from bastion.signing import generate_key_pair, load_public_key
+from bastion.store import Target
 from tests.registry.conftest import audit_log
 
 
@@ -29,11 +30,9 @@ def org(tmp_path: Path) -> tuple[Path, Organisation]:
     return pair.private_key, Organisation(("CN", "RU"), (pair.key_hint,))
 
 
-def test_smollm2_is_admitted_under_sovereign_strict_signed_and_recorded(
-    tmp_path: Path, org: tuple[Path, Organisation], sink: AdminAudit
-) -> None:
+def test_smollm2_is_admitted_under_sovereign_strict_signed_and_recorded(store_target: Target, org: tuple[Path, Organisation], sink: AdminAudit) -> None:
     key, organisation = org
-    registry = Registry(tmp_path / "b.db")
+    registry = Registry(store_target)
     admission, assessment = admit(
         registry, bundled.smollm2(), "smollm2", "sovereign-strict", key, organisation, "tester", audit=sink
     )
@@ -46,13 +45,11 @@ def test_smollm2_is_admitted_under_sovereign_strict_signed_and_recorded(
     assert verified.id == admission.id
 
 
-def test_a_model_whose_base_comes_from_a_denied_country_is_refused(
-    tmp_path: Path, org: tuple[Path, Organisation], sink: AdminAudit
-) -> None:
+def test_a_model_whose_base_comes_from_a_denied_country_is_refused(store_target: Target, tmp_path: Path, org: tuple[Path, Organisation], sink: AdminAudit) -> None:
     # The file claims to be DeepSeek-R1-Distill-Llama-8B: developer CN, base Llama 3.1 8B (US).
     crafted = gguf_claiming(tmp_path / "distill.gguf", "DeepSeek-R1-Distill-Llama", "8B")
     key, organisation = org
-    registry = Registry(tmp_path / "b.db")
+    registry = Registry(store_target)
     with pytest.raises(PolicyDenied, match="sovereign.denied-country-in-lineage"):
         admit(registry, crafted, "distill", "sovereign-strict", key, organisation, "tester", audit=sink)
     assert registry.list(include_revoked=True) == []  # nothing half-written
@@ -71,18 +68,14 @@ def test_lineage_is_transitive_a_us_developer_on_a_chinese_base_is_refused(
     assert "sovereign.denied-country-in-lineage" in [r.id for r in decision.reasons]
 
 
-def test_a_key_the_organisation_does_not_trust_cannot_admit(
-    tmp_path: Path, org: tuple[Path, Organisation], sink: AdminAudit
-) -> None:
+def test_a_key_the_organisation_does_not_trust_cannot_admit(store_target: Target, tmp_path: Path, org: tuple[Path, Organisation], sink: AdminAudit) -> None:
     stranger = generate_key_pair(tmp_path / "stranger")
     with pytest.raises(PolicyDenied, match="no permit statement matched"):
-        admit(Registry(tmp_path / "b.db"), bundled.smollm2(), "smollm2", "sovereign-strict",
+        admit(Registry(store_target), bundled.smollm2(), "smollm2", "sovereign-strict",
               stranger.private_key, org[1], "tester", audit=sink)
 
 
-def test_a_pickle_with_hidden_code_fails_vet_and_is_not_admitted(
-    tmp_path: Path, org: tuple[Path, Organisation], sink: AdminAudit
-) -> None:
+def test_a_pickle_with_hidden_code_fails_vet_and_is_not_admitted(store_target: Target, tmp_path: Path, org: tuple[Path, Organisation], sink: AdminAudit) -> None:
     class Payload:
         def __reduce__(self) -> tuple[object, tuple[str]]:
             import os
@@ -92,17 +85,15 @@ def test_a_pickle_with_hidden_code_fails_vet_and_is_not_admitted(
     evil = tmp_path / "model" / "pytorch_model.bin"
     evil.parent.mkdir()
     evil.write_bytes(pickle.dumps(Payload()))
-    registry = Registry(tmp_path / "b.db")
+    registry = Registry(store_target)
     with pytest.raises(VerdictFail, match="failed vet"):
         admit(registry, evil.parent, "evil", "permissive", org[0], org[1], "tester", audit=sink)
     assert not (tmp_path / "pwned").exists()
     assert registry.list(include_revoked=True) == []
 
 
-def test_names_are_unique_until_revoked_and_revoked_bytes_stay_revoked(
-    tmp_path: Path, org: tuple[Path, Organisation], sink: AdminAudit
-) -> None:
-    registry = Registry(tmp_path / "b.db")
+def test_names_are_unique_until_revoked_and_revoked_bytes_stay_revoked(store_target: Target, tmp_path: Path, org: tuple[Path, Organisation], sink: AdminAudit) -> None:
+    registry = Registry(store_target)
     first, _ = admit(registry, bundled.smollm2(), "m", "permissive", org[0], org[1], "tester", audit=sink)
     with pytest.raises(UsageError, match="already admitted"):
         admit(registry, bundled.smollm2(), "m", "permissive", org[0], org[1], "tester", audit=sink)
@@ -119,12 +110,10 @@ def test_names_are_unique_until_revoked_and_revoked_bytes_stay_revoked(
     assert len(registry.list(include_revoked=True)) == 2
 
 
-def test_bytes_changed_after_admission_are_caught_at_load(
-    tmp_path: Path, org: tuple[Path, Organisation], sink: AdminAudit
-) -> None:
+def test_bytes_changed_after_admission_are_caught_at_load(store_target: Target, tmp_path: Path, org: tuple[Path, Organisation], sink: AdminAudit) -> None:
     copy = tmp_path / "smol.gguf"
     copy.write_bytes(bundled.smollm2().read_bytes())
-    registry = Registry(tmp_path / "b.db")
+    registry = Registry(store_target)
     admit(registry, copy, "smol", "permissive", org[0], org[1], "tester", audit=sink)
     with copy.open("r+b") as fh:
         fh.seek(50_000_000)
@@ -135,15 +124,13 @@ def test_bytes_changed_after_admission_are_caught_at_load(
         verify_for_serving(registry, "smol", copy, load_public_key(org[0].with_suffix(".pub.pem")))
 
 
-def test_a_sharded_safetensors_folder_is_admitted_and_verifies_for_serving(
-    tmp_path: Path, org: tuple[Path, Organisation], sink: AdminAudit
-) -> None:
+def test_a_sharded_safetensors_folder_is_admitted_and_verifies_for_serving(store_target: Target, tmp_path: Path, org: tuple[Path, Organisation], sink: AdminAudit) -> None:
     from scripts.crafted import sharded_copy
 
     from bastion.embeddings import MiniLMEmbedder
 
     folder = sharded_copy(bundled.minilm(), tmp_path / "minilm-sharded")
-    registry = Registry(tmp_path / "b.db")
+    registry = Registry(store_target)
     admission, assessment = admit(registry, folder, "minilm", "permissive", org[0], org[1], "tester", audit=sink)
     assert admission.weights_digest.startswith("sha256-folder:")
     vetted = {r.path for r in assessment.report.files}

@@ -23,6 +23,7 @@ from bastion.lineage import ReferenceStore, fingerprint, reference_name
 from bastion.policy import Organisation
 from bastion.registry import Declaration, Registry, admit
 from bastion.signing import generate_key_pair
+from bastion.store import Target
 from tests.registry.conftest import audit_log
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
@@ -60,12 +61,10 @@ def _admin_entries(settings: AuditSettings) -> list[dict[str, object]]:
         store.close()
 
 
-def test_an_in_house_finetune_of_smollm2_is_admitted_under_sovereign_strict(
-    tmp_path: Path, finetuned: Path, references: ReferenceStore, setup: tuple[Path, Organisation, AuditSettings]
-) -> None:
+def test_an_in_house_finetune_of_smollm2_is_admitted_under_sovereign_strict(store_target: Target, tmp_path: Path, finetuned: Path, references: ReferenceStore, setup: tuple[Path, Organisation, AuditSettings]) -> None:
     key, org, audit = setup
     model = shutil.copyfile(finetuned, tmp_path / "acme-assistant.gguf")
-    registry = Registry(tmp_path / "b.db")
+    registry = Registry(store_target)
     admission, assessment = admit(
         registry, model, "acme-assistant", "sovereign-strict", key, org, "tester",
         audit=AdminAudit(audit), declared=Declaration(SMOL), references=references,
@@ -81,12 +80,10 @@ def test_an_in_house_finetune_of_smollm2_is_admitted_under_sovereign_strict(
     assert len(entries) == 1 and "acme-assistant" in json.dumps(entries[0])
 
 
-def test_gemma_weights_declared_as_a_smollm2_finetune_are_denied_citing_the_lineage(
-    tmp_path: Path, references: ReferenceStore, setup: tuple[Path, Organisation, AuditSettings]
-) -> None:
+def test_gemma_weights_declared_as_a_smollm2_finetune_are_denied_citing_the_lineage(store_target: Target, tmp_path: Path, references: ReferenceStore, setup: tuple[Path, Organisation, AuditSettings]) -> None:
     key, org, audit = setup
     model = shutil.copyfile(bundled.gemma3(), tmp_path / "acme-assistant.gguf")
-    registry = Registry(tmp_path / "b.db")
+    registry = Registry(store_target)
     with pytest.raises(PolicyDenied) as denied:
         admit(
             registry, model, "acme-assistant", "sovereign-strict", key, org, "tester",
@@ -101,12 +98,10 @@ def test_gemma_weights_declared_as_a_smollm2_finetune_are_denied_citing_the_line
     assert len(refused) == 1 and "declared-base-not-supported" in json.dumps(refused[0])
 
 
-def test_the_permissive_pack_also_refuses_a_contradicted_lineage(
-    tmp_path: Path, references: ReferenceStore, setup: tuple[Path, Organisation, AuditSettings]
-) -> None:
+def test_the_permissive_pack_also_refuses_a_contradicted_lineage(store_target: Target, references: ReferenceStore, setup: tuple[Path, Organisation, AuditSettings]) -> None:
     key, org, audit = setup
     with pytest.raises(PolicyDenied, match="permissive.declared-base-not-supported"):
         admit(
-            Registry(tmp_path / "b.db"), bundled.gemma3(), "x", "permissive", key, org, "tester",
+            Registry(store_target), bundled.gemma3(), "x", "permissive", key, org, "tester",
             audit=AdminAudit(audit), declared=Declaration(SMOL), references=references,
         )

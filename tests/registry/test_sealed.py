@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import os
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from bastion.hashing import manifest_of
 from bastion.hashing.descriptor import manifest_of_descriptors, sha256_fd
 from bastion.registry import Registry, seal, seal_unverified
 from bastion.registry.store import m001_admitted_models
-from bastion.store import Migrations
+from bastion.store import Migrations, Target, open_database
 
 SMOL = "sha256:b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 
@@ -66,12 +65,11 @@ def test_a_name_that_climbs_out_of_the_folder_is_refused(tmp_path: Path) -> None
         seal(tmp_path, ["../etc/passwd"])
 
 
-def test_revocations_are_carried_over_from_a_version_1_database(tmp_path: Path) -> None:
-    db = tmp_path / "b.db"
-    conn = sqlite3.connect(db)
+def test_revocations_are_carried_over_from_a_version_1_database(store_target: Target) -> None:
+    db = store_target
     v1 = Migrations("registry")
     v1(m001_admitted_models)
-    v1.apply(conn)
+    conn = open_database(db, v1)
     conn.execute(
         "INSERT INTO admitted_models (name, path, weights_digest, root_digest, signature, signer, verdict,"
         " findings, bom, identity, decision, policy, admitted_at, admitted_by, revoked_at, revoked_by)"
@@ -79,7 +77,6 @@ def test_revocations_are_carried_over_from_a_version_1_database(tmp_path: Path) 
         " '2026-01-01', 'me', '2026-02-01', 'me')",
         (SMOL,),
     )
-    conn.commit()
     conn.close()
     registry = Registry(db)
     assert registry.revocation_of(SMOL) == {

@@ -22,6 +22,8 @@ import pytest
 
 from bastion import bundled
 from bastion.keys import KeyStore
+from bastion.store import Target
+from tests.conftest import store_toml
 
 
 def free_port() -> int:
@@ -57,8 +59,11 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=10)
 
 
-def admit_all(home: Path, models: dict[str, str], policy: str = "permissive") -> Path:
-    """Admit ``models`` (name -> path) into the registry under ``home``, signed by a new org key."""
+def admit_all(
+    home: Path, models: dict[str, str], policy: str = "permissive", store: Target | None = None
+) -> Path:
+    """Admit ``models`` (name -> path) into the registry under ``home`` (or ``store``), signed by a new
+    org key."""
     from bastion.audit import AdminAudit
     from bastion.config import AuditSettings
     from bastion.policy import Organisation
@@ -66,7 +71,7 @@ def admit_all(home: Path, models: dict[str, str], policy: str = "permissive") ->
     from bastion.signing import generate_key_pair
 
     pair = generate_key_pair(home / "org")
-    registry = Registry(home / "bastion.db")
+    registry = Registry(store or home / "bastion.db")
     # the gateway under test keeps its own log; these admissions are set-up, not what is tested
     audit = AuditSettings(enabled=False)
     old = os.environ.get("BASTION_HOME")
@@ -91,23 +96,26 @@ def serving(
     admit: dict[str, str] | None = None,
     server: str = "",
     launcher: list[str] | None = None,
+    store: Target | None = None,
 ) -> Iterator[str]:
-    """Run ``bastion serve`` on a free port with ``config_body`` (plus [server] port and [store] path).
+    """Run ``bastion serve`` on a free port with ``config_body`` (plus [server] port and [store]).
 
     ``server`` holds extra lines for the [server] table; ``launcher`` replaces the Python interpreter
-    that runs ``-m bastion.cli.main serve`` (a wrapper that sandboxes it first).
+    that runs ``-m bastion.cli.main serve`` (a wrapper that sandboxes it first); ``store`` is where the
+    gateway keeps its data (default: ``home/bastion.db``; a PostgreSQL target puts keys, registry and
+    audit log there).
     The home gets an initialised audit log and, signed by a new organisation key, the ``admit``
     models (name -> path). Yields the base URL; stops the gateway on exit.
     """
     port = free_port()
     config = home / "bastion.toml"
-    config.write_text(f'[server]\nport = {port}\n{server}\n\n[store]\npath = "{home / "bastion.db"}"\n\n{config_body}',
+    config.write_text(f"[server]\nport = {port}\n{server}\n\n{store_toml(store or home / 'bastion.db')}\n{config_body}",
                       encoding="utf-8")
     # operator keys beside the home, not in it (and the same for every command run on this gateway)
     env = {**os.environ, "BASTION_HOME": str(home), "BASTION_KEY_HOME": f"{home}-keys", "HF_HUB_OFFLINE": "1"}
     subprocess.run([sys.executable, "-m", "bastion.cli.main", "audit", "init", "--config", str(config)],
                    env=env, check=True, capture_output=True)
-    admit_all(home, admit or {})
+    admit_all(home, admit or {}, store=store)
     log = home / "serve.log"
     with log.open("wb") as fh:
         proc = subprocess.Popen([*(launcher or [sys.executable]), "-m", "bastion.cli.main", "serve", "--config",

@@ -17,8 +17,8 @@ import httpx
 import pytest
 
 from bastion.audit import AuditLog
+from bastion.audit.db_store import open_store
 from bastion.audit.keys import create_keys
-from bastion.audit.sqlite_store import open_store
 from bastion.config import Settings
 from bastion.keys import KeyStore
 from bastion.policy import AccessPolicy, CedarAuthorizer

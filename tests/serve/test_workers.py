@@ -22,6 +22,8 @@ import pytest
 
 from bastion.errors import ConfigError
 from bastion.keys import KeyStore
+from bastion.store import Target
+from tests.conftest import postgres_target
 from tests.serve.conftest import serving
 
 ASK = {"model": "smollm2", "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 4,
@@ -50,12 +52,16 @@ class Served:
                           headers={"Authorization": f"Bearer {self.key}"})
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def served(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Served]:
+    """Two workers on the SQLite files, then on one PostgreSQL database (keys, registry, audit log)."""
     home = tmp_path_factory.mktemp("workers")
     policy = home / "access.cedar"
     policy.write_text(ALLOW_ALL, encoding="utf-8")
-    store = KeyStore(home / "bastion.db")
+    target: Target = home / "bastion.db"
+    if request.param == "postgresql":
+        target = postgres_target(request.getfixturevalue("postgres"), pool_size=4)
+    store = KeyStore(target)
     key = store.create("alice", ["*"]).key
     store.close()
     config = f"""
@@ -70,7 +76,7 @@ n_threads = 1
     old = os.environ.get("BASTION_KEY_HOME")
     os.environ["BASTION_KEY_HOME"] = f"{home}-keys"  # where serving() keeps the audit keys
     try:
-        with serving(home, config, {"smollm2": "bundled:smollm2"}, server="workers = 2") as base:
+        with serving(home, config, {"smollm2": "bundled:smollm2"}, server="workers = 2", store=target) as base:
             served = Served(base, home, key, policy)
             _wait_for_workers(served, 2)
             yield served

@@ -11,64 +11,75 @@ from bastion.errors import AuthenticationFailed
 from bastion.keys import KeyStore
 from bastion.quota.store import UsageStore
 from bastion.registry import Registry
-from bastion.store import ChangeWatch, Migrations, count_changes, open_database
+from bastion.store import (
+    ChangeWatch,
+    Connection,
+    Migrations,
+    PostgresTarget,
+    Target,
+    count_changes,
+    open_database,
+)
 from bastion.withdrawal import WithdrawalStore
+from tests.conftest import raw_sql
 
 migrations = Migrations("test-changes")
 
 
 @migrations
-def m001_items(conn: sqlite3.Connection) -> None:
+def m001_items(conn: Connection) -> None:
     conn.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, value TEXT, seen_at TEXT)")
     count_changes(conn, "items", ("id", "value"))
 
 
-def _open(path: Path) -> sqlite3.Connection:
+def _open(path: Target) -> Connection:
     return open_database(path, migrations)
 
 
-def test_a_write_to_another_table_is_not_a_change(tmp_path: Path) -> None:
-    conn, other = _open(tmp_path / "b.db"), _open(tmp_path / "b.db")
+def test_a_write_to_another_table_is_not_a_change(store_target: Target) -> None:
+    conn, other = _open(store_target), _open(store_target)
     watch = ChangeWatch(conn, "items")
     assert watch.changed()  # the first call: nothing seen yet
     assert not watch.changed()
-    with other:
-        other.execute("CREATE TABLE IF NOT EXISTS unrelated (x)")
+    with other.transaction():
+        other.execute("CREATE TABLE IF NOT EXISTS unrelated (x INTEGER)")
         other.execute("INSERT INTO unrelated VALUES (1)")
     assert not watch.changed()
 
 
-def test_insert_update_of_a_watched_column_and_delete_are_changes_from_any_connection(tmp_path: Path) -> None:
-    conn, other = _open(tmp_path / "b.db"), sqlite3.connect(tmp_path / "b.db")  # a plain, hand-made writer
+def test_insert_update_of_a_watched_column_and_delete_are_changes_from_any_connection(
+    store_target: Target,
+) -> None:
+    conn = _open(store_target)
     watch = ChangeWatch(conn, "items")
     watch.changed()
     for sql in ("INSERT INTO items VALUES (1, 'a', NULL)", "UPDATE items SET value = 'b'", "DELETE FROM items"):
-        with other:
-            other.execute(sql)
+        raw_sql(store_target, sql)  # a plain, hand-made writer
         assert watch.changed(), sql
         assert not watch.changed(), sql
 
 
-def test_an_update_of_an_unwatched_column_is_not_a_change(tmp_path: Path) -> None:
-    conn, other = _open(tmp_path / "b.db"), _open(tmp_path / "b.db")
-    with other:
+def test_an_update_of_an_unwatched_column_is_not_a_change(store_target: Target) -> None:
+    conn, other = _open(store_target), _open(store_target)
+    with other.transaction():
         other.execute("INSERT INTO items VALUES (1, 'a', NULL)")
     watch = ChangeWatch(conn, "items")
     watch.changed()
-    with other:
+    with other.transaction():
         other.execute("UPDATE items SET seen_at = 'now'")
     assert not watch.changed()
 
 
-def test_a_dropped_trigger_makes_every_write_a_change_again(tmp_path: Path) -> None:
-    conn, other = _open(tmp_path / "b.db"), _open(tmp_path / "b.db")
+def test_a_dropped_trigger_makes_every_write_a_change_again(store_target: Target) -> None:
+    conn, other = _open(store_target), _open(store_target)
     watch = ChangeWatch(conn, "items")
     watch.changed()
-    with other:
-        other.execute("DROP TRIGGER items_changed_on_update")
+    on = " ON items" if isinstance(store_target, PostgresTarget) else ""
+    with other.transaction():
+        other.execute("DROP TRIGGER items_changed_on_update" + on)
     assert watch.changed()
-    with other:
-        other.execute("CREATE TABLE IF NOT EXISTS unrelated (x)")
+    with other.transaction():
+        other.execute("CREATE TABLE IF NOT EXISTS unrelated (x INTEGER)")
     assert watch.changed()  # fail safe: without the trigger the counter proves nothing
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from bastion.signing import generate_key_pair, load_private_key, load_public_key
+from bastion.store import Target
 from bastion.withdrawal import WithdrawalStore
+from tests.conftest import raw_sql, store_toml
 from tests.serve.test_flow import CHAT, Flow, anyio_backend, flow, requests_in  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.anyio
@@ -26,10 +27,10 @@ async def ask(flow: Flow) -> tuple[int, str]:  # noqa: F811
 
 @pytest.mark.parametrize(("kind", "target"), [("model", "cloud"), ("provider", "ACME-cloud"), ("country", "us")])
 async def test_a_withdrawal_shifts_traffic_on_the_next_request(
-    flow: Flow, tmp_path: Path, kind: str, target: str  # noqa: F811
+    flow: Flow, tmp_path: Path, kind: str, target: str, store_target: Target  # noqa: F811
 ) -> None:
     pair = generate_key_pair(tmp_path / "org")
-    db = tmp_path / "bastion.db"
+    db = store_target
     flow.gateway.withdrawals = WithdrawalStore(db, load_public_key(pair.public_key))
     assert await ask(flow) == (200, "cloud")
     admin = WithdrawalStore(db)  # another process would do the same: the CLI
@@ -37,20 +38,18 @@ async def test_a_withdrawal_shifts_traffic_on_the_next_request(
     assert await ask(flow) == (200, "smol")
     assert requests_in(flow)[-1]["skipped"] == [{"model": "cloud", "reason": "withdrawn"}]
     # Someone with write access to the database but not the organisation key tries to lift it.
-    with sqlite3.connect(db) as conn:
-        conn.execute("UPDATE withdrawals SET restored_at = '2026-01-01T00:00:00+00:00', restored_by = 'eve'")
+    raw_sql(db, "UPDATE withdrawals SET restored_at = '2026-01-01T00:00:00+00:00', restored_by = 'eve'")
     assert await ask(flow) == (200, "smol")
-    with sqlite3.connect(db) as conn:
-        conn.execute("UPDATE withdrawals SET restored_at = NULL, restored_by = NULL")
+    raw_sql(db, "UPDATE withdrawals SET restored_at = NULL, restored_by = NULL")
     admin.restore(done.id, "os:test", load_private_key(pair.private_key))
     assert await ask(flow) == (200, "cloud")
     admin.close()
 
 
-def test_withdraw_and_restore_commands_are_signed_and_audited(tmp_path: Path) -> None:
+def test_withdraw_and_restore_commands_are_signed_and_audited(tmp_path: Path, store_target: Target) -> None:
     pair = generate_key_pair(tmp_path / "org")
     config = tmp_path / "bastion.toml"
-    config.write_text(f'[store]\npath = "{tmp_path / "bastion.db"}"\n[audit]\nenabled = false\n')
+    config.write_text(store_toml(store_target) + "[audit]\nenabled = false\n")
     env = {**os.environ, "BASTION_HOME": str(tmp_path)}
 
     def bastion(*args: str) -> subprocess.CompletedProcess[str]:
@@ -68,6 +67,6 @@ def test_withdraw_and_restore_commands_are_signed_and_audited(tmp_path: Path) ->
     assert [(w["kind"], w["target"], w["restored_at"]) for w in listed] == [("country", "US", None)]
     lifted = bastion("restore", str(wid), "--key", str(pair.private_key))
     assert lifted.returncode == 0 and json.loads(lifted.stdout)["restored_at"]
-    store = WithdrawalStore(tmp_path / "bastion.db", load_public_key(pair.public_key))
+    store = WithdrawalStore(store_target, load_public_key(pair.public_key))
     assert store.active() == ()
     store.close()

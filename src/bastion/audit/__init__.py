@@ -13,11 +13,11 @@ from bastion.audit.admin import (
     record_admin,
     require_audit,
 )
+from bastion.audit.db_store import DbStore, log_exists, open_store
 from bastion.audit.heads import SignedTreeHead
 from bastion.audit.keys import BodyCipher, KeyFiles, create_keys, load_public_key, public_key_path
 from bastion.audit.log import AuditLog
 from bastion.audit.records import AdminRecord, EntryRef, RequestRecord
-from bastion.audit.sqlite_store import SqliteStore, open_store
 from bastion.audit.store import Filters, Store
 
 __all__ = [
@@ -31,7 +31,7 @@ __all__ = [
     "KeyFiles",
     "RequestRecord",
     "SignedTreeHead",
-    "SqliteStore",
+    "DbStore",
     "Store",
     "create_keys",
     "audit_ready",
@@ -40,6 +40,7 @@ __all__ = [
     "os_actor",
     "record_admin",
     "require_audit",
+    "log_exists",
     "open_store",
     "public_key_path",
 ]

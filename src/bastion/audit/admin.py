@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import getpass
 import os
+from pathlib import Path
 from typing import Any, Protocol
 
+from bastion.audit.db_store import log_exists
 from bastion.audit.heads import SignedTreeHead
 from bastion.audit.keys import KeyFiles, create_keys, existing_keys
 from bastion.audit.log import AuditLog
@@ -24,14 +26,14 @@ def os_actor() -> str:
 
 def audit_ready(settings: AuditSettings) -> bool:
     """True once ``bastion audit init`` has made the log and its signing key."""
-    return settings.path.exists() and settings.signing_key.exists()
+    return settings.signing_key.exists() and log_exists(settings.target())
 
 
 def require_audit(settings: AuditSettings) -> None:
     """Raise ConfigError unless the audit log is initialised (the gateway refuses to run unaudited)."""
     if settings.enabled and not audit_ready(settings):
         raise ConfigError(
-            f"the audit log is not initialised ({settings.path})",
+            f"the audit log is not initialised ({settings.target()})",
             hint="Run 'bastion audit init' once (or set audit.enabled = false to serve without a record).",
         )
 
@@ -93,17 +95,19 @@ def initialise_log(settings: AuditSettings) -> tuple[KeyFiles, EntryRef, SignedT
     Used by ``bastion audit init`` and ``bastion init``. Refuses an existing log: a new key over it
     would leave its signed heads unverifiable.
     """
-    if settings.path.exists():
+    if log_exists(settings.target()):
         raise UsageError(
-            f"an audit log already exists at {settings.path}",
+            f"an audit log already exists at {settings.target()}",
             hint="Keep using it (its keys are audit.signing_key and audit.body_key), or set audit.path to a "
-            "new file to start a new log.",
+            "new file (with store.url: point it at a new database) to start a new log.",
         )
     keys = existing_keys(settings.signing_key, settings.body_key) or create_keys(
         settings.signing_key, settings.body_key
     )
     warnings = []
-    if settings.signing_key.resolve().is_relative_to(settings.path.resolve().parent):
+    if isinstance(settings.target(), Path) and settings.signing_key.resolve().is_relative_to(
+        settings.path.resolve().parent
+    ):
         warnings.append(
             f"the signing key {settings.signing_key} is in the database's folder: whoever can write the log"
             " can read the key and re-sign a rewritten history (set audit.signing_key elsewhere)"

@@ -28,11 +28,11 @@ from typing import Any
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from bastion.audit.db_store import open_store
 from bastion.audit.heads import ORIGIN_PREFIX, SignedTreeHead
 from bastion.audit.keys import BodyCipher, load_signing_key
 from bastion.audit.merkle import LEAF_PREFIX, Frontier
 from bastion.audit.records import AdminRecord, EntryRef, Record, RequestRecord, StoreBodies, leaf_prefix
-from bastion.audit.sqlite_store import open_store
 from bastion.audit.store import AppendTxn, EntryRow, Store
 from bastion.config import AuditSettings
 from bastion.errors import BastionError, ConfigError, UsageError
@@ -112,7 +112,7 @@ class AuditLog:
         signer = load_signing_key(settings.signing_key) if require_key else None
         cipher = BodyCipher.from_file(settings.body_key) if settings.store_bodies == "full" else None
         return cls(
-            open_store(settings.path),
+            open_store(settings.target()),
             signer=signer,
             body_cipher=cipher,
             store_bodies=settings.store_bodies,

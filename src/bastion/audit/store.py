@@ -1,8 +1,8 @@
 """The storage seam of the audit log: what any backing database must provide.
 
-The SQLite implementation lives in :mod:`bastion.audit.sqlite_store`; a PostgreSQL store implements the
-same two protocols (``transaction()`` becomes ``BEGIN`` + ``SELECT ... FROM audit_tree FOR UPDATE``).
-The SQLite module names the few SQLite-specific statements it uses and their PostgreSQL counterparts.
+:mod:`bastion.audit.db_store` implements it once for SQLite and PostgreSQL (``transaction()`` is
+``BEGIN IMMEDIATE`` on SQLite, ``BEGIN`` + ``SELECT ... FROM audit_tree FOR UPDATE`` on PostgreSQL) and
+names the few backend-specific statements it uses.
 """
 
 from __future__ import annotations

@@ -15,11 +15,11 @@ from rich.table import Table
 
 from bastion.audit import AuditLog, BodyCipher, Filters, initialise_log, load_public_key, open_store
 from bastion.audit.admin import os_actor
+from bastion.audit.db_store import DbStore, log_exists
 from bastion.audit.heads import read_document, read_head
 from bastion.audit.keys import public_key_path
 from bastion.audit.proofs import build_proof, check_proof, iter_proofs, prove_consistency
 from bastion.audit.records import decode_leaf, parse_time
-from bastion.audit.sqlite_store import SqliteStore
 from bastion.audit.verify import verify_log
 from bastion.cli.options import ConfigOpt, JsonOpt
 from bastion.cli.render import emit, err, out
@@ -41,14 +41,14 @@ def _settings(config: Path | None) -> AuditSettings:
     return load_settings(config).audit
 
 
-def _store(settings: AuditSettings) -> SqliteStore:
+def _store(settings: AuditSettings) -> DbStore:
     """Open an existing log read-only in spirit (nothing is appended); refuse to create one."""
-    if not settings.path.exists():
+    if not log_exists(settings.target()):
         raise NotFound(
-            f"no audit log at {settings.path}",
-            hint="Run 'bastion audit init' first, or set audit.path in the configuration.",
+            f"no audit log at {settings.target()}",
+            hint="Run 'bastion audit init' first, or set audit.path (or store.url) in the configuration.",
         )
-    return open_store(settings.path)
+    return open_store(settings.target())
 
 
 @app.command("init")
@@ -58,14 +58,14 @@ def init(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     keys, ref, head, warnings = initialise_log(settings)
     data = {
         **keys.to_json(),
-        "database": str(settings.path),
+        "database": str(settings.target()),
         "entry": ref.to_json(),
         "head": head.to_json() if head else None,  # orjson would dump the dataclass's bytes as repr()
         "warnings": warnings,
     }
 
     def human() -> None:
-        out.print(f"audit log   {settings.path}")
+        out.print(f"audit log   {settings.target()}")
         out.print(f"signing key {keys.signing_key}  (key id {keys.key_id}; mode 0600, outside BASTION_HOME)")
         out.print(f"public key  {keys.public_key}  (give this to auditors)")
         out.print(f"body key    {keys.body_key}  (needed to read bodies when store_bodies = 'full')")
@@ -83,7 +83,7 @@ def sign(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     log = AuditLog.open(settings)
     head = log.close()
     if head is None:
-        heads = open_store(settings.path).heads()
+        heads = open_store(settings.target()).heads()
         head = heads[-1] if heads else None
     emit(
         {"head": head.to_json() if head else None},
@@ -342,9 +342,9 @@ def search(
 
 def _key_names(settings: Settings) -> dict[str, str]:
     """API key id -> key name, for showing who a request was (the log records ids only)."""
-    if not settings.store.path.exists():
+    if settings.store.url is None and not settings.store.path.exists():
         return {}
-    store = KeyStore(settings.store.path)
+    store = KeyStore(settings.store.target())
     try:
         return {k.id: k.name for k in store.list(include_revoked=True)}
     finally:

@@ -12,18 +12,29 @@ from rich.table import Table
 from bastion.bundled import BUNDLED, resolve
 from bastion.cli.options import JsonOpt, load_organisation
 from bastion.cli.render import emit, err, out
+from bastion.config import load_settings
 from bastion.errors import UsageError
 from bastion.evals import EvalStore, LlamaBackend, OpenAIBackend, RunOptions, RunRecord, run_eval
 from bastion.evals.backends import Backend
 from bastion.evals.policy_cost import admissibility
 from bastion.evals.report import compare_runs, write_report
 from bastion.lineage import local_weight_evidence
+from bastion.store import PostgresTarget
 
 app = typer.Typer(help="Measure models offline: capability (ARC, HellaSwag, PIQA, GSM8K) and safety suites.",
                   no_args_is_help=True)
 
 DbOpt = Annotated[Path | None,
-                  typer.Option("--db", help="Results database (default: $BASTION_HOME/evals.db).")]
+                  typer.Option("--db", help="Results database (default: store.url when set, else "
+                               "$BASTION_HOME/evals.db).")]
+
+
+def _results(db: Path | None) -> EvalStore:
+    """The results store: ``--db``, else the configured PostgreSQL database, else evals.db."""
+    if db is not None:
+        return EvalStore(db)
+    target = load_settings(None).store.target()
+    return EvalStore(target if isinstance(target, PostgresTarget) else None)
 
 
 def _backend(model: str | None, base_url: str | None, api_key: str | None, model_name: str | None,
@@ -101,7 +112,7 @@ def run(
             record, items = run_eval(backend, options, progress)
     finally:
         backend.close()
-    store = EvalStore(db)
+    store = _results(db)
     store.save(record, items)
     store.close()
 
@@ -115,7 +126,7 @@ def run(
 @app.command("list")
 def list_(db: DbOpt = None, as_json: JsonOpt = False) -> None:
     """List stored evaluation runs, newest first."""
-    runs = EvalStore(db).runs()
+    runs = _results(db).runs()
 
     def human() -> None:
         table = Table("target", "weights digest", "suite", "tasks", "seconds")
@@ -136,7 +147,7 @@ def show(
     as_json: JsonOpt = False,
 ) -> None:
     """Show one run: scores with intervals, target and data set digests, and optionally its items."""
-    store = EvalStore(db)
+    store = _results(db)
     record = store.get(run_id)
     rows = store.items(record.id) if items else []
     data = {**record.to_json(), **({"items": [i.to_json() for i in rows]} if items else {})}
@@ -161,7 +172,7 @@ def compare(
     """Compare runs side by side: score, interval and difference to the first run, per task."""
     if len(run_ids) < 2:
         raise UsageError("compare needs at least two runs", hint="See 'bastion eval list' for run ids.")
-    store = EvalStore(db)
+    store = _results(db)
     comp = compare_runs([store.get(r) for r in run_ids])
 
     def human() -> None:
@@ -194,7 +205,7 @@ def report(
     as_json: JsonOpt = False,
 ) -> None:
     """Write a self-contained HTML report (tables and SVG charts, no external assets)."""
-    store = EvalStore(db)
+    store = _results(db)
     runs = [store.get(r) for r in run_ids]
     verdicts = None
     if policy is not None:

@@ -21,7 +21,7 @@ app = typer.Typer(help="Gateway API keys: shown once, stored only as hashes.", n
 
 def _open(config: ConfigOpt) -> tuple[Settings, KeyStore]:
     settings = load_settings(config)
-    return settings, KeyStore(settings.store.path)
+    return settings, KeyStore(settings.store.target())
 
 
 @app.command("create")
@@ -62,7 +62,7 @@ def create(
 
 def _check_models(settings: Settings, models: list[str]) -> None:
     """Refuse a model name no gateway could serve: a typo would make a key that never works."""
-    registry = Registry(settings.store.path)
+    registry = Registry(settings.store.target())
     try:
         known = {m.name for m in settings.models} | {a.name for a in registry.list()}
     finally:

@@ -13,6 +13,7 @@ from bastion.cli import (
     audit,
     bundle,
     catalog,
+    db,
     dlp,
     doctor,
     drill,
@@ -77,6 +78,7 @@ withdraw.register(app)
 app.add_typer(bundle.app, name="bundle")
 app.add_typer(dlp.app, name="dlp")
 app.add_typer(rag.app, name="rag")
+app.add_typer(db.app, name="db")
 
 
 def main() -> None:

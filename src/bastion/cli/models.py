@@ -235,7 +235,7 @@ def revoke(
             f"Revoke {name!r}? The running gateway stops serving it on its next request", abort=True
         )
     # The row's digest columns are not signed: revoke what the audit log saw admitted as this name too.
-    also = admitted_in_audit_log(settings.audit.path, name) if settings.audit.enabled else set()
+    also = admitted_in_audit_log(settings.audit.target(), name) if settings.audit.enabled else set()
     admission = registry.revoke(name, os_actor(), reason, also=also)
     # The audit entry is the revocation's witness: the registry treats every digest it names as
     # revoked even if the database row is later deleted (registry/witness.py).

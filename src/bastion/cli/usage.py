@@ -34,7 +34,7 @@ def register(app: typer.Typer) -> None:
         if by not in ("key", "group", "model"):
             raise typer.BadParameter("--by must be key, group or model")
         settings = load_settings(config)
-        store, keys = UsageStore(settings.store.path), KeyStore(settings.store.path)
+        store, keys = UsageStore(settings.store.target()), KeyStore(settings.store.target())
         try:
             rows = store.daily(since)
             names = {k.id: (k.name, k.groups) for k in keys.list(include_revoked=True)}

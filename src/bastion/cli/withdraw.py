@@ -38,7 +38,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Withdraw a model, provider or country from every route on every gateway, from the next request."""
         settings = load_settings(config)
-        store = WithdrawalStore(settings.store.path)
+        store = WithdrawalStore(settings.store.target())
         try:
             if list_:
                 rows = store.list()
@@ -83,7 +83,7 @@ def register(app: typer.Typer) -> None:
         settings = load_settings(config)
         if settings.audit.enabled:
             require_audit(settings.audit)
-        store = WithdrawalStore(settings.store.path)
+        store = WithdrawalStore(settings.store.target())
         try:
             done = store.restore(withdrawal_id, os_actor(), load_private_key(key))
         finally:

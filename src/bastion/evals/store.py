@@ -1,22 +1,22 @@
-"""Evaluation results in SQLite: one row per run, one row per scored item (forward-only migrations)."""
+"""Evaluation results in SQLite (``evals.db``) or PostgreSQL (``store.url``): one row per run, one row
+per scored item (forward-only migrations)."""
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 from typing import Any
 
 from bastion.bundled import data_home
 from bastion.errors import NotFound, UsageError, did_you_mean
 from bastion.evals.records import ItemRecord, RunRecord, TaskSummary
-from bastion.store import Migrations, open_database
+from bastion.store import Connection, Migrations, Target, open_database
 
 migrations = Migrations("evals")
 
 
 @migrations
-def m001_runs_and_items(conn: sqlite3.Connection) -> None:
+def m001_runs_and_items(conn: Connection) -> None:
     """Runs (with the exact model digest, suite version, data set digests, settings) and items."""
     conn.execute(
         "CREATE TABLE eval_runs (id TEXT PRIMARY KEY, created_at TEXT NOT NULL, target_name TEXT NOT NULL,"
@@ -44,13 +44,13 @@ def _dumps(obj: Any) -> str:
 class EvalStore:
     """Read and write evaluation runs."""
 
-    def __init__(self, path: Path | None = None) -> None:
+    def __init__(self, path: Target | None = None) -> None:
         self.path = path or default_db()
         self.conn = open_database(self.path, migrations)
 
     def save(self, run: RunRecord, items: list[ItemRecord]) -> None:
         """Store a finished run and all its items in one transaction (all or nothing)."""
-        with self.conn:
+        with self.conn.transaction():
             self.conn.execute(
                 "INSERT INTO eval_runs VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (run.id, run.created_at, run.target.get("name", ""), run.model_digest, run.suite,
@@ -62,7 +62,7 @@ class EvalStore:
                 [(run.id, i, it.task, it.item_id, it.score, _dumps(it.output)) for i, it in enumerate(items)],
             )
 
-    def _row(self, row: sqlite3.Row | tuple[Any, ...]) -> RunRecord:
+    def _row(self, row: tuple[Any, ...]) -> RunRecord:
         (rid, created, _name, _digest, suite, version, target, settings, datasets, summaries, secs) = row
         return RunRecord(id=rid, created_at=created, target=json.loads(target), suite=suite,
                          suite_version=version, settings=json.loads(settings), datasets=json.loads(datasets),

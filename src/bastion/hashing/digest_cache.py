@@ -12,20 +12,20 @@ root; ``--no-cache`` (``use_cache=False``) re-reads every byte for an audit.
 from __future__ import annotations
 
 import os
-import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from bastion.bundled import data_home
 from bastion.errors import ConfigError
-from bastion.store.sqlite import Migrations, open_database
+from bastion.store import Connection, Migrations
+from bastion.store.sqlite import open_sqlite
 
 migrations = Migrations("digest_cache")
 
 
 @migrations
-def m001_digests(conn: sqlite3.Connection) -> None:
+def m001_digests(conn: Connection) -> None:
     """One row per (file, byte range, algorithm)."""
     conn.execute(
         "CREATE TABLE digests ("
@@ -63,7 +63,7 @@ class DigestCache:
     def __init__(self, path: Path | None = None) -> None:
         self.path = path or default_path()
         try:
-            self._conn = open_database(self.path, migrations)
+            self._conn = open_sqlite(self.path, migrations)
         except ConfigError as exc:
             raise ConfigError(
                 exc.message, hint="Fix $BASTION_HOME, or hash without the cache (--no-cache)."

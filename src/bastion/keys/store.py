@@ -1,4 +1,4 @@
-"""The API key store (SQLite).
+"""The API key store (SQLite or PostgreSQL: :mod:`bastion.store`).
 
 A key looks like ``bst_<id>_<secret>``: the 12-hex-digit id is public (it names the principal in logs
 and the audit trail), the 256-bit secret is shown once and only its SHA-256 is stored. A salted slow
@@ -12,23 +12,21 @@ import hashlib
 import hmac
 import json
 import secrets
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from bastion.errors import AuthenticationFailed, NotFound, UsageError, did_you_mean
-from bastion.store import ChangeWatch, Migrations, count_changes, open_database
+from bastion.store import ChangeWatch, Connection, Migrations, Target, count_changes, open_database
 
 PREFIX = "bst"
 migrations = Migrations("keys")
 
 
 @migrations
-def m001_api_keys(conn: sqlite3.Connection) -> None:
+def m001_api_keys(conn: Connection) -> None:
     conn.execute(
         """CREATE TABLE api_keys (
              id TEXT PRIMARY KEY,
@@ -43,7 +41,7 @@ def m001_api_keys(conn: sqlite3.Connection) -> None:
 
 
 @migrations
-def m002_expiry_rotation_last_used(conn: sqlite3.Connection) -> None:
+def m002_expiry_rotation_last_used(conn: Connection) -> None:
     conn.execute("ALTER TABLE api_keys ADD COLUMN expires_at TEXT")  # NULL: never expires
     conn.execute("ALTER TABLE api_keys ADD COLUMN last_used_at TEXT")  # written every LAST_USED_FLUSH_S
     conn.execute("ALTER TABLE api_keys ADD COLUMN rotated_from TEXT")  # id of the key it replaced
@@ -54,7 +52,7 @@ _CACHED = ("id", "name", "secret_sha256", "models", "groups", "expires_at", "rev
 
 
 @migrations
-def m003_change_counter(conn: sqlite3.Connection) -> None:
+def m003_change_counter(conn: Connection) -> None:
     count_changes(conn, "api_keys", _CACHED)
 
 
@@ -134,7 +132,7 @@ _SELECT = (
 )
 
 
-def _row(row: sqlite3.Row | tuple[Any, ...]) -> ApiKey:
+def _row(row: tuple[Any, ...]) -> ApiKey:
     return ApiKey(row[0], row[1], tuple(json.loads(row[2])), tuple(json.loads(row[3])), *row[4:])
 
 
@@ -143,9 +141,9 @@ def _expired(expires_at: str | None, now: datetime) -> bool:
 
 
 class KeyStore:
-    """Create, list, revoke and check API keys in the SQLite database at ``path``."""
+    """Create, list, revoke and check API keys in the database at ``path`` (a file or PostgreSQL)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Target) -> None:
         self.path = path
         self._conn = open_database(path, migrations)
         self._lock = threading.Lock()
@@ -183,7 +181,7 @@ class KeyStore:
         record = ApiKey(
             key_id, name, tuple(models), tuple(groups or ()), _now(), None, expires, None, rotated_from
         )
-        with self._lock, self._conn:
+        with self._lock, self._conn.transaction():
             self._conn.execute(
                 "INSERT INTO api_keys (id, name, secret_sha256, models, groups, created_at, expires_at,"
                 " rotated_from) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -224,7 +222,7 @@ class KeyStore:
 
     def revoke(self, key_id: str) -> ApiKey:
         """Revoke the key ``key_id``; it stops working on the gateway's next request."""
-        with self._lock, self._conn:
+        with self._lock, self._conn.transaction():
             cur = self._conn.execute(
                 "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (_now(), key_id)
             )
@@ -248,7 +246,7 @@ class KeyStore:
         new = self.create(old.name, list(old.models), list(old.groups), expires_at, rotated_from=old.id)
         ends = datetime.now(UTC) + overlap
         if old.expires_at is None or ends < datetime.fromisoformat(old.expires_at):
-            with self._lock, self._conn:
+            with self._lock, self._conn.transaction():
                 self._conn.execute(
                     "UPDATE api_keys SET expires_at = ? WHERE id = ?",
                     (ends.isoformat(timespec="seconds"), key_id),
@@ -287,7 +285,7 @@ class KeyStore:
             pending, self._last_used = self._last_used, {}
             self._flushed = time.monotonic()
             if pending:
-                with self._conn:
+                with self._conn.transaction():
                     self._conn.executemany(
                         "UPDATE api_keys SET last_used_at = ? WHERE id = ?",
                         [(t, k) for k, t in pending.items()],

@@ -15,13 +15,14 @@ from bastion.lineage.fingerprint import Fingerprint
 from bastion.lineage.shipped import load as load_shipped
 from bastion.lineage.shipped import manifest as shipped_manifest
 from bastion.lineage.shipped import shipped_dir
-from bastion.store.sqlite import Migrations, open_database
+from bastion.store import Connection, Migrations
+from bastion.store.sqlite import open_sqlite
 
 migrations = Migrations("lineage")
 
 
 @migrations
-def m001_references(conn: sqlite3.Connection) -> None:
+def m001_references(conn: Connection) -> None:
     """Reference fingerprints by name; the fingerprint JSON is stored whole."""
     conn.execute(
         "CREATE TABLE lineage_references ("
@@ -61,7 +62,7 @@ class ReferenceStore:
 
     def __init__(self, path: Path | None = None, shipped: Path | None = None) -> None:
         self.path = path or default_path()
-        self.conn = open_database(self.path, migrations)
+        self.conn = open_sqlite(self.path, migrations)
         self.shipped = shipped
         self._shipped = shipped_manifest(shipped) if shipped is not None else {}
 

@@ -10,7 +10,6 @@ import asyncio
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -18,6 +17,7 @@ import orjson
 from bastion.config import LimitSettings, QuotaSettings
 from bastion.quota.limiter import Limiter, Limits, QuotaExceeded, Reservation, period_start
 from bastion.quota.store import UsageStore
+from bastion.store import Target
 
 #: template tokens a chat message can add around its text (role markers, separators), generously
 PER_MESSAGE_OVERHEAD = 16
@@ -85,7 +85,7 @@ class Quotas:
             self.limiter.load_budget(scope, store.budget_used(scope, self._period))
 
     @classmethod
-    def open(cls, settings: QuotaSettings, database: Path) -> Quotas | None:
+    def open(cls, settings: QuotaSettings, database: Target) -> Quotas | None:
         """Quotas over the usage store in ``database``, or None when quotas are off."""
         return cls(settings, UsageStore(database)) if settings.enabled else None
 

@@ -9,16 +9,15 @@ from __future__ import annotations
 import sqlite3
 import threading
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
-from bastion.store import Migrations, open_database
+from bastion.store import Connection, Migrations, Target, open_database
 
 migrations = Migrations("quota")
 
 
 @migrations
-def m001_usage(conn: sqlite3.Connection) -> None:
+def m001_usage(conn: Connection) -> None:
     conn.execute(
         """CREATE TABLE budget_usage (
              scope TEXT NOT NULL,          -- key:ID, group:NAME or org
@@ -41,7 +40,7 @@ def m001_usage(conn: sqlite3.Connection) -> None:
 
 
 @migrations
-def m002_seconds(conn: sqlite3.Connection) -> None:
+def m002_seconds(conn: Connection) -> None:
     # How long the requests took, gateway-side: measured throughput (tokens/s) and local cost come from it.
     conn.execute("ALTER TABLE daily_usage ADD COLUMN seconds REAL NOT NULL DEFAULT 0")
 
@@ -64,18 +63,22 @@ class UsageRow:
 
 
 class UsageStore:
-    """Budget counters and daily usage in the SQLite database at ``path``."""
+    """Budget counters and daily usage in the database at ``path`` (a file or PostgreSQL)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Target) -> None:
         self._conn = open_database(path, migrations)
         # A second connection that never waits for SQLite's write lock, for :meth:`try_record` on the
         # event loop: a write there must not stall every request while another process holds the lock.
-        self._nowait = open_database(path, migrations)
-        self._nowait.execute("PRAGMA busy_timeout = 0")
+        # PostgreSQL has none: a write is a round trip to a server, never done on the event loop.
+        self._nowait: Connection | None = None
+        if self._conn.dialect == "sqlite":
+            self._nowait = open_database(path, migrations)
+            self._nowait.execute("PRAGMA busy_timeout = 0")
         self._lock = threading.Lock()
 
     def close(self) -> None:
-        self._nowait.close()
+        if self._nowait is not None:
+            self._nowait.close()
         self._conn.close()
 
     def budget_used(self, scope: str, period: str) -> int:
@@ -107,7 +110,7 @@ class UsageStore:
         with ``synchronous=NORMAL``), and only when it returns False hands :meth:`record` to a thread:
         the thread hop cost more than the write itself (bench/README.md, "Gateway overhead").
         """
-        if not self._lock.acquire(blocking=False):
+        if self._nowait is None or not self._lock.acquire(blocking=False):
             return False
         try:
             _write(self._nowait, scopes, period, day, key_id, model, tokens_in, tokens_out, charged,
@@ -132,21 +135,23 @@ class UsageStore:
 
 
 def _write(
-    conn: sqlite3.Connection, scopes: tuple[str, ...], period: str, day: str, key_id: str, model: str,
+    conn: Connection, scopes: tuple[str, ...], period: str, day: str, key_id: str, model: str,
     tokens_in: int, tokens_out: int, charged: int | None, seconds: float = 0.0,
 ) -> None:
     """One settled request: its scopes' budget counters and the key's daily usage, in one transaction."""
     tokens = tokens_in + tokens_out if charged is None else charged
-    with conn:
+    with conn.transaction():
         conn.executemany(
             "INSERT INTO budget_usage (scope, period, tokens) VALUES (?, ?, ?)"
-            " ON CONFLICT (scope, period) DO UPDATE SET tokens = tokens + excluded.tokens",
+            " ON CONFLICT (scope, period) DO UPDATE SET tokens = budget_usage.tokens + excluded.tokens",
             [(scope, period, tokens) for scope in scopes],
         )
         conn.execute(
             "INSERT INTO daily_usage (day, key_id, model, requests, tokens_in, tokens_out, seconds)"
             " VALUES (?, ?, ?, 1, ?, ?, ?) ON CONFLICT (day, key_id, model) DO UPDATE"
-            " SET requests = requests + 1, tokens_in = tokens_in + excluded.tokens_in,"
-            " tokens_out = tokens_out + excluded.tokens_out, seconds = seconds + excluded.seconds",
+            " SET requests = daily_usage.requests + 1,"
+            " tokens_in = daily_usage.tokens_in + excluded.tokens_in,"
+            " tokens_out = daily_usage.tokens_out + excluded.tokens_out,"
+            " seconds = daily_usage.seconds + excluded.seconds",
             (day, key_id, model, tokens_in, tokens_out, seconds),
         )

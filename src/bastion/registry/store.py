@@ -1,4 +1,4 @@
-"""The registry of admitted models (SQLite, in the same database as the API keys).
+"""The registry of admitted models (in the same database as the API keys: a file or PostgreSQL).
 
 One row per admission: the signed manifest (a model-signing bundle), the weights digest, the vet
 verdict and findings, the AI-BOM, the catalog match and the Cedar decision. At most one active
@@ -19,22 +19,28 @@ the registry changes (see :mod:`bastion.registry.witness`).
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from bastion.errors import IntegrityError, NotFound, PolicyDenied, UsageError, did_you_mean
-from bastion.store import ChangeWatch, Migrations, count_changes, open_database
+from bastion.store import (
+    ChangeWatch,
+    Connection,
+    ConstraintViolation,
+    Migrations,
+    Target,
+    count_changes,
+    open_database,
+)
 
 migrations = Migrations("registry")
 
 
 @migrations
-def m001_admitted_models(conn: sqlite3.Connection) -> None:
+def m001_admitted_models(conn: Connection) -> None:
     conn.execute(
         """CREATE TABLE admitted_models (
              id INTEGER PRIMARY KEY,
@@ -63,7 +69,7 @@ def m001_admitted_models(conn: sqlite3.Connection) -> None:
 
 
 @migrations
-def m002_revocations_by_digest(conn: sqlite3.Connection) -> None:
+def m002_revocations_by_digest(conn: Connection) -> None:
     conn.execute(
         """CREATE TABLE revocations (
              id INTEGER PRIMARY KEY,
@@ -84,6 +90,25 @@ def m002_revocations_by_digest(conn: sqlite3.Connection) -> None:
     )
     # Append-only by construction: these catch a mistaken UPDATE/DELETE (an attacker with the file
     # can drop them; the audit log and the gateway's memory are what hold against that).
+    if conn.dialect == "postgresql":
+        conn.execute(
+            "CREATE FUNCTION revocations_refuse() RETURNS trigger LANGUAGE plpgsql AS $$"
+            " BEGIN RAISE EXCEPTION 'revocations are append-only'; END $$"
+        )
+        conn.execute(
+            "CREATE FUNCTION admitted_models_refuse_unrevoke() RETURNS trigger LANGUAGE plpgsql AS $$"
+            " BEGIN RAISE EXCEPTION 'a revocation cannot be undone'; END $$"
+        )
+        conn.execute(
+            "CREATE TRIGGER revocations_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON revocations"
+            " FOR EACH STATEMENT EXECUTE FUNCTION revocations_refuse()"
+        )
+        conn.execute(
+            "CREATE TRIGGER admitted_models_no_unrevoke BEFORE UPDATE OF revoked_at ON admitted_models"
+            " FOR EACH ROW WHEN (OLD.revoked_at IS NOT NULL)"
+            " EXECUTE FUNCTION admitted_models_refuse_unrevoke()"
+        )
+        return
     conn.execute(
         "CREATE TRIGGER revocations_no_update BEFORE UPDATE ON revocations"
         " BEGIN SELECT RAISE(ABORT, 'revocations are append-only'); END"
@@ -100,7 +125,7 @@ def m002_revocations_by_digest(conn: sqlite3.Connection) -> None:
 
 
 @migrations
-def m003_change_counters(conn: sqlite3.Connection) -> None:
+def m003_change_counters(conn: Connection) -> None:
     count_changes(conn, "admitted_models")
     count_changes(conn, "revocations")
 
@@ -208,14 +233,14 @@ class _Snapshot:
 
 
 class Registry:
-    """Admitted models in the SQLite database at ``path``.
+    """Admitted models in the database at ``path`` (a SQLite file or a PostgreSQL target).
 
     ``witness`` (optional) returns digests revoked according to a record kept elsewhere (the audit
     log); they are merged into the revocation set at every refresh, so deleting a revocation row
     does not bring a model back.
     """
 
-    def __init__(self, path: Path, witness: Callable[[], Iterable[str]] | None = None) -> None:
+    def __init__(self, path: Target, witness: Callable[[], Iterable[str]] | None = None) -> None:
         self.path = path
         self._conn = open_database(path, migrations)
         self._lock = threading.Lock()
@@ -263,28 +288,28 @@ class Registry:
             )
         with self._lock:
             try:
-                with self._conn:
+                with self._conn.transaction():
                     cur = self._conn.execute(
                         "INSERT INTO admitted_models (name, path, weights_digest, root_digest, signature,"
                         " signer, verdict, findings, bom, identity, decision, policy, admitted_at,"
                         " admitted_by)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                         (
                             name, path, weights_digest, root_digest, signature.decode(), signer, verdict,
                             json.dumps(findings), json.dumps(bom), json.dumps(identity), json.dumps(decision),
                             policy, _now(), admitted_by,
                         ),
                     )
+                    row_id = int(cur.fetchone()[0])
                     if before_commit is not None:
                         before_commit()
-            except sqlite3.IntegrityError as exc:
+            except ConstraintViolation as exc:
                 raise UsageError(
                     f"a model named {name!r} is already admitted",
                     hint=f"Revoke it first ('bastion models revoke {name}') or choose another --name.",
                 ) from exc
             self._watch.reset()
-            row_id = cur.lastrowid
-        got = self._by_id(int(row_id or 0))
+        got = self._by_id(row_id)
         assert got is not None
         return got
 
@@ -329,7 +354,7 @@ class Registry:
         extra = sorted(set(also) - {current.weights_digest, current.root_digest})
         digests = [current.weights_digest, current.root_digest, *extra]
         now = _now()
-        with self._lock, self._conn:
+        with self._lock, self._conn.transaction():
             # Every active row of the same bytes goes with it, so 'models list' shows what serves.
             self._conn.executemany(
                 "UPDATE admitted_models SET revoked_at = ?, revoked_by = ?, revoke_reason = ?"

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from pathlib import Path
 from typing import Any
 
 import orjson
 
 from bastion.config import Settings
+from bastion.errors import BastionError
 from bastion.registry.store import Registry
+from bastion.store import PostgresTarget, Target, open_database
 
 log = logging.getLogger("bastion.registry")
 
@@ -34,8 +35,28 @@ REVOKE_ACTION = "model.revoke"
 ADMIT_ACTION = "model.admit"
 
 
-def _admin_entries(path: Path, action: str) -> list[dict[str, Any]]:
+def _admin_leaves_postgres(target: PostgresTarget, action: str) -> list[Any] | None:
+    import psycopg  # only PostgreSQL users load it
+
+    try:
+        conn = open_database(target)  # no migrations: a witness never creates the log's tables
+        try:
+            return conn.execute(
+                "SELECT leaf FROM audit_entries WHERE kind = 'admin' AND position(? in leaf) > 0",
+                (f'"action":"{action}"'.encode(),),
+            ).fetchall()
+        finally:
+            conn.close()
+    except (BastionError, psycopg.Error) as exc:  # down, or no log yet: as an unreadable SQLite file
+        log.warning("cannot read %s entries from the audit log %s: %s", action, target, exc)
+        return None
+
+
+def _admin_entries(path: Target, action: str) -> list[dict[str, Any]]:
     """The admin entries of the audit log at ``path`` with this action, read-only ([] if unreadable)."""
+    if isinstance(path, PostgresTarget):
+        leaves = _admin_leaves_postgres(path, action)
+        return [] if leaves is None else _decoded(leaves, action)
     if not path.exists():
         return []
     try:
@@ -51,6 +72,10 @@ def _admin_entries(path: Path, action: str) -> list[dict[str, Any]]:
     except sqlite3.Error as exc:
         log.warning("cannot read %s entries from the audit log %s: %s", action, path, exc)
         return []
+    return _decoded(rows, action)
+
+
+def _decoded(rows: list[Any], action: str) -> list[dict[str, Any]]:
     entries = []
     for (leaf,) in rows:
         try:
@@ -68,7 +93,7 @@ def _strings(*values: object) -> set[str]:
     return {v for v in values if isinstance(v, str) and v}
 
 
-def revoked_in_audit_log(path: Path) -> set[str]:
+def revoked_in_audit_log(path: Target) -> set[str]:
     """Weights and root digests named by ``model.revoke`` entries of the audit log at ``path``.
 
     Reads the database read-only. An unreadable log gives an empty set and a warning: the registry
@@ -83,7 +108,7 @@ def revoked_in_audit_log(path: Path) -> set[str]:
     return digests
 
 
-def admitted_in_audit_log(path: Path, name: str) -> set[str]:
+def admitted_in_audit_log(path: Target, name: str) -> set[str]:
     """Weights and root digests the audit log saw admitted as ``name`` (its ``model.admit`` entries).
 
     What a revocation of ``name`` must cover whatever the registry row says now: the row's digest
@@ -100,6 +125,6 @@ def admitted_in_audit_log(path: Path, name: str) -> set[str]:
 
 def open_registry(settings: Settings) -> Registry:
     """The registry of ``settings``, with the audit log as witness of revocations when auditing is on."""
-    audit_path = settings.audit.path
+    audit_path = settings.audit.target()
     witness = (lambda: revoked_in_audit_log(audit_path)) if settings.audit.enabled else None
-    return Registry(settings.store.path, witness=witness)
+    return Registry(settings.store.target(), witness=witness)

@@ -80,15 +80,15 @@ def build_gateway(settings: Settings) -> Gateway:
     router = Router.from_settings(backends, settings.models)
     return Gateway(
         settings,
-        KeyStore(settings.store.path),
+        KeyStore(settings.store.target()),
         router,
         authorizer=authorizer,
         audit=audit,
         admission=admission,
         backend_factory=make_backend,
-        quotas=Quotas.open(settings.quotas, settings.store.path),
+        quotas=Quotas.open(settings.quotas, settings.store.target()),
         withdrawals=WithdrawalStore(
-            settings.store.path, admission.public_key if admission is not None else _org_key(settings)
+            settings.store.target(), admission.public_key if admission is not None else _org_key(settings)
         ),
         dlp=DlpGuard.from_settings(settings.dlp, authorizer) if settings.dlp.enabled else None,
     )

@@ -6,20 +6,22 @@ made the key cache and the withdrawal cache reload on the next request: every ke
 every withdrawal signature re-verified, per request (bench/README.md, "Gateway overhead"). A counter per
 watched table, bumped by triggers inside the database (so every writer bumps it: the CLI, another
 gateway, a hand-written UPDATE), says whether a reload is really needed. ``data_version`` stays the
-first, cheapest check.
+first, cheapest check on SQLite. On PostgreSQL the counters are the only check (one query): the same
+triggers, written as a trigger function, and the same table.
 """
 
 from __future__ import annotations
 
 import re
-import sqlite3
 from collections.abc import Sequence
+
+from bastion.store.connection import Connection, SqliteConnection
 
 _EVENTS = ("insert", "delete", "update")
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
 
 
-def count_changes(conn: sqlite3.Connection, table: str, columns: Sequence[str] = ()) -> None:
+def count_changes(conn: Connection, table: str, columns: Sequence[str] = ()) -> None:
     """Migration step: a counter for ``table`` bumped on every insert, delete and update.
 
     ``columns``: count only updates of these (the ones a cache reads), so that e.g. a key's last-used
@@ -31,9 +33,22 @@ def count_changes(conn: sqlite3.Connection, table: str, columns: Sequence[str] =
     conn.execute(
         "CREATE TABLE IF NOT EXISTS change_counters (name TEXT PRIMARY KEY, generation INTEGER NOT NULL)"
     )
-    conn.execute("INSERT OR IGNORE INTO change_counters VALUES (?, 0)", (table,))
-    bump = f"BEGIN UPDATE change_counters SET generation = generation + 1 WHERE name = '{table}'; END"  # noqa: S608
+    conn.execute("INSERT INTO change_counters VALUES (?, 0) ON CONFLICT (name) DO NOTHING", (table,))
+    update = f"UPDATE change_counters SET generation = generation + 1 WHERE name = '{table}';"  # noqa: S608
     of = f" OF {', '.join(columns)}" if columns else ""
+    if conn.dialect == "postgresql":
+        conn.execute(
+            f"CREATE FUNCTION {table}_changed() RETURNS trigger LANGUAGE plpgsql AS $$"
+            f" BEGIN {update} RETURN NULL; END $$"
+        )
+        for event in _EVENTS:  # per statement: one bump per write, however many rows it touched
+            what = f"UPDATE{of}" if event == "update" else event.upper()
+            conn.execute(
+                f"CREATE TRIGGER {table}_changed_on_{event} AFTER {what} ON {table}"
+                f" FOR EACH STATEMENT EXECUTE FUNCTION {table}_changed()"
+            )
+        return
+    bump = f"BEGIN {update} END"
     for event in _EVENTS:
         what = f"UPDATE{of}" if event == "update" else event.upper()
         conn.execute(f"CREATE TRIGGER {table}_changed_on_{event} AFTER {what} ON {table} {bump}")
@@ -47,20 +62,27 @@ class ChangeWatch:
     it reads are at least as new as the counters it saw (a change in between is seen on the next call).
     """
 
-    def __init__(self, conn: sqlite3.Connection, *tables: str) -> None:
+    def __init__(self, conn: Connection, *tables: str) -> None:
         self._conn = conn
         self._tables = tables
         self._version: int | None = None
         self._generations: tuple[int, ...] | None = None
         triggers = [f"{t}_changed_on_{e}" for t in tables for e in _EVENTS]
         marks = ", ".join("?" * len(tables))
+        catalog = (
+            "SELECT count(DISTINCT tgname) FROM pg_trigger WHERE tgrelid IN (SELECT to_regclass(n)"  # noqa: S608
+            f" FROM unnest(ARRAY[{marks}]) AS n) AND tgname IN"
+            if conn.dialect == "postgresql"
+            else "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND name IN"
+        )
         self._query = (
-            "SELECT (SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND name IN"  # noqa: S608
+            f"SELECT ({catalog}"  # noqa: S608 - placeholders only: names are bound parameters
             f" ({', '.join('?' * len(triggers))})), generation FROM change_counters WHERE name IN ({marks})"
             " ORDER BY name"
         )
-        self._args = (*triggers, *tables)
         self._triggers = len(triggers)
+        on = tables if conn.dialect == "postgresql" else ()  # the tables the trigger names belong to
+        self._args = (*on, *triggers, *tables)
 
     def reset(self) -> None:
         """Forget what was seen: the next call says changed (after a write on this very connection,
@@ -70,10 +92,11 @@ class ChangeWatch:
 
     def changed(self) -> bool:
         """True when a table may have changed since the last True."""
-        version = self._conn.execute("PRAGMA data_version").fetchone()[0]
-        if version == self._version:
-            return False
-        self._version = version
+        if isinstance(self._conn, SqliteConnection):
+            version = self._conn.data_version()
+            if version == self._version:
+                return False
+            self._version = version
         rows = self._conn.execute(self._query, self._args).fetchall()
         if len(rows) != len(self._tables) or any(r[0] != self._triggers for r in rows):
             # A trigger dropped or a counter missing: the counters prove nothing, so every change counts.

@@ -2,9 +2,9 @@
 
 "A government letter on a Friday afternoon": the organisation must stop sending work to a deployment
 now, on every running gateway, without a restart, and keep working on what remains. A withdrawal is a
-row in the gateway's database (``store.path``), signed with the organisation key; gateways re-read the
-active set when the withdrawals table changes (a change counter kept by triggers, checked when
-``PRAGMA data_version`` says the file changed), so the next request already skips it.
+row in the gateway's database (``store.path`` or ``store.url``), signed with the organisation key;
+gateways re-read the active set when the withdrawals table changes (a change counter kept by triggers,
+checked when ``PRAGMA data_version`` says the file changed), so the next request already skips it.
 
 A restoration is signed too. Someone who can write the database but does not hold the organisation key
 can add withdrawals (which only makes the gateway more careful) but cannot lift one: a restoration
@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import base64
 import json
-import sqlite3
 import threading
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Literal
 
 from cryptography.exceptions import InvalidSignature
@@ -28,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from bastion.errors import NotFound, UsageError
 from bastion.signing.keys import hash_for
-from bastion.store import ChangeWatch, Migrations, count_changes, open_database
+from bastion.store import ChangeWatch, Connection, Migrations, Target, count_changes, open_database
 
 Kind = Literal["model", "provider", "country"]
 #: the kind of an active withdrawal whose signature does not verify: it covers every deployment
@@ -37,7 +35,7 @@ migrations = Migrations("withdrawal")
 
 
 @migrations
-def m001_withdrawals(conn: sqlite3.Connection) -> None:
+def m001_withdrawals(conn: Connection) -> None:
     conn.execute(
         """CREATE TABLE withdrawals (
              id INTEGER PRIMARY KEY,
@@ -55,7 +53,7 @@ def m001_withdrawals(conn: sqlite3.Connection) -> None:
 
 
 @migrations
-def m002_change_counter(conn: sqlite3.Connection) -> None:
+def m002_change_counter(conn: Connection) -> None:
     count_changes(conn, "withdrawals")
 
 
@@ -122,9 +120,10 @@ _SELECT = (
 
 
 class WithdrawalStore:
-    """Withdrawals in the SQLite database at ``path``; the active set is cached until it changes."""
+    """Withdrawals in the database at ``path`` (a file or PostgreSQL); the active set is cached until it
+    changes."""
 
-    def __init__(self, path: Path, public_key: ec.EllipticCurvePublicKey | None = None) -> None:
+    def __init__(self, path: Target, public_key: ec.EllipticCurvePublicKey | None = None) -> None:
         self._conn = open_database(path, migrations)
         self._lock = threading.Lock()
         self._public_key = public_key
@@ -143,14 +142,15 @@ class WithdrawalStore:
         now = datetime.now(UTC).isoformat(timespec="seconds")
         draft = Withdrawal(0, kind, target, reason, actor, now, "")
         signature = _sign(key, draft.payload())
-        with self._lock, self._conn:
+        with self._lock, self._conn.transaction():
             cur = self._conn.execute(
                 "INSERT INTO withdrawals (kind, target, reason, actor, created_at, signature)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
                 (kind, target, reason, actor, now, signature),
             )
+            row_id = int(cur.fetchone()[0])
             self._watch.reset()
-        return self.get(int(cur.lastrowid or 0))
+        return self.get(row_id)
 
     def restore(self, withdrawal_id: int, actor: str, key: ec.EllipticCurvePrivateKey) -> Withdrawal:
         """Lift a withdrawal with a signed restoration."""
@@ -160,7 +160,7 @@ class WithdrawalStore:
         now = datetime.now(UTC).isoformat(timespec="seconds")
         lifted = Withdrawal(**{**current.to_json(), "restored_at": now, "restored_by": actor})
         signature = _sign(key, lifted.restore_payload())
-        with self._lock, self._conn:
+        with self._lock, self._conn.transaction():
             self._conn.execute(
                 "UPDATE withdrawals SET restored_at = ?, restored_by = ?, restore_signature = ? WHERE id = ?",
                 (now, actor, signature, withdrawal_id),

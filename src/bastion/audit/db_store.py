@@ -1,10 +1,13 @@
-"""The SQLite store of the audit log (WAL, ``synchronous=FULL``).
+"""The audit log's store on SQLite (WAL, ``synchronous=FULL``) or PostgreSQL: one code path.
 
-SQLite-specific: the pragmas in :func:`_connect`, ``BEGIN IMMEDIATE`` in :meth:`SqliteStore.transaction`
-and ``json_quote`` in ``_SCAN_SQL`` (PostgreSQL: ``to_json(col)::text`` and ``SELECT ... FOR UPDATE``);
-the rest of the SQL is portable. Durability: a write transaction commits with ``synchronous=FULL`` in WAL
-mode, so SQLite fsyncs the WAL before ``COMMIT`` returns, and a committed batch survives a process kill
-and a power cut (given a disk that honours fsync).
+What differs by backend: the pragmas in :func:`_connect`; the write lock (SQLite's ``BEGIN IMMEDIATE``
+locks the file; on PostgreSQL :meth:`_Txn.tree_state` locks the one ``audit_tree`` row with ``SELECT
+... FOR UPDATE``, so appends from any number of processes queue on it and each sees the size the last
+one committed: no gap, no duplicate index); and the JSON quoting in the scan (``json_quote`` /
+``to_json(col)::text``). Durability: SQLite commits with ``synchronous=FULL`` in WAL mode, so the WAL is
+fsynced before ``COMMIT`` returns; PostgreSQL's default ``synchronous_commit = on`` flushes the WAL
+before ``COMMIT`` returns. Either way a committed batch survives a process kill and a power cut (given a
+disk that honours fsync).
 """
 
 from __future__ import annotations
@@ -13,19 +16,18 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 
 from bastion.audit.heads import SignedTreeHead
 from bastion.audit.records import LEAF_VERSION
 from bastion.audit.store import EntryRow, Filters, ScanRow
 from bastion.errors import ConfigError, IntegrityError
-from bastion.store.sqlite import Migrations, open_database
+from bastion.store import Connection, Migrations, PostgresTarget, Target, open_database
 
 MIGRATIONS = Migrations("audit")
 
 
 @MIGRATIONS
-def m001_create_audit_tables(conn: sqlite3.Connection) -> None:
+def m001_create_audit_tables(conn: Connection) -> None:
     """Leaves, bodies (separate so prune never touches a leaf), tree heads, the frontier, metadata."""
     conn.execute(
         "CREATE TABLE audit_entries (seq INTEGER PRIMARY KEY, kind TEXT NOT NULL, time TEXT NOT NULL,"
@@ -49,14 +51,14 @@ def m001_create_audit_tables(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE TABLE audit_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    """Open the database with the pragmas the durability guarantee depends on."""
-    conn = open_database(path, MIGRATIONS)
-    conn.isolation_level = None  # we issue BEGIN IMMEDIATE / COMMIT ourselves
-    # FULL (not NORMAL): in WAL mode NORMAL may lose the last commits on power loss; FULL fsyncs the WAL
-    # at every commit, which is what "durable before the append returns" needs.
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("PRAGMA busy_timeout=30000")
+def _connect(target: Target) -> Connection:
+    """Open the database with the settings the durability guarantee depends on."""
+    conn = open_database(target, MIGRATIONS)
+    if conn.dialect == "sqlite":
+        # FULL (not NORMAL): in WAL mode NORMAL may lose the last commits on power loss; FULL fsyncs the
+        # WAL at every commit, which is what "durable before the append returns" needs.
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=30000")
     return conn
 
 
@@ -92,12 +94,33 @@ FROM (
 """
 
 
+# The same on PostgreSQL: to_json(text)::text quotes as json_quote does, bytes compared as bytea.
+_SCAN_SQL_PG = """
+SELECT seq, leaf, leaf_hash,
+  substring(leaf from 1 for octet_length(convert_to(p, 'UTF8'))) = convert_to(p, 'UTF8')
+FROM (
+  SELECT seq, leaf, leaf_hash,
+    '{"v":' || ? || ',"seq":' || seq || ',"kind":' || to_json(kind)::text || ',"time":' || to_json(time)::text
+    || CASE
+         WHEN kind = 'request' THEN ',"request_id":' || to_json(request_id)::text
+           || ',"principal":' || to_json(principal)::text || ',"model":' || to_json(model)::text
+         WHEN request_id IS NULL AND model IS NULL THEN ',"actor":' || to_json(principal)::text
+       END
+    || ',' AS p
+  FROM audit_entries WHERE seq > ? ORDER BY seq LIMIT ?
+) AS rows
+"""
+
+
 class _Txn:
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
     def tree_state(self) -> tuple[int, bytes]:
-        row = self.conn.execute("SELECT size, frontier FROM audit_tree WHERE id = 1").fetchone()
+        # Inside a write transaction on PostgreSQL this locks the tree row until commit: the next
+        # appender (any process) waits here and then reads the size this one committed.
+        lock = self.conn.for_update()  # a constant per dialect, never input
+        row = self.conn.execute("SELECT size, frontier FROM audit_tree WHERE id = 1" + lock).fetchone()  # noqa: S608
         return int(row[0]), bytes(row[1])
 
     def insert_entries(self, rows: Sequence[EntryRow]) -> None:
@@ -128,26 +151,20 @@ class _Txn:
         )
 
 
-class SqliteStore:
-    """:class:`bastion.audit.store.Store` on one SQLite file. Safe to share between threads."""
+class DbStore:
+    """:class:`bastion.audit.store.Store` on a SQLite file or a PostgreSQL database. Thread-safe."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._conn = _connect(path)
-        self._lock = threading.RLock()  # one connection; serialise its use between threads
+    def __init__(self, target: Target) -> None:
+        self.path = target
+        self._conn = _connect(target)
+        self._lock = threading.RLock()  # serialise this process's use (one SQLite connection)
+        self._scan_sql = _SCAN_SQL_PG if self._conn.dialect == "postgresql" else _SCAN_SQL
 
     @contextmanager
     def transaction(self) -> Iterator[_Txn]:
-        """BEGIN IMMEDIATE takes SQLite's write lock up front, so concurrent processes queue here."""
-        with self._lock:
-            conn = self._conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield _Txn(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+        """A write transaction; concurrent processes queue on SQLite's write lock or the tree row."""
+        with self._lock, self._conn.transaction():
+            yield _Txn(self._conn)
 
     def meta(self, key: str, default: str | None = None) -> str | None:
         with self._lock:
@@ -156,11 +173,12 @@ class SqliteStore:
 
     def set_meta_once(self, key: str, value: str) -> str:
         with self.transaction() as tx:
+            # ON CONFLICT: two processes creating the log at once both get the first one's value.
+            tx.conn.execute(
+                "INSERT INTO audit_meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING", (key, value)
+            )
             row = tx.conn.execute("SELECT value FROM audit_meta WHERE key = ?", (key,)).fetchone()
-            if row:
-                return str(row[0])
-            tx.conn.execute("INSERT INTO audit_meta (key, value) VALUES (?, ?)", (key, value))
-        return value
+        return str(row[0])
 
     def tree_state(self) -> tuple[int, bytes]:
         with self._lock:
@@ -178,21 +196,25 @@ class SqliteStore:
         last = start - 1
         while True:
             with self._lock:
-                rows = self._conn.execute(_SCAN_SQL, (LEAF_VERSION, last, batch)).fetchall()
+                rows = self._conn.execute(self._scan_sql, (LEAF_VERSION, last, batch)).fetchall()
             if not rows:
                 return
             yield rows
             last = rows[-1][0]
 
     def leaves_between(self, since: str | None, until: str | None) -> Iterator[list[tuple[int, bytes]]]:
+        # Bounds only when given: an open end as a sentinel string ('\uffff') sorts differently under
+        # a PostgreSQL collation than under SQLite's byte order.
+        sql = "SELECT seq, leaf FROM audit_entries WHERE seq > ?"
+        bounds: list[str] = []
+        if since is not None:
+            sql, bounds = sql + " AND time >= ?", [*bounds, since]
+        if until is not None:
+            sql, bounds = sql + " AND time < ?", [*bounds, until]
         last = -1
         while True:
             with self._lock:
-                rows = self._conn.execute(
-                    "SELECT seq, leaf FROM audit_entries WHERE seq > ? AND time >= ? AND time < ?"
-                    " ORDER BY seq LIMIT 4096",
-                    (last, since or "", until or "\uffff"),
-                ).fetchall()
+                rows = self._conn.execute(sql + " ORDER BY seq LIMIT 4096", (last, *bounds)).fetchall()
             if not rows:
                 return
             yield [(int(r[0]), _blob(r[1])) for r in rows]
@@ -265,9 +287,20 @@ class SqliteStore:
             self._conn.close()
 
 
-def open_store(path: Path) -> SqliteStore:
-    """Open (creating if needed) the audit database at ``path``."""
+def log_exists(target: Target) -> bool:
+    """Whether a log was created at ``target`` (a SQLite file exists; PostgreSQL has its log id)."""
+    if isinstance(target, PostgresTarget):
+        store = DbStore(target)
+        try:
+            return store.meta("log_id") is not None
+        finally:
+            store.close()
+    return target.exists()
+
+
+def open_store(target: Target) -> DbStore:
+    """Open (creating if needed) the audit database at ``target`` (a SQLite file or PostgreSQL)."""
     try:
-        return SqliteStore(path)
+        return DbStore(target)
     except sqlite3.Error as exc:
-        raise ConfigError(f"cannot open the audit database {path}: {exc}") from exc
+        raise ConfigError(f"cannot open the audit database {target}: {exc}") from exc
