@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -41,6 +45,11 @@ def register(app: typer.Typer) -> None:
             str | None, typer.Option("--eval", help="Also score this eval task on primary and fallbacks.")
         ] = None,
         limit: Annotated[int, typer.Option("--limit", min=1, help="Items of the --eval task.")] = 20,
+        kill_pid: Annotated[
+            int | None,
+            typer.Option("--kill-pid", help="Instead of taking the deployment away, SIGKILL this process"
+                         " (the upstream, on this host) once traffic flows; needs one --model."),
+        ] = None,
         config: ConfigOpt = None,
         as_json: JsonOpt = False,
     ) -> None:
@@ -50,10 +59,16 @@ def register(app: typer.Typer) -> None:
             raise UsageError(f"unknown eval task {eval_task!r}",
                              hint=did_you_mean(eval_task, list(TASKS), f"Tasks: {', '.join(TASKS)}."))
         plan = EvalPlan(eval_task, limit) if eval_task is not None else None
+        options = DrillOptions(requests, concurrency, eval=plan)
+        if kill_pid is not None:
+            if len(model or []) != 1:
+                raise UsageError("--kill-pid needs exactly one --model: the deployment that process serves")
+            options = DrillOptions(requests, concurrency, take_away=False, on_failover=_killer(kill_pid),
+                                   eval=plan)
         runner = Drill(gateway, key, admin_key)
         try:
             targets = runner.targets(model)
-            results = [runner.run(t, DrillOptions(requests, concurrency, eval=plan)) for t in targets]
+            results = [runner.run(t, options) for t in targets]
         finally:
             runner.close()
         doc = report(gateway, results)
@@ -87,3 +102,19 @@ def register(app: typer.Typer) -> None:
         emit(doc, as_json, human)
         if not doc["ok"]:
             raise typer.Exit(BackendUnavailable.exit_code)
+
+
+def _killer(pid: int) -> Callable[[], None]:
+    """SIGKILL ``pid`` once the drill's failover phase starts (a process that is already gone is fine)."""
+    if pid <= 1:
+        raise UsageError(f"--kill-pid {pid} is not a process the drill may kill")
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError as exc:
+        raise UsageError(f"--kill-pid {pid}: no such process") from exc
+
+    def kill() -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+    return kill
