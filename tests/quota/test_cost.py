@@ -132,13 +132,13 @@ def test_a_usage_database_from_before_durations_is_migrated_and_keeps_its_rows(t
     import sqlite3
 
     from bastion.quota.store import m001_usage
-    from bastion.store import Migrations
+    from bastion.store import Migrations, SqliteConnection
 
     db = tmp_path / "bastion.db"
     conn = sqlite3.connect(db, isolation_level=None)
     previous = Migrations("quota")  # the store as it was: m001 only
     previous(m001_usage)
-    previous.apply(conn)
+    previous.apply(SqliteConnection(conn, str(db)))
     conn.execute("INSERT INTO daily_usage VALUES ('2026-11-01', 'k1', 'smol', 2, 10, 20)")
     conn.close()
     store = UsageStore(db)
