@@ -114,7 +114,9 @@ def retrieval_routes(api: RetrievalApi) -> list[Route]:
     """``/v1/files``, ``/v1/vector_stores`` and ``/v1/responses`` over ``api``."""
     from bastion.serve import file_routes, responses, vector_stores
 
-    def bind(fn: Callable[[RetrievalApi, Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    Bound = Callable[[Request], Awaitable[Response]]
+
+    def bind(fn: Callable[[RetrievalApi, Request], Awaitable[Response]]) -> Bound:
         async def handler(request: Request) -> Response:
             return await fn(api, request)
 

@@ -28,7 +28,9 @@ async def upload(api: RetrievalApi, request: Request) -> Response:
         limit = api.gateway.settings.server.max_upload_bytes
         declared = request.headers.get("content-length")
         if declared is None or not declared.isdigit():
-            raise UsageError("an upload needs a Content-Length header", hint="Send the file as multipart/form-data.")
+            raise UsageError(
+                "an upload needs a Content-Length header", hint="Send the file as multipart/form-data."
+            )
         if int(declared) > limit:
             raise PayloadTooLarge(
                 f"upload of {declared} bytes exceeds server.max_upload_bytes ({limit} bytes)",
@@ -40,23 +42,31 @@ async def upload(api: RetrievalApi, request: Request) -> Response:
                 hint="client.files.create(file=open(PATH, 'rb'), purpose='assistants')",
             )
         try:
-            form = await request.form(max_files=1, max_fields=8)
+            async with request.form(max_files=1, max_fields=8) as form:
+                file, purpose = form.get("file"), form.get("purpose")
+                if not isinstance(file, UploadFile):
+                    raise UsageError(
+                        "the upload has no 'file' part", param="file",
+                        hint="client.files.create(file=open(PATH, 'rb'), purpose='assistants')",
+                    )
+                if not isinstance(purpose, str) or purpose not in PURPOSES:
+                    raise UsageError(
+                        f"purpose must be one of {', '.join(PURPOSES)}", param="purpose",
+                        hint="Use purpose='assistants' for documents to search.",
+                    )
+                data = await file.read()
+                name = file.filename or ""
+        except BastionError:
+            raise
         except Exception as exc:  # noqa: BLE001 - the multipart parser's errors name no class of ours
-            raise UsageError(f"the multipart body cannot be read: {exc}", hint="Send a well-formed upload.") from exc
-        async with form:
-            file, purpose = form.get("file"), form.get("purpose")
-            if not isinstance(file, UploadFile):
-                raise UsageError("the upload has no 'file' part", param="file",
-                                 hint="client.files.create(file=open(PATH, 'rb'), purpose='assistants')")
-            if not isinstance(purpose, str) or purpose not in PURPOSES:
-                raise UsageError(f"purpose must be one of {', '.join(PURPOSES)}", param="purpose",
-                                 hint="Use purpose='assistants' for documents to search.")
-            data = await file.read()
-            name = file.filename or ""
+            raise UsageError(
+                f"the multipart body cannot be read: {exc}", hint="Send well-formed multipart/form-data."
+            ) from exc
         record = await off_loop(api.files.add, principal.key_id, name, purpose, data)
         await api.audit_admin(
-            "file.upload", principal, {"file": record.id, "filename": record.filename, "sha256": record.sha256,
-                                       "bytes": record.bytes}
+            "file.upload",
+            principal,
+            {"file": record.id, "filename": record.filename, "sha256": record.sha256, "bytes": record.bytes},
         )
         trace.raw = record.sha256.encode()
         return json_response(record.to_openai())
@@ -69,7 +79,7 @@ async def list_files(api: RetrievalApi, request: Request) -> Response:
 
     async def run(principal: Principal, trace: Trace) -> Response:
         purpose = request.query_params.get("purpose")
-        records = await off_loop(api.files.list, principal.key_id, purpose)
+        records = await off_loop(api.files.owned, principal.key_id, purpose)
         return json_response(page([r.to_openai() for r in records]))
 
     return await handle(api.gateway, request, "files", run)
@@ -96,7 +106,8 @@ async def delete(api: RetrievalApi, request: Request) -> Response:
             assert rag is not None
             await off_loop(rag.delete_document, attachment.vector_store_id, attachment.document_id)
         await api.audit_admin(
-            "file.delete", principal,
+            "file.delete",
+            principal,
             {"file": record.id, "documents": [[a.vector_store_id, a.document_id] for a in gone]},
         )
         return json_response({"id": record.id, "object": "file", "deleted": True})
@@ -121,8 +132,11 @@ async def content(api: RetrievalApi, request: Request) -> Response:
             text = await off_loop(rag.document_text, file_id, principal)
         except (NotFound, PermissionDenied) as exc:
             # Not readable and not there answer alike: a document's existence is not the caller's to learn.
-            raise NotFound(f"no file {file_id!r}", hint="Use a file id of yours, or a document id from a citation.",
-                           param="file_id") from exc
+            raise NotFound(
+                f"no file {file_id!r}",
+                hint="Use a file id of yours, or a document id from a citation.",
+                param="file_id",
+            ) from exc
         trace.retrieval = {"documents": [file_id]}
         return Response(text.encode("utf-8"), media_type="text/plain; charset=utf-8")
 
@@ -140,4 +154,3 @@ def page(data: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-__all__ = ["BastionError", "content", "delete", "list_files", "page", "retrieve", "upload"]

@@ -107,10 +107,12 @@ def check_upload(filename: str, data: bytes) -> None:
     """Refuse, naming the file, what the retrieval core cannot read (by extension and first bytes)."""
     suffix = Path(filename).suffix.lower()
     if not data:
-        raise UnusableInput(f"uploaded file {filename!r} is empty", hint="Upload a file with content.", param="file")
+        raise UnusableInput(
+            f"uploaded file {filename!r} is empty", hint="Upload a file with content.", param="file"
+        )
     if suffix not in EXTENSIONS:
         raise UnusableInput(
-            f"uploaded file {filename!r}: extension {suffix or '(none)'!r} is not a document type Bastion reads",
+            f"uploaded file {filename!r}: extension {suffix or '(none)'!r} is not a type Bastion reads",
             hint=f"Upload one of {', '.join(EXTENSIONS)} (give the file name its real extension).",
             param="file",
         )
@@ -144,12 +146,20 @@ class FileStore:
         """Keep an upload (checked with :func:`check_upload`); the bytes are durable before the row."""
         name = Path(filename.replace("\\", "/")).name  # a client-sent name, never a path
         if name in ("", ".", "..") or name.startswith(".") or "\x00" in name:
-            raise UnusableInput(f"uploaded file name {filename!r} is not usable", hint="Name the file, e.g. report.pdf.",
-                                param="file")
+            raise UnusableInput(
+                f"uploaded file name {filename!r} is not usable",
+                hint="Name the file, e.g. report.pdf.",
+                param="file",
+            )
         check_upload(name, data)
         record = FileRecord(
-            "file-" + secrets.token_hex(12), owner, name, purpose, len(data),
-            hashlib.sha256(data).hexdigest(), int(time.time()),
+            "file-" + secrets.token_hex(12),
+            owner,
+            name,
+            purpose,
+            len(data),
+            hashlib.sha256(data).hexdigest(),
+            int(time.time()),
         )
         write_atomic(self.path(record), data, 0o600)
         with self._lock, self._conn:
@@ -160,20 +170,25 @@ class FileStore:
         return record
 
     def get(self, file_id: str, owner: str) -> FileRecord:
-        """``owner``'s file ``file_id``; NotFound for anyone else's (whose existence is not theirs to learn)."""
+        """``owner``'s file ``file_id``; NotFound for anyone else's (its existence is not theirs to learn)."""
         with self._lock:
             row = self._conn.execute(
                 "SELECT * FROM openai_files WHERE id = ? AND owner = ?", (file_id, owner)
             ).fetchone()
         if row is None:
-            raise NotFound(f"no file {file_id!r}", hint="List your files with GET /v1/files.", param="file_id")
+            raise NotFound(
+                f"no file {file_id!r}", hint="List your files with GET /v1/files.", param="file_id"
+            )
         return FileRecord(*row)
 
-    def list(self, owner: str, purpose: str | None = None) -> list[FileRecord]:
+    def owned(self, owner: str, purpose: str | None = None) -> list[FileRecord]:
         """``owner``'s files, newest first."""
-        query = "SELECT * FROM openai_files WHERE owner = ?" + (" AND purpose = ?" if purpose else "")
         with self._lock:
-            rows = self._conn.execute(query + " ORDER BY created_at DESC, id", (owner, *([purpose] if purpose else [])))
+            rows = self._conn.execute(
+                "SELECT * FROM openai_files WHERE owner = ? AND (? IS NULL OR purpose = ?)"
+                " ORDER BY created_at DESC, id",
+                (owner, purpose, purpose),
+            )
             return [FileRecord(*r) for r in rows.fetchall()]
 
     def delete(self, record: FileRecord) -> list[Attachment]:
@@ -187,7 +202,9 @@ class FileStore:
             self.path(record).parent.rmdir()
         return gone
 
-    def attach(self, record: FileRecord, vector_store_id: str, document_id: str, attributes: dict[str, Any]) -> Attachment:
+    def attach(
+        self, record: FileRecord, vector_store_id: str, document_id: str, attributes: dict[str, Any]
+    ) -> Attachment:
         """Record that ``record`` was ingested into ``vector_store_id`` as ``document_id``."""
         attachment = Attachment(
             vector_store_id, record.id, document_id, record.owner, attributes, record.bytes, int(time.time())
@@ -195,8 +212,15 @@ class FileStore:
         with self._lock, self._conn:
             self._conn.execute(
                 "INSERT OR REPLACE INTO openai_vector_store_files VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (vector_store_id, record.id, document_id, record.owner, orjson.dumps(attributes).decode(),
-                 record.bytes, attachment.created_at),
+                (
+                    vector_store_id,
+                    record.id,
+                    document_id,
+                    record.owner,
+                    orjson.dumps(attributes).decode(),
+                    record.bytes,
+                    attachment.created_at,
+                ),
             )
         return attachment
 
@@ -220,9 +244,8 @@ class FileStore:
             )
 
     def _attachments(self, where: str, args: tuple[str, ...]) -> list[Attachment]:
-        rows = self._conn.execute(
-            "SELECT vector_store_id, file_id, document_id, owner, attributes, bytes, created_at"
-            f" FROM openai_vector_store_files WHERE {where} ORDER BY created_at, file_id",  # noqa: S608 - fixed clauses
-            args,
-        ).fetchall()
+        # ``where`` is one of this module's fixed clauses; values are bound parameters
+        columns = "vector_store_id, file_id, document_id, owner, attributes, bytes, created_at"
+        sql = f"SELECT {columns} FROM openai_vector_store_files WHERE {where} ORDER BY created_at, file_id"  # noqa: S608
+        rows = self._conn.execute(sql, args).fetchall()
         return [Attachment(r[0], r[1], r[2], r[3], orjson.loads(r[4]), r[5], r[6]) for r in rows]

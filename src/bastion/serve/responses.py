@@ -146,7 +146,9 @@ def citations(answer: str, used: Sequence[tuple[Hit, str]]) -> list[dict[str, An
     return out
 
 
-def _search_call(request_id: str, query: str, used: Sequence[tuple[Hit, str]], results: bool) -> dict[str, Any]:
+def _search_call(
+    request_id: str, query: str, used: Sequence[tuple[Hit, str]], results: bool
+) -> dict[str, Any]:
     call: dict[str, Any] = {
         "id": f"fs_{request_id}",
         "type": "file_search_call",
@@ -182,7 +184,8 @@ async def respond(api: RetrievalApi, request: Request) -> Response:
         if body.stream:
             raise UsageError(
                 "stream is not supported on /v1/responses by this gateway",
-                hint="Send stream: false, or stream with /v1/chat/completions.", param="stream",
+                hint="Send stream: false, or stream with /v1/chat/completions.",
+                param="stream",
             )
         trace.model = body.model
         rag = await api.core() if body.tools else None
@@ -208,13 +211,21 @@ async def _answer(
         # The search runs as the caller: the core ranks only chunks this principal may read, so nothing
         # else can reach the prompt, a citation or a count below.
         hits = await off_loop(
-            rag.search, tool.vector_store_ids, query, principal=principal, k=tool.max_num_results or DEFAULT_RESULTS
+            rag.search,
+            tool.vector_store_ids,
+            query,
+            principal=principal,
+            k=tool.max_num_results or DEFAULT_RESULTS,
         )
     messages, used = grounded_messages(body, hits)
     if body.tools:
         trace.retrieval = hits_record(body.tools[0].vector_store_ids, [h for h, _ in used])
     chat: dict[str, Any] = {"model": body.model, "messages": messages}
-    for ours, theirs in (("max_tokens", "max_output_tokens"), ("temperature", "temperature"), ("top_p", "top_p")):
+    for ours, theirs in (
+        ("max_tokens", "max_output_tokens"),
+        ("temperature", "temperature"),
+        ("top_p", "top_p"),
+    ):
         if getattr(body, theirs) is not None:
             chat[ours] = getattr(body, theirs)
     try:

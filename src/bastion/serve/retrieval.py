@@ -10,8 +10,8 @@ as OpenAI's SDK expects, and audits every call, refusals included.
 from __future__ import annotations
 
 import asyncio
-import threading
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -81,7 +81,13 @@ class Retrieval(Protocol):
         ...
 
     def search(
-        self, collections: Sequence[str], query: str, *, principal: Principal, k: int = 10, mode: str = "hybrid"
+        self,
+        collections: Sequence[str],
+        query: str,
+        *,
+        principal: Principal,
+        k: int = 10,
+        mode: str = "hybrid",
     ) -> Sequence[Hit]:
         """The ``k`` best chunks of ``collections`` for ``query`` among those ``principal`` may read."""
         ...
@@ -91,7 +97,12 @@ class Retrieval(Protocol):
         ...
 
     def ingest(
-        self, collection: str, path: Path, *, classification: str | None = None, groups: Sequence[str] = (),
+        self,
+        collection: str,
+        path: Path,
+        *,
+        classification: str | None = None,
+        groups: Sequence[str] = (),
         source_name: str | None = None,
     ) -> Any:
         """Ingest a file into ``collection`` with its classification and groups (``IngestReport``)."""

@@ -23,6 +23,7 @@ from bastion.bundled import data_home
 from bastion.config import ModelSettings, Settings
 from bastion.errors import Busy, ConfigError
 from bastion.keys import KeyStore
+from bastion.policy import CedarAuthorizer
 from bastion.quota.quotas import Quotas
 from bastion.registry import open_registry
 from bastion.serve.app import AdmissionCheck, Gateway, build_app
@@ -34,8 +35,8 @@ from bastion.serve.egress import install_egress_guard
 from bastion.serve.files import FileStore
 from bastion.serve.limits import HeadLimits, limited_protocol
 from bastion.serve.pidfile import PidFile
-from bastion.serve.retrieval import RetrievalApi
 from bastion.serve.preflight import build_authorizer, registry_enforced, require_models, require_public_key
+from bastion.serve.retrieval import RetrievalApi
 from bastion.serve.router import Router
 from bastion.serve.workers import supervise
 from bastion.signing import load_public_key

@@ -103,7 +103,11 @@ def _document_file(store: str, doc: Any, attached: dict[str, Any]) -> dict[str, 
         "status": "completed",
         "last_error": None,
         "usage_bytes": doc.chars,
-        "attributes": {"title": doc.title, "classification": doc.classification, "groups": ",".join(doc.groups)},
+        "attributes": {
+            "title": doc.title,
+            "classification": doc.classification,
+            "groups": ",".join(doc.groups),
+        },
         "chunking_strategy": {"type": "other"},
         "document_id": doc.id,
     }
@@ -124,8 +128,8 @@ async def create(api: RetrievalApi, request: Request) -> Response:
         if body.file_ids:
             raise UsageError(
                 "file_ids at creation carry no classification; attach each file with its attributes",
-                hint='POST /v1/vector_stores/{id}/files {"file_id": ..., "attributes": {"classification": ...,'
-                ' "groups": ...}}',
+                hint='POST /v1/vector_stores/{id}/files {"file_id": ..., "attributes":'
+                ' {"classification": ..., "groups": ...}}',
                 param="file_ids",
             )
         name = body.name or f"vs_{secrets.token_hex(8)}"
@@ -178,7 +182,9 @@ async def delete(api: RetrievalApi, request: Request) -> Response:
     return await handle(api.gateway, request, "vector_stores", run)
 
 
-def _labels(api: RetrievalApi, principal: Principal, store: str, attributes: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
+def _labels(
+    api: RetrievalApi, principal: Principal, store: str, attributes: dict[str, Any]
+) -> tuple[str, tuple[str, ...]]:
     """The classification and groups an attachment asks for, refused beyond what ``principal`` may write."""
     classification = attributes.get("classification")
     if not isinstance(classification, str) or classification not in LEVELS:
@@ -229,7 +235,11 @@ async def attach(api: RetrievalApi, request: Request) -> Response:
         await _collection(api, store, principal)  # NotFound for an unknown store, before anything is written
         rag = await api.core()
         report = await off_loop(
-            rag.ingest, store, api.files.path(record), classification=classification, groups=groups,
+            rag.ingest,
+            store,
+            api.files.path(record),
+            classification=classification,
+            groups=groups,
             source_name=record.filename,
         )
         outcome = report.files[0]
@@ -242,9 +252,16 @@ async def attach(api: RetrievalApi, request: Request) -> Response:
             )
         attachment = await off_loop(api.files.attach, record, store, outcome.document_id, attributes)
         await api.audit_admin(
-            "vector_store.file.attach", principal,
-            {"vector_store": store, "file": record.id, "document": outcome.document_id,
-             "classification": classification, "groups": list(groups), "outcome": outcome.status},
+            "vector_store.file.attach",
+            principal,
+            {
+                "vector_store": store,
+                "file": record.id,
+                "document": outcome.document_id,
+                "classification": classification,
+                "groups": list(groups),
+                "outcome": outcome.status,
+            },
         )
         return json_response(attachment.to_openai())
 
@@ -263,7 +280,9 @@ async def list_files(api: RetrievalApi, request: Request) -> Response:
     return await handle(api.gateway, request, "vector_stores", run)
 
 
-async def _readable_file(api: RetrievalApi, principal: Principal, store: str, file_id: str) -> tuple[Any, Any]:
+async def _readable_file(
+    api: RetrievalApi, principal: Principal, store: str, file_id: str
+) -> tuple[Any, Any]:
     """(document, attachment or None) of ``file_id`` (an upload's or a document's id) if readable; else
     NotFound, the same for a file that is not there and one the caller may not read."""
     info = await _collection(api, store, principal)
@@ -272,8 +291,11 @@ async def _readable_file(api: RetrievalApi, principal: Principal, store: str, fi
         attachment = attached.get(doc.id)
         if doc.id == file_id or (attachment is not None and attachment.file_id == file_id):
             return doc, attachment
-    raise NotFound(f"no file {file_id!r} in vector store {store!r}", param="file_id",
-                   hint=f"List them with GET /v1/vector_stores/{store}/files.")
+    raise NotFound(
+        f"no file {file_id!r} in vector store {store!r}",
+        param="file_id",
+        hint=f"List them with GET /v1/vector_stores/{store}/files.",
+    )
 
 
 async def retrieve_file(api: RetrievalApi, request: Request) -> Response:
@@ -305,7 +327,9 @@ async def detach(api: RetrievalApi, request: Request) -> Response:
         await off_loop(rag.delete_document, store, doc.id)
         if attachment is not None:
             await off_loop(api.files.detach, store, attachment.file_id)
-        await api.audit_admin("vector_store.file.delete", principal, {"vector_store": store, "document": doc.id})
+        await api.audit_admin(
+            "vector_store.file.delete", principal, {"vector_store": store, "document": doc.id}
+        )
         return json_response({"id": file_id, "object": "vector_store.file.deleted", "deleted": True})
 
     return await handle(api.gateway, request, "vector_stores", run)
@@ -319,8 +343,11 @@ async def search(api: RetrievalApi, request: Request) -> Response:
         trace.raw, raw = await api.gateway.read_json(request)
         body: SearchStore = _body(SearchStore, raw)
         if body.filters:
-            raise UsageError("attribute filters are not supported by this gateway", param="filters",
-                             hint="Search without filters; access control already limits what you see.")
+            raise UsageError(
+                "attribute filters are not supported by this gateway",
+                param="filters",
+                hint="Search without filters; access control already limits what you see.",
+            )
         query = body.query if isinstance(body.query, str) else " ".join(body.query)
         rag = await api.core()
         hits = await off_loop(rag.search, [store], query, principal=principal, k=body.max_num_results)
@@ -330,15 +357,25 @@ async def search(api: RetrievalApi, request: Request) -> Response:
                 "file_id": h.document_id,
                 "filename": h.source_name or h.title,
                 "score": h.score,
-                "attributes": {"title": h.title, "document_id": h.document_id, "chunk_id": h.chunk_id,
-                               "start": h.start, "end": h.end},
+                "attributes": {
+                    "title": h.title,
+                    "document_id": h.document_id,
+                    "chunk_id": h.chunk_id,
+                    "start": h.start,
+                    "end": h.end,
+                },
                 "content": [{"type": "text", "text": h.text}],
             }
             for h in hits
         ]
         return json_response(
-            {"object": "vector_store.search_results.page", "search_query": [query], "data": data,
-             "has_more": False, "next_page": None}
+            {
+                "object": "vector_store.search_results.page",
+                "search_query": [query],
+                "data": data,
+                "has_more": False,
+                "next_page": None,
+            }
         )
 
     return await handle(api.gateway, request, "vector_stores", run)
