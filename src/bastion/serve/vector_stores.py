@@ -234,13 +234,11 @@ async def attach(api: RetrievalApi, request: Request) -> Response:
         classification, groups = _labels(api, principal, store, attributes)
         await _collection(api, store, principal)  # NotFound for an unknown store, before anything is written
         rag = await api.core()
+        # Ingested from the upload's own path, never under its client-given name: a document's id is
+        # derived from its source, and a name-keyed source let another key's upload of a file with the
+        # same name replace (or, with the same bytes, relabel) a document that key may not even read.
         report = await off_loop(
-            rag.ingest,
-            store,
-            api.files.path(record),
-            classification=classification,
-            groups=groups,
-            source_name=record.filename,
+            rag.ingest, store, api.files.path(record), classification=classification, groups=groups
         )
         outcome = report.files[0]
         if outcome.status == "failed" or outcome.document_id is None:
