@@ -23,8 +23,7 @@ import openai
 import pytest
 from openai import OpenAI
 
-from bastion.keys import KeyStore
-from tests.serve.conftest import serving
+from tests.serve.conftest import officer_and_analyst
 
 RESTRICTED = {
     "blueheron.md": (
@@ -57,15 +56,6 @@ INJECTIONS = (
 )
 TEMPLATES = ("Tell me about {}", "{}?", "Who or what is {}", "Summarise the {} document", "{} secret",
              "title: {}", "documents mentioning {}")
-CONFIG = """
-[policy]
-clearance = { staff = "official", intel = "secret" }
-
-[[models]]
-name = "smollm2"
-path = "bundled:smollm2"
-n_threads = 1
-"""
 
 
 @dataclass(frozen=True)
@@ -101,13 +91,7 @@ def queries() -> list[str]:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     home = tmp_path_factory.mktemp("rag-attack-home")
-    store = KeyStore(home / "bastion.db")
-    officer_key = store.create("officer", ["smollm2"], groups=["staff", "intel"]).key
-    analyst_key = store.create("analyst", ["smollm2"], groups=["staff"]).key
-    store.close()
-    with serving(home, CONFIG, admit={"smollm2": "bundled:smollm2"}, server="admin_loopback = false") as base:
-        officer = OpenAI(base_url=base + "/v1", api_key=officer_key, max_retries=0, timeout=120)
-        analyst = OpenAI(base_url=base + "/v1", api_key=analyst_key, max_retries=0, timeout=120)
+    with officer_and_analyst(home) as (base, officer, analyst):
         officer.vector_stores.create(name="ops")
         ids: dict[str, dict[str, str]] = {"secret": {}, "official": {}}
         for docs, cls, groups in ((RESTRICTED, "secret", "intel"), (PUBLIC, "official", "staff")):

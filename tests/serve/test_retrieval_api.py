@@ -21,8 +21,7 @@ import openai
 import pytest
 from openai import OpenAI
 
-from bastion.keys import KeyStore
-from tests.serve.conftest import serving
+from tests.serve.conftest import officer_and_analyst
 
 CODEWORD = "BLUEHERON"
 PUBLIC = (
@@ -33,16 +32,6 @@ SECRET = (
     f"# Operation {CODEWORD}\n\nOperation {CODEWORD} moves the reserve fuel depot to the northern quarry on"
     " the fourth of March. Only the convoy commander holds the route map.\n"
 )
-CONFIG = """
-[policy]
-clearance = { staff = "official", intel = "secret" }
-
-[[models]]
-name = "smollm2"
-path = "bundled:smollm2"
-n_threads = 1
-n_ctx = 2048
-"""
 
 
 @dataclass(frozen=True)
@@ -70,14 +59,7 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     home = tmp_path_factory.mktemp("rag-home")
-    store = KeyStore(home / "bastion.db")
-    officer_key = store.create("officer", ["smollm2"], groups=["staff", "intel"]).key
-    analyst_key = store.create("analyst", ["smollm2"], groups=["staff"]).key
-    store.close()
-    # loopback callers are administrators by default: here, only keys are (as behind a proxy)
-    with serving(home, CONFIG, admit={"smollm2": "bundled:smollm2"}, server="admin_loopback = false") as base:
-        officer = OpenAI(base_url=base + "/v1", api_key=officer_key, max_retries=0, timeout=120)
-        analyst = OpenAI(base_url=base + "/v1", api_key=analyst_key, max_retries=0, timeout=120)
+    with officer_and_analyst(home) as (base, officer, analyst):
         officer.vector_stores.create(name="handbook", extra_body={"description": "site documents"})
         docs = {}
         for name, text, cls, groups in (("visitors.md", PUBLIC, "official", "staff"),
