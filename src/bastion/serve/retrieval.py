@@ -22,6 +22,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from bastion.audit import AuditLog
 from bastion.keys import Principal
 from bastion.policy import AccessPolicy
 from bastion.serve.backends import Usage
@@ -186,3 +187,21 @@ class RetrievalApi:
         closer = getattr(self._rag, "close", None)
         if closer is not None:
             closer()
+
+
+class GatewayAudit:
+    """The retrieval core's admin entries (ingest, deletes) through the gateway's own audit writer, so a
+    gateway process has one writer of the log (the core opens the log per entry otherwise)."""
+
+    def __init__(self, log: AuditLog) -> None:
+        self.log = log
+
+    def record(
+        self,
+        action: str,
+        details: dict[str, Any],
+        before_digest: str | None = None,
+        after_digest: str | None = None,
+    ) -> None:
+        """Append one admin entry durably (called off the event loop, as every retrieval write is)."""
+        self.log.append_admin(action, "gateway", before_digest, after_digest, details)

@@ -36,7 +36,7 @@ from bastion.serve.files import FileStore
 from bastion.serve.limits import HeadLimits, limited_protocol
 from bastion.serve.pidfile import PidFile
 from bastion.serve.preflight import build_authorizer, registry_enforced, require_models, require_public_key
-from bastion.serve.retrieval import RetrievalApi
+from bastion.serve.retrieval import GatewayAudit, RetrievalApi
 from bastion.serve.router import Router
 from bastion.serve.workers import supervise
 from bastion.signing import load_public_key
@@ -107,7 +107,8 @@ def build_retrieval(settings: Settings, gateway: Gateway) -> RetrievalApi:
     assert isinstance(authorizer, CedarAuthorizer)  # build_gateway made it
     policy = authorizer.policy
     files = FileStore(settings.store.path, settings.store.path.parent / "files")
-    return RetrievalApi(gateway, files, policy, lambda: RagStore.open(settings, policy=policy))
+    audit = GatewayAudit(gateway.audit) if gateway.audit is not None else None
+    return RetrievalApi(gateway, files, policy, lambda: RagStore.open(settings, policy=policy, audit=audit))
 
 
 def _org_key(settings: Settings) -> ec.EllipticCurvePublicKey | None:
