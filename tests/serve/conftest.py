@@ -139,6 +139,12 @@ clearance = { staff = "official", intel = "secret" }
 name = "smollm2"
 path = "bundled:smollm2"
 n_threads = 1
+
+[[models]]
+name = "cloud"
+backend = "openai"
+url = "http://127.0.0.1:9/v1"
+fallbacks = ["smollm2"]
 """
 
 

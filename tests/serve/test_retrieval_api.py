@@ -222,3 +222,11 @@ def test_unknown_store_and_no_key_are_openai_errors(stack: Stack) -> None:
         anonymous.vector_stores.list()
     with pytest.raises(openai.BadRequestError, match="stream"):
         stack.officer.responses.create(model="smollm2", input="hi", stream=True)
+
+
+def test_retrieval_is_refused_for_a_route_that_leaves_the_host(stack: Stack) -> None:
+    with pytest.raises(openai.PermissionDeniedError, match="outside this host"):
+        stack.officer.responses.create(
+            model="cloud", input=f"What is operation {CODEWORD}?",
+            tools=[{"type": "file_search", "vector_store_ids": ["handbook"]}],
+        )

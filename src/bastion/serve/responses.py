@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bastion.errors import UsageError
+from bastion.errors import PolicyDenied, UsageError
 from bastion.keys import Principal
 from bastion.serve.backends import Usage
 from bastion.serve.gateway import Gateway, Trace
@@ -146,6 +146,26 @@ def citations(answer: str, used: Sequence[tuple[Hit, str]]) -> list[dict[str, An
     return out
 
 
+def _local_route(gateway: Gateway, model: str) -> None:
+    """Refuse retrieval for a model whose route (itself or a fallback) leaves this host.
+
+    Retrieved chunks are the organisation's documents; Cedar's clearance and DLP's markings decide who
+    may send what to a model, but a document carries no marking DLP could see, so an upstream in the
+    route (a cloud fallback) would receive text no policy looked at. Until documents' classifications
+    reach the per-candidate decision, retrieval answers only from models on this host.
+    """
+    if model not in gateway.models:
+        return  # the request flow answers 404 for it
+    remote = [m for m in gateway.router.route(model) if not gateway.models[m].local]
+    if remote:
+        raise PolicyDenied(
+            f"file_search puts documents in the prompt, and model {model!r}'s route reaches"
+            f" {', '.join(remote)}, outside this host",
+            hint="Ask with a local model whose fallbacks are local too.",
+            param="model",
+        )
+
+
 def _search_call(
     request_id: str, query: str, used: Sequence[tuple[Hit, str]], results: bool
 ) -> dict[str, Any]:
@@ -205,6 +225,7 @@ async def _answer(
     query = next((m.text() for m in reversed(body.messages()) if m.role == "user"), "")
     hits: Sequence[Hit] = []
     if body.tools and rag is not None:
+        _local_route(gateway, body.model)
         tool = body.tools[0]
         if not query.strip():
             raise UsageError("file_search needs a user message to search with", param="input")
