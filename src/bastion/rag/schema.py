@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from bastion.store import Migrations
+from bastion.store import Connection, Migrations
 
 MIGRATIONS = Migrations("rag")
 
@@ -19,7 +19,7 @@ TOKENIZER = "porter unicode61 remove_diacritics 2"
 
 
 @MIGRATIONS
-def m001_collections_documents_chunks(conn: sqlite3.Connection) -> None:
+def m001_collections_documents_chunks(conn: Connection) -> None:
     conn.execute(
         "CREATE TABLE rag_collections ("
         " name TEXT PRIMARY KEY, description TEXT NOT NULL DEFAULT '',"

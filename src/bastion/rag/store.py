@@ -30,7 +30,7 @@ from bastion.rag.index import Index, load_index
 from bastion.rag.ingest import delete_document_rows, ingest_path
 from bastion.rag.records import CollectionInfo, DocumentInfo, Hit, IngestReport
 from bastion.rag.schema import MIGRATIONS, bump_generation, generation
-from bastion.store import open_database
+from bastion.store.sqlite import open_sqlite
 
 MAX_K = 100
 MAX_QUERY_CHARS = 8000
@@ -91,7 +91,7 @@ class RagStore:
         if policy is None:
             clearance = {group: LEVELS[level] for group, level in settings.policy.clearance.items()}
             policy = AccessPolicy(settings.policy.access, clearance)
-        conn = open_database(settings.rag.path, MIGRATIONS)
+        conn = open_sqlite(settings.rag.path, MIGRATIONS)  # a local index: sqlite3's own transactions
         return cls(settings, conn, policy, embedder, audit)
 
     def _require_audit(self) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import secrets
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ import orjson
 
 from bastion.errors import NotFound, UnusableInput
 from bastion.signing.keys import write_atomic
-from bastion.store.sqlite import Migrations, open_database
+from bastion.store import Connection, Migrations, Target, open_database
 
 MIGRATIONS = Migrations("openai_files")
 
@@ -35,7 +34,7 @@ PURPOSES = ("assistants", "user_data", "batch", "fine-tune", "vision", "evals")
 
 
 @MIGRATIONS
-def create_files(conn: sqlite3.Connection) -> None:
+def create_files(conn: Connection) -> None:
     conn.execute(
         "CREATE TABLE openai_files (id TEXT PRIMARY KEY, owner TEXT NOT NULL, filename TEXT NOT NULL,"
         " purpose TEXT NOT NULL, bytes INTEGER NOT NULL, sha256 TEXT NOT NULL, created_at INTEGER NOT NULL)"
@@ -129,7 +128,7 @@ def check_upload(filename: str, data: bytes) -> None:
 class FileStore:
     """Uploaded files (bytes on disk, rows in SQLite) and their vector-store attachments."""
 
-    def __init__(self, db: Path, folder: Path) -> None:
+    def __init__(self, db: Target, folder: Path) -> None:
         self.folder = folder
         self._conn = open_database(db, MIGRATIONS)
         self._lock = threading.Lock()
@@ -162,7 +161,7 @@ class FileStore:
             int(time.time()),
         )
         write_atomic(self.path(record), data, 0o600)
-        with self._lock, self._conn:
+        with self._lock, self._conn.transaction():
             self._conn.execute(
                 "INSERT INTO openai_files VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (record.id, owner, record.filename, purpose, record.bytes, record.sha256, record.created_at),
@@ -184,18 +183,22 @@ class FileStore:
     def owned(self, owner: str, purpose: str | None = None) -> list[FileRecord]:
         """``owner``'s files, newest first."""
         with self._lock:
-            rows = self._conn.execute(
-                "SELECT * FROM openai_files WHERE owner = ? AND (? IS NULL OR purpose = ?)"
-                " ORDER BY created_at DESC, id",
-                (owner, purpose, purpose),
-            )
+            if purpose is None:
+                rows = self._conn.execute(
+                    "SELECT * FROM openai_files WHERE owner = ? ORDER BY created_at DESC, id", (owner,)
+                )
+            else:
+                rows = self._conn.execute(
+                    "SELECT * FROM openai_files WHERE owner = ? AND purpose = ? ORDER BY created_at DESC, id",
+                    (owner, purpose),
+                )
             return [FileRecord(*r) for r in rows.fetchall()]
 
     def delete(self, record: FileRecord) -> list[Attachment]:
         """Forget ``record`` and its bytes; returns the attachments it had (their documents go too)."""
         with self._lock:
             gone = self._attachments("file_id = ?", (record.id,))
-            with self._conn:
+            with self._conn.transaction():
                 self._conn.execute("DELETE FROM openai_files WHERE id = ?", (record.id,))
         self.path(record).unlink(missing_ok=True)
         with contextlib.suppress(OSError):
@@ -209,9 +212,13 @@ class FileStore:
         attachment = Attachment(
             vector_store_id, record.id, document_id, record.owner, attributes, record.bytes, int(time.time())
         )
-        with self._lock, self._conn:
+        with self._lock, self._conn.transaction():
+            self._conn.execute(  # re-attaching replaces the row (portable: no INSERT OR REPLACE)
+                "DELETE FROM openai_vector_store_files WHERE vector_store_id = ? AND file_id = ?",
+                (vector_store_id, record.id),
+            )
             self._conn.execute(
-                "INSERT OR REPLACE INTO openai_vector_store_files VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO openai_vector_store_files VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
                     vector_store_id,
                     record.id,
@@ -237,7 +244,7 @@ class FileStore:
 
     def detach(self, vector_store_id: str, file_id: str) -> None:
         """Forget the attachment (the caller deletes the document)."""
-        with self._lock, self._conn:
+        with self._lock, self._conn.transaction():
             self._conn.execute(
                 "DELETE FROM openai_vector_store_files WHERE vector_store_id = ? AND file_id = ?",
                 (vector_store_id, file_id),

@@ -106,7 +106,7 @@ def build_retrieval(settings: Settings, gateway: Gateway) -> RetrievalApi:
     authorizer = gateway.authorizer
     assert isinstance(authorizer, CedarAuthorizer)  # build_gateway made it
     policy = authorizer.policy
-    files = FileStore(settings.store.path, settings.store.path.parent / "files")
+    files = FileStore(settings.store.target(), settings.store.path.parent / "files")
     audit = GatewayAudit(gateway.audit) if gateway.audit is not None else None
     return RetrievalApi(gateway, files, policy, lambda: RagStore.open(settings, policy=policy, audit=audit))
 
