@@ -36,6 +36,8 @@ class ServerSettings(_Strict):
     port: int = Field(8080, ge=0, le=65535)
     #: largest request body accepted, in bytes (413 above it)
     max_body_bytes: int = Field(1_048_576, ge=1024)
+    #: largest file accepted by POST /v1/files, in bytes (413 above it)
+    max_upload_bytes: int = Field(33_554_432, ge=1024)
     #: largest request line + headers, in bytes (431 above it; memory a client can pin per connection)
     max_header_bytes: int = Field(65_536, ge=4096)
     #: most header fields in one request (431 above it)

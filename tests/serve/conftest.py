@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from openai import OpenAI
 
 from bastion import bundled
 from bastion.keys import KeyStore
@@ -127,6 +128,39 @@ def serving(
         yield base
     finally:
         stop(proc)
+
+
+#: a gateway for retrieval tests: SmolLM2, and groups cleared to official (staff) and secret (intel)
+RETRIEVAL_CONFIG = """
+[policy]
+clearance = { staff = "official", intel = "secret" }
+
+[[models]]
+name = "smollm2"
+path = "bundled:smollm2"
+n_threads = 1
+
+[[models]]
+name = "cloud"
+backend = "openai"
+url = "http://127.0.0.1:9/v1"
+fallbacks = ["smollm2"]
+"""
+
+
+@contextlib.contextmanager
+def officer_and_analyst(home: Path) -> Iterator[tuple[str, OpenAI, OpenAI]]:
+    """A retrieval gateway and two SDK clients: an officer (groups staff and intel, cleared to secret)
+    and an analyst (staff, official). Only keys are administrators here (as behind a proxy): loopback
+    callers are by default."""
+    store = KeyStore(home / "bastion.db")
+    officer_key = store.create("officer", ["smollm2"], groups=["staff", "intel"]).key
+    analyst_key = store.create("analyst", ["smollm2"], groups=["staff"]).key
+    store.close()
+    with serving(home, RETRIEVAL_CONFIG, admit={"smollm2": "bundled:smollm2"}, server="admin_loopback = false") as base:
+        officer = OpenAI(base_url=base + "/v1", api_key=officer_key, max_retries=0, timeout=120)
+        analyst = OpenAI(base_url=base + "/v1", api_key=analyst_key, max_retries=0, timeout=120)
+        yield base, officer, analyst
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,9 @@ class RequestRecord:
     sent_body: bytes | None = field(default=None, repr=False, compare=False)
     #: every call to a deployment ({"model", "outcome", "backoff_ms"}), when there was more than one
     attempts: tuple[dict[str, Any], ...] = ()
+    #: retrieval: the collections searched and the chunks (ids, sha256) put in front of the model or
+    #: returned to the caller; None for a request without retrieval
+    retrieval: dict[str, Any] | None = None
 
     kind = "request"
 
@@ -96,6 +99,8 @@ class RequestRecord:
             **({"dlp": self.dlp} if self.dlp is not None else {}),
             # Only with retries or failover, so single-attempt leaves keep their earlier bytes.
             **({"attempts": list(self.attempts)} if self.attempts else {}),
+            # Likewise only with retrieval (leaves of other requests keep their exact bytes).
+            **({"retrieval": self.retrieval} if self.retrieval is not None else {}),
         }
 
     def bodies(self) -> dict[str, bytes]:

@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from bastion.bundled import BUNDLED, resolve
-from bastion.cli.options import JsonOpt, load_organisation
+from bastion.cli.options import ConfigOpt, JsonOpt, load_organisation
 from bastion.cli.render import emit, err, out
 from bastion.config import load_settings
 from bastion.errors import UsageError
 from bastion.evals import EvalStore, LlamaBackend, OpenAIBackend, RunOptions, RunRecord, run_eval
 from bastion.evals.backends import Backend
 from bastion.evals.policy_cost import admissibility
+from bastion.evals.rag_eval import retrieval_summary, run_rag_eval, write_passages
 from bastion.evals.report import compare_runs, write_report
+from bastion.evals.runner import Progress as Progress_
 from bastion.lineage import local_weight_evidence
 from bastion.store import PostgresTarget
 
@@ -94,6 +96,17 @@ def run(
     threads: Annotated[int | None, typer.Option("--threads", help="llama.cpp threads (default 2).")] = None,
     cost_per_hour: Annotated[float | None, typer.Option("--cost-per-hour",
                              help="Hardware cost per hour, to report cost per 1M generated tokens.")] = None,
+    rag: Annotated[str | None, typer.Option("--rag", help="Answer SciQ with and without retrieval from this "
+                   "collection ('bastion eval sciq-passages' + 'bastion rag ingest' build one): the value of "
+                   "retrieval as a number.")] = None,
+    rag_key: Annotated[str | None, typer.Option("--rag-key", help="With --rag: search as this API key id."
+                       )] = None,
+    rag_group: Annotated[list[str] | None, typer.Option("--rag-group",
+                         help="With --rag: search as an ad hoc principal in this group (repeatable).")
+                         ] = None,
+    rag_k: Annotated[int, typer.Option("--rag-k", min=1, max=20, help="With --rag: chunks put above each "
+                     "question.")] = 3,
+    config: ConfigOpt = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -109,7 +122,11 @@ def run(
             def progress(label: str, done: int, total: int) -> None:
                 bar.update(job, description=label, completed=done, total=total)
 
-            record, items = run_eval(backend, options, progress)
+            if rag is not None:
+                record, items = _run_with_retrieval(backend, rag, rag_key, rag_group, rag_k, config, options,
+                                                    progress)
+            else:
+                record, items = run_eval(backend, options, progress)
     finally:
         backend.close()
     store = _results(db)
@@ -118,9 +135,51 @@ def run(
 
     def human() -> None:
         out.print(_summary_table(record))
+        grounded = retrieval_summary(record)
+        if grounded is not None:
+            extra = grounded.extra
+            out.print(f"retrieval from {extra['collection']!r}: {100 * extra['rag_gain']:+.1f}"
+                      f" points of accuracy; the question's own passage retrieved for"
+                      f" {100 * extra['support_retrieved']:.1f}% of questions")
         out.print(f"stored run {record.id} in {store.path} ({record.seconds:.0f} s)")
 
     emit(record.to_json(), as_json, human)
+
+
+def _run_with_retrieval(
+    backend: Backend, collection: str, key: str | None, groups: list[str] | None, k: int, config: Path | None,
+    options: RunOptions, progress: Progress_,
+) -> tuple[RunRecord, list[Any]]:
+    """``--rag``: SciQ with and without retrieval, searching ``collection`` as the given principal."""
+    from bastion.cli.rag import _principal
+    from bastion.rag import RagStore
+
+    settings = load_settings(config)
+    principal = _principal(settings, key, groups)
+    store = RagStore.open(settings)
+    try:
+        return run_rag_eval(
+            backend, lambda q: store.search([collection], q, principal=principal, k=k), collection,
+            limit=options.limit, seed=options.seed, scoring=options.scoring, k=k, progress=progress,
+        )
+    finally:
+        store.close()
+
+
+@app.command("sciq-passages")
+def sciq_passages(
+    folder: Annotated[Path, typer.Argument(help="Folder to write the passages into (created).")],
+    classification: Annotated[str, typer.Option("--classification", help="Their label's classification.")
+                              ] = "public",
+    group: Annotated[list[str] | None, typer.Option("--group", "-g", help="Groups that may read them "
+                     "(repeatable; default: everyone).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write SciQ's support passages (one text file each, with a folder.meta.toml label) for 'bastion rag
+    ingest', so that 'eval run --rag' has the collection it measures."""
+    written = write_passages(folder, classification, tuple(group or ("everyone",)))
+    emit({"folder": str(folder), "passages": written}, as_json,
+         lambda: out.print(f"wrote {written} SciQ passages and folder.meta.toml to {folder}"))
 
 
 @app.command("list")

@@ -23,6 +23,7 @@ from bastion.serve import admin, openapi
 from bastion.serve.backends import Endpoint
 from bastion.serve.gateway import AdmissionCheck, Gateway
 from bastion.serve.http_errors import error_response
+from bastion.serve.retrieval import RetrievalApi
 
 log = logging.getLogger("bastion.serve")
 JSON = "application/json"
@@ -30,8 +31,11 @@ JSON = "application/json"
 __all__ = ["AdmissionCheck", "Gateway", "build_app"]
 
 
-def build_app(gateway: Gateway) -> Starlette:
-    """The Starlette application for ``gateway``: routes, error envelope, start-up and shutdown."""
+def build_app(gateway: Gateway, retrieval: RetrievalApi | None = None) -> Starlette:
+    """The Starlette application for ``gateway``: routes, error envelope, start-up and shutdown.
+
+    With ``retrieval``, the OpenAI-shaped retrieval endpoints too (files, vector stores, responses).
+    """
 
     def infer(endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]:
         async def handler(request: Request) -> Response:
@@ -79,6 +83,8 @@ def build_app(gateway: Gateway) -> Starlette:
             yield
         finally:
             await gateway.stop()
+            if retrieval is not None:
+                retrieval.close()
 
     async def openapi_document(request: Request) -> Response:
         return Response(orjson.dumps(openapi.document()), media_type=JSON)
@@ -95,8 +101,42 @@ def build_app(gateway: Gateway) -> Starlette:
         Route("/admin/routes", functools.partial(admin.admin_routes, gateway), methods=["GET"]),
         Route("/admin/drill", functools.partial(admin.admin_drill, gateway), methods=["POST"]),
     ]
+    if retrieval is not None:
+        routes += retrieval_routes(retrieval)
     return Starlette(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={404: not_found, 405: method_not_allowed, Exception: unexpected},
     )
+
+
+def retrieval_routes(api: RetrievalApi) -> list[Route]:
+    """``/v1/files``, ``/v1/vector_stores`` and ``/v1/responses`` over ``api``."""
+    from bastion.serve import file_routes, responses, vector_stores
+
+    Bound = Callable[[Request], Awaitable[Response]]
+
+    def bind(fn: Callable[[RetrievalApi, Request], Awaitable[Response]]) -> Bound:
+        async def handler(request: Request) -> Response:
+            return await fn(api, request)
+
+        return handler
+
+    stores = "/v1/vector_stores/{store}"
+    return [
+        Route("/v1/files", bind(file_routes.upload), methods=["POST"]),
+        Route("/v1/files", bind(file_routes.list_files), methods=["GET"]),
+        Route("/v1/files/{file_id}", bind(file_routes.retrieve), methods=["GET"]),
+        Route("/v1/files/{file_id}", bind(file_routes.delete), methods=["DELETE"]),
+        Route("/v1/files/{file_id}/content", bind(file_routes.content), methods=["GET"]),
+        Route("/v1/vector_stores", bind(vector_stores.create), methods=["POST"]),
+        Route("/v1/vector_stores", bind(vector_stores.list_stores), methods=["GET"]),
+        Route(stores, bind(vector_stores.retrieve), methods=["GET"]),
+        Route(stores, bind(vector_stores.delete), methods=["DELETE"]),
+        Route(stores + "/files", bind(vector_stores.attach), methods=["POST"]),
+        Route(stores + "/files", bind(vector_stores.list_files), methods=["GET"]),
+        Route(stores + "/files/{file_id}", bind(vector_stores.retrieve_file), methods=["GET"]),
+        Route(stores + "/files/{file_id}", bind(vector_stores.detach), methods=["DELETE"]),
+        Route(stores + "/search", bind(vector_stores.search), methods=["POST"]),
+        Route("/v1/responses", bind(responses.respond), methods=["POST"]),
+    ]

@@ -79,7 +79,7 @@ _SERVER_PATH = re.compile(r"(?<![\w.])/[^\s'\",;]+")
 
 
 @dataclass
-class _Trace:
+class Trace:
     """What the audit record of one request needs, filled in as the request moves along the flow."""
 
     request_id: str
@@ -99,6 +99,8 @@ class _Trace:
     blocked: DataLossBlocked | None = None
     #: every call made to a deployment, retries included (audited when there was more than one)
     attempts: list[Attempt] = field(default_factory=list)
+    #: retrieval: the chunks (ids and digests) put in front of the model or returned, None without it
+    retrieval: dict[str, Any] | None = None
 
     def answered_by(self, name: str) -> None:
         """Note who answered: a requested model passed over as unhealthy is named in ``skipped``."""
@@ -391,35 +393,54 @@ class Gateway:
     # -- the request flow ---------------------------------------------------------------------------
 
     async def infer(self, request: Request, endpoint: Endpoint) -> Response:
-        trace = _Trace(uuid.uuid4().hex, time.perf_counter(), endpoint)
+        trace = Trace(uuid.uuid4().hex, time.perf_counter(), endpoint)
         try:
-            principal = self._authenticate(request, trace)
+            principal = self.authenticate(request, trace)
             trace.raw, body = await self._read_body(request, endpoint)
-            trace.model = body["model"]
-            requested = self._model(trace.model)
-            self.authorizer.authorize(principal, endpoint, self._resource(requested))
-            self._servable(requested)
-            trace.authorised = True
-            held = self._reserve(principal, body, requested)
-            try:
-                inspection = await self._inspect(endpoint, body, trace)
-                if body.get("stream"):
-                    return await self._stream(request, principal, body, trace, held, inspection)
-                cancel = Cancel()
-                async with watch_disconnect(request, cancel):
-                    backend, reply = await self._run(principal, body, trace, cancel, inspection)
-            except BaseException:
-                await self._settle(held, trace.model, Usage(), trace)
-                raise
-            await self._settle(held, backend.info.name, reply.usage, trace)
-        except BastionError as exc:
-            return await self._refuse(trace, exc)
-        except Exception:  # noqa: BLE001 - an unexpected failure is a logged, audited 500, never silent
-            log.exception("request %s failed", trace.request_id)
-            return await self._refuse(trace, internal_error())
+            answer = await self.answer(request, principal, body, trace)
+            if isinstance(answer, Response):
+                return answer  # a stream: audited when it ends
+        except Exception as exc:  # noqa: BLE001 - every failure is answered and audited in one place
+            return await self.refuse_any(trace, exc)
+        backend, reply = answer
+        return await self.respond(trace, principal, backend, reply.body, reply.usage)
+
+    async def answer(
+        self, request: Request, principal: Principal, body: dict[str, Any], trace: Trace
+    ) -> Response | tuple[Backend, Reply]:
+        """The request flow for an authenticated, validated ``body``: Cedar for the requested model,
+        admitted now?, quota, DLP, then each candidate of its route (authorised one by one).
+
+        Returns the SSE response for a stream, else the backend that answered and its reply (quota
+        settled, not yet audited: the caller ends with :meth:`respond` or :meth:`refuse`). Every caller
+        that puts text in front of a model comes through here (chat completions and ``/v1/responses``).
+        """
+        trace.model = body["model"]
+        requested = self._model(trace.model)
+        self.authorizer.authorize(principal, trace.endpoint, self._resource(requested))
+        self._servable(requested)
+        trace.authorised = True
+        held = self._reserve(principal, body, requested)
+        try:
+            inspection = await self._inspect(trace.endpoint, body, trace)  # type: ignore[arg-type]
+            if body.get("stream"):
+                return await self._stream(request, principal, body, trace, held, inspection)
+            cancel = Cancel()
+            async with watch_disconnect(request, cancel):
+                backend, reply = await self._run(principal, body, trace, cancel, inspection)
+        except BaseException:
+            await self._settle(held, trace.model, Usage(), trace)
+            raise
+        await self._settle(held, backend.info.name, reply.usage, trace)
+        return backend, reply
+
+    async def respond(
+        self, trace: Trace, principal: Principal, backend: Backend, body: bytes, usage: Usage
+    ) -> Response:
+        """The 200 response carrying ``body``, audited (durably) before it leaves."""
         headers = {**self._headers(trace.request_id, backend), **self._quota_headers(principal)}
-        response = Response(reply.body, media_type=JSON, headers=headers)
-        return await self._finish(trace, backend, 200, reply.usage, response)
+        response = Response(body, media_type=JSON, headers=headers)
+        return await self.finish(trace, backend, 200, usage, response)
 
     def _reserve(self, principal: Principal, body: dict[str, Any], model: ServedModel) -> Held | None:
         """Hold this request's worst-case cost against every quota it counts against (429 if none left).
@@ -440,7 +461,7 @@ class Gateway:
             limit = 0  # embeddings: the input is the whole cost
         return self.quotas.reserve(principal.key_id, principal.groups, body, limit)
 
-    async def _settle(self, held: Held | None, model: str, usage: Usage, trace: _Trace) -> None:
+    async def _settle(self, held: Held | None, model: str, usage: Usage, trace: Trace) -> None:
         if held is not None and self.quotas is not None:
             seconds = time.perf_counter() - trace.started  # for throughput and local cost (bastion usage)
             await self.quotas.settle(held, model, usage.prompt_tokens, usage.completion_tokens,
@@ -449,7 +470,8 @@ class Gateway:
     def _quota_headers(self, principal: Principal) -> dict[str, str]:
         return self.quotas.headers(principal.key_id, principal.groups) if self.quotas is not None else {}
 
-    def _authenticate(self, request: Request, trace: _Trace) -> Principal:
+    def authenticate(self, request: Request, trace: Trace) -> Principal:
+        """The principal of the request's API key (AuthenticationFailed if none), noted in ``trace``."""
         principal = self.keys.authenticate(bearer_token(request.headers.get("authorization")))
         trace.principal = principal.key_id
         return principal
@@ -479,7 +501,7 @@ class Gateway:
         return replace(resource, classification_ceiling=max(ceiling, resource.classification_ceiling))
 
     def _candidates(
-        self, principal: Principal, trace: _Trace, inspection: Inspection | None = None
+        self, principal: Principal, trace: Trace, inspection: Inspection | None = None
     ) -> Iterator[tuple[ServedModel, Backend, Outgoing | None]]:
         """The route's models that may answer for this principal, authorised one by one as reached,
         each with what DLP lets go to it (None when DLP is off); a model DLP refuses is skipped."""
@@ -532,7 +554,7 @@ class Gateway:
             breaker.success()
         self.metrics.breaker_state.labels(name).set(STATES[breaker.state])
 
-    async def _inspect(self, endpoint: Endpoint, body: dict[str, Any], trace: _Trace) -> Inspection | None:
+    async def _inspect(self, endpoint: Endpoint, body: dict[str, Any], trace: Trace) -> Inspection | None:
         """DLP's findings for the request (None when DLP is off); a failed scan refuses it (503)."""
         if self.dlp is None:
             return None
@@ -545,7 +567,7 @@ class Gateway:
         return inspection
 
     def _outgoing(
-        self, principal: Principal, trace: _Trace, inspection: Inspection | None, model: ServedModel
+        self, principal: Principal, trace: Trace, inspection: Inspection | None, model: ServedModel
     ) -> Outgoing | None:
         """What DLP lets go to ``model`` (None when DLP is off); DataLossBlocked: skip this candidate."""
         if self.dlp is None or inspection is None:
@@ -560,7 +582,7 @@ class Gateway:
         trace.sent = orjson.dumps(out.body) if out.rewritten else None
         return out
 
-    def _exhausted(self, trace: _Trace, last: BastionError | None) -> BastionError:
+    def _exhausted(self, trace: Trace, last: BastionError | None) -> BastionError:
         if last is None and trace.blocked is not None:
             return trace.blocked  # every candidate that could answer was refused the data: 403
         if last is not None and [m for m, _ in trace.skipped] in ([], [trace.model]):
@@ -572,7 +594,7 @@ class Gateway:
         )
 
     def _attempt(
-        self, model: ServedModel, trace: _Trace, cancel: Cancel, call: Callable[[], Awaitable[T]]
+        self, model: ServedModel, trace: Trace, cancel: Cancel, call: Callable[[], Awaitable[T]]
     ) -> Awaitable[T]:
         """``call`` at ``model``, retried (before any byte reached the client) as the route's policy says."""
         policy, breaker = self.retries[trace.model], self.breakers[model.name]
@@ -584,7 +606,7 @@ class Gateway:
         self,
         principal: Principal,
         body: dict[str, Any],
-        trace: _Trace,
+        trace: Trace,
         cancel: Cancel,
         inspection: Inspection | None = None,
     ) -> tuple[Backend, Any]:
@@ -620,7 +642,7 @@ class Gateway:
         request: Request,
         principal: Principal,
         body: dict[str, Any],
-        trace: _Trace,
+        trace: Trace,
         held: Held | None,
         inspection: Inspection | None = None,
     ) -> Response:
@@ -668,6 +690,14 @@ class Gateway:
 
     async def _read_body(self, request: Request, endpoint: Endpoint) -> tuple[bytes, dict[str, Any]]:
         """The raw body (for the audit digest) and the validated, normalised request."""
+        raw, body = await self.read_json(request)
+        try:
+            return raw, normalise(endpoint, body)
+        except ValidationError as exc:
+            raise validation_error(exc) from exc
+
+    async def read_json(self, request: Request) -> tuple[bytes, dict[str, Any]]:
+        """The raw body (at most ``server.max_body_bytes``) and the JSON object it holds."""
         limit = self.settings.server.max_body_bytes
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
@@ -683,22 +713,27 @@ class Gateway:
             raise UsageError(f"request body is not valid JSON: {exc}") from exc
         if not isinstance(body, dict):
             raise UsageError("request body must be a JSON object")
-        try:
-            return bytes(raw), normalise(endpoint, body)
-        except ValidationError as exc:
-            raise validation_error(exc) from exc
+        return bytes(raw), body
 
-    async def _refuse(self, trace: _Trace, exc: BastionError) -> Response:
+    async def refuse_any(self, trace: Trace, exc: Exception) -> Response:
+        """:meth:`refuse` for a BastionError; anything else is logged and refused as an audited 500."""
+        if isinstance(exc, BastionError):
+            return await self.refuse(trace, exc)
+        log.error("request %s failed", trace.request_id, exc_info=exc)
+        return await self.refuse(trace, internal_error())
+
+    async def refuse(self, trace: Trace, exc: BastionError) -> Response:
+        """The error response for ``exc``, audited (a refusal is recorded like an answer)."""
         headers = {"x-request-id": trace.request_id}
         if isinstance(exc, QuotaExceeded):
             headers["retry-after"] = str(max(1, math.ceil(exc.retry_after_s)))
             headers.update(exc.headroom.headers())
         response = error_response(exc, headers)
-        return await self._finish(trace, None, exc.http_status, Usage(), response, error=exc)
+        return await self.finish(trace, None, exc.http_status, Usage(), response, error=exc)
 
-    async def _finish(
+    async def finish(
         self,
-        trace: _Trace,
+        trace: Trace,
         backend: Backend | None,
         status: int,
         usage: Usage,
@@ -720,7 +755,7 @@ class Gateway:
         )
         return response
 
-    def _metric_label(self, trace: _Trace, backend: Backend | None) -> str:
+    def _metric_label(self, trace: Trace, backend: Backend | None) -> str:
         """The model a metric is labelled with: a served one, never a name a client made up.
 
         The label was the requested name as sent: every made-up name became new time series in
@@ -732,7 +767,7 @@ class Gateway:
 
     async def _record(
         self,
-        trace: _Trace,
+        trace: Trace,
         backend: Backend | None,
         status: int,
         usage: Usage,
@@ -763,6 +798,7 @@ class Gateway:
             dlp=trace.dlp,
             sent_body=trace.sent,
             attempts=tuple(a.to_json() for a in trace.attempts) if len(trace.attempts) > 1 else (),
+            retrieval=trace.retrieval,
         )
         try:
             await self.audit.append_request(record)
@@ -784,11 +820,11 @@ class Gateway:
 
     async def list_models(self, request: Request) -> Response:
         """The models Cedar lets this key use (no server paths or upstream URLs: those are not theirs)."""
-        trace = _Trace(uuid.uuid4().hex, time.perf_counter(), "models")
+        trace = Trace(uuid.uuid4().hex, time.perf_counter(), "models")
         try:
-            principal = self._authenticate(request, trace)
+            principal = self.authenticate(request, trace)
         except BastionError as exc:
-            return await self._refuse(trace, exc)
+            return await self.refuse(trace, exc)
         visible = self.authorizer.visible(principal, (self._resource(m) for m in self.models.values()))
         data = []
         for name in visible:
@@ -833,8 +869,8 @@ class Gateway:
         """None for an administrator; otherwise the (audited) 403 to send."""
         if self.is_admin(request):
             return None
-        trace = _Trace(uuid.uuid4().hex, time.perf_counter(), what)
-        return await self._refuse(
+        trace = Trace(uuid.uuid4().hex, time.perf_counter(), what)
+        return await self.refuse(
             trace,
             PermissionDenied(
                 f"{what} is for administrators",

@@ -52,7 +52,11 @@ def _post(summary: str, request: type[BaseModel], streams: bool) -> dict[str, An
 def document() -> dict[str, Any]:
     """The whole OpenAPI document (computed once)."""
     schemas: dict[str, Any] = {}
-    for model in (ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ErrorEnvelope):
+    from bastion.serve.responses import ResponsesRequest
+    from bastion.serve.vector_stores import AttachFile, CreateStore, SearchStore
+
+    retrieval = (ResponsesRequest, CreateStore, AttachFile, SearchStore)
+    for model in (ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ErrorEnvelope, *retrieval):
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
@@ -73,6 +77,12 @@ def document() -> dict[str, Any]:
             ),
             "/v1/completions": _post("Text completion (JSON or SSE stream)", CompletionRequest, True),
             "/v1/embeddings": _post("Embeddings", EmbeddingRequest, False),
+            "/v1/responses": _post("An answer with citations from vector stores (file_search tool)",
+                                   ResponsesRequest, False),
+            "/v1/vector_stores": _post("Create a vector store (a retrieval collection)", CreateStore, False),
+            "/v1/vector_stores/{store}/files": _post("Ingest an uploaded file with its classification and"
+                                                      " groups (attributes)", AttachFile, False),
+            "/v1/vector_stores/{store}/search": _post("Best chunks this key may read", SearchStore, False),
             "/v1/models": {
                 "get": {
                     "summary": "Models this key may call",

@@ -23,6 +23,7 @@ from bastion.bundled import data_home
 from bastion.config import ModelSettings, Settings
 from bastion.errors import Busy, ConfigError
 from bastion.keys import KeyStore
+from bastion.policy import CedarAuthorizer
 from bastion.quota.quotas import Quotas
 from bastion.registry import open_registry
 from bastion.serve.app import AdmissionCheck, Gateway, build_app
@@ -31,9 +32,11 @@ from bastion.serve.backends.llama_cpp import LlamaCppBackend
 from bastion.serve.backends.upstream import UpstreamBackend, upstream_host
 from bastion.serve.dlp_guard import DlpGuard
 from bastion.serve.egress import install_egress_guard
+from bastion.serve.files import FileStore
 from bastion.serve.limits import HeadLimits, limited_protocol
 from bastion.serve.pidfile import PidFile
 from bastion.serve.preflight import build_authorizer, registry_enforced, require_models, require_public_key
+from bastion.serve.retrieval import GatewayAudit, RetrievalApi
 from bastion.serve.router import Router
 from bastion.serve.workers import supervise
 from bastion.signing import load_public_key
@@ -92,6 +95,20 @@ def build_gateway(settings: Settings) -> Gateway:
         ),
         dlp=DlpGuard.from_settings(settings.dlp, authorizer) if settings.dlp.enabled else None,
     )
+
+
+def build_retrieval(settings: Settings, gateway: Gateway) -> RetrievalApi:
+    """The retrieval endpoints' shared state: uploads beside the store, the gateway's own access policy
+    (one decision cache for models and documents; a policy reload reaches both) and the retrieval core,
+    opened on first use."""
+    from bastion.rag import RagStore
+
+    authorizer = gateway.authorizer
+    assert isinstance(authorizer, CedarAuthorizer)  # build_gateway made it
+    policy = authorizer.policy
+    files = FileStore(settings.store.target(), settings.store.path.parent / "files")
+    audit = GatewayAudit(gateway.audit) if gateway.audit is not None else None
+    return RetrievalApi(gateway, files, policy, lambda: RagStore.open(settings, policy=policy, audit=audit))
 
 
 def _org_key(settings: Settings) -> ec.EllipticCurvePublicKey | None:
@@ -211,7 +228,7 @@ def _run_gateway(settings: Settings, listener: socket.socket) -> None:
     gateway = build_gateway(settings)
     server = settings.server
     config = uvicorn.Config(
-        build_app(gateway),
+        build_app(gateway, build_retrieval(settings, gateway)),
         loop="asyncio",  # not uvloop: the egress guard must see every connect (see serve/egress.py)
         http=limited_protocol(
             HeadLimits(server.max_header_bytes, server.max_headers, server.header_timeout_s)
