@@ -42,10 +42,14 @@ def query_terms(conn: sqlite3.Connection, query: str) -> list[str]:
         return []
     conn.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS temp.rag_q USING fts5(text, tokenize = '{TOKENIZER}')")
     conn.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.rag_q_terms USING fts5vocab(temp, rag_q, row)")
-    conn.execute("DELETE FROM temp.rag_q")
-    conn.execute("INSERT INTO temp.rag_q(text) VALUES (?)", (" ".join(words),))
-    terms = [row[0] for row in conn.execute("SELECT term FROM temp.rag_q_terms")]
-    conn.execute("DELETE FROM temp.rag_q")
+    # Committed here: the DELETE/INSERT open an implicit transaction, and one left open pins this
+    # connection to its snapshot, so relabels and deletes written by any other process (a sibling
+    # worker, 'bastion rag') would never be seen by this one's searches.
+    with conn:
+        conn.execute("DELETE FROM temp.rag_q")
+        conn.execute("INSERT INTO temp.rag_q(text) VALUES (?)", (" ".join(words),))
+        terms = [row[0] for row in conn.execute("SELECT term FROM temp.rag_q_terms")]
+        conn.execute("DELETE FROM temp.rag_q")
     return terms[:MAX_TERMS]
 
 

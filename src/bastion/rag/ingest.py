@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from bastion.embeddings import MiniLMEmbedder
-from bastion.errors import BastionError, NotFound
+from bastion.errors import BastionError, NotFound, UnusableInput
 from bastion.rag.chunk import Chunk, chunk_text
 from bastion.rag.labels import FOLDER_RULE, SIDECAR_SUFFIX, Labels, labels_for
 from bastion.rag.parse import MAX_FILE_BYTES, Extracted, extract, supported
@@ -61,6 +61,23 @@ def files_under(path: Path) -> tuple[Path, list[Path]]:
             continue
         files.append(f)
     return path, files
+
+
+def _linked(file: Path, root: Path) -> bool:
+    """True when ``file`` found in a walk of ``root`` is a symlink or lies under one.
+
+    A folder walk never follows links: whoever may write into the folder could otherwise have a file
+    they cannot read ingested under the folder's label, or, linking to a document of the same tree,
+    relabel it (its id comes from the real path, its label from where the link sits).
+    """
+    return file.resolve() != root.resolve() / file.relative_to(root)
+
+
+def _symlink_error(file: Path) -> UnusableInput:
+    return UnusableInput(
+        f"{file}: is a symlink (or under one); a folder is ingested without following symlinks",
+        hint="Copy the document into the folder, or ingest its real path on its own.",
+    )
 
 
 def _failed(file: Path, exc: BastionError) -> FileOutcome:
@@ -122,6 +139,9 @@ def ingest_path(
     for file in files:
         if not supported(file) and path.is_dir():
             outcomes.append(FileOutcome(str(file), "ignored"))
+            continue
+        if path.is_dir() and _linked(file, root):
+            outcomes.append(_failed(file, _symlink_error(file)))
             continue
         try:
             prepared = _prepare(

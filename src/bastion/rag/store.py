@@ -400,14 +400,17 @@ class RagStore:
             for row, score in ranked:
                 found = self._conn.execute(
                     "SELECT c.chunk_id, c.sha256, c.document_id, c.start, c.end,"
-                    " substr(d.text, c.start + 1, c.end - c.start)"
+                    " substr(d.text, c.start + 1, c.end - c.start), d.classification, d.groups"
                     " FROM rag_chunks c JOIN rag_documents d ON d.id = c.document_id WHERE c.id = ?",
                     (int(index.rowids[row]),),
                 ).fetchone()
-                if found is None:
-                    continue  # deleted since the index was loaded
-                chunk_id, sha, doc_id, start, end, text = found
                 meta = index.docs[int(index.doc_of[row])]
+                # Another process may have written since the index was loaded: the chunk deleted, its
+                # rowid reused by another document (SQLite hands out the highest rowids again), or its
+                # document relabelled. Only the document, under the label, that Cedar allowed may show.
+                if found is None or not _decided_on(meta.resource, found[2], found[6], found[7]):
+                    continue
+                chunk_id, sha, doc_id, start, end, text = found[:6]
                 hits.append(
                     Hit(
                         chunk_id,
@@ -439,3 +442,12 @@ class RagStore:
             if self.policy.readable(principal, [resource]):
                 return str(row[3])
         raise NotFound(f"document {document_id!r} not found", param="document_id")
+
+
+def _decided_on(resource: DocumentResource, doc_id: str, classification: int, groups: str) -> bool:
+    """True when a chunk row read now still belongs to ``resource`` under the label it was decided on."""
+    return (doc_id, classification, frozenset(json.loads(groups))) == (
+        resource.id,
+        resource.classification,
+        resource.groups,
+    )
