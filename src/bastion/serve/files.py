@@ -30,6 +30,8 @@ MIGRATIONS = Migrations("openai_files")
 EXTENSIONS = (".md", ".markdown", ".txt", ".text", ".html", ".htm", ".pdf", ".docx")
 #: the first bytes each binary format must start with (a PDF header; DOCX is a ZIP container)
 MAGIC = {".pdf": b"%PDF-", ".docx": b"PK\x03\x04"}
+#: longest uploaded file name kept (bytes of UTF-8): it is a file name on disk, temp prefix included
+MAX_NAME_BYTES = 200
 PURPOSES = ("assistants", "user_data", "batch", "fine-tune", "vision", "evals")
 
 
@@ -148,6 +150,14 @@ class FileStore:
             raise UnusableInput(
                 f"uploaded file name {filename!r} is not usable",
                 hint="Name the file, e.g. report.pdf.",
+                param="file",
+            )
+        if len(name.encode("utf-8", "replace")) > MAX_NAME_BYTES:
+            # The name becomes a file name on disk (and its temp file's, longer still): past the file
+            # system's 255 bytes the write failed with an error naming the server's folders.
+            raise UnusableInput(
+                f"uploaded file name is longer than {MAX_NAME_BYTES} bytes ({name[:40]}...)",
+                hint="Give the file a shorter name, keeping its extension.",
                 param="file",
             )
         check_upload(name, data)
