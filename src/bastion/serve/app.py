@@ -23,6 +23,7 @@ from bastion.serve import admin, openapi
 from bastion.serve.backends import Endpoint
 from bastion.serve.gateway import AdmissionCheck, Gateway
 from bastion.serve.http_errors import error_response
+from bastion.serve.reloads import reload_pending
 from bastion.serve.retrieval import RetrievalApi
 
 log = logging.getLogger("bastion.serve")
@@ -79,6 +80,8 @@ def build_app(gateway: Gateway, retrieval: RetrievalApi | None = None) -> Starle
         await gateway.start()
         with contextlib.suppress(NotImplementedError, RuntimeError):  # no signals off the main thread
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, on_sighup)
+            if reload_pending():  # signalled while the models loaded (serve/reloads.py)
+                on_sighup()
         try:
             yield
         finally:

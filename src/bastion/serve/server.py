@@ -36,6 +36,7 @@ from bastion.serve.files import FileStore
 from bastion.serve.limits import HeadLimits, limited_protocol
 from bastion.serve.pidfile import PidFile
 from bastion.serve.preflight import build_authorizer, registry_enforced, require_models, require_public_key
+from bastion.serve.reloads import defer_reloads
 from bastion.serve.retrieval import GatewayAudit, RetrievalApi
 from bastion.serve.router import Router
 from bastion.serve.workers import supervise
@@ -190,6 +191,7 @@ def serve(settings: Settings) -> None:
 
 
 def _serve_locked(settings: Settings) -> None:
+    defer_reloads()  # a reload signalled while starting must not end the process (serve/reloads.py)
     pid_file = PidFile.acquire(data_home() / "serve.pid")  # for 'bastion policy reload' (SIGHUP)
     try:
         listener = bind_listener(settings.server.host, settings.server.port)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 
 from bastion.errors import BastionError, internal_error
+from bastion.serve.reloads import defer_reloads
 
 log = logging.getLogger("bastion.serve.workers")
 
@@ -62,8 +63,9 @@ class _Supervisor:
         try:
             pid = os.fork()
             if pid == 0:  # the worker: never returns into the parent's stack (nor its finally blocks)
-                for sig in _HANDLED:
+                for sig in (signal.SIGTERM, signal.SIGINT):
                     signal.signal(sig, signal.SIG_DFL)  # uvicorn installs its own once it runs
+                defer_reloads()  # SIGHUP's default would end a worker still loading its models
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, _HANDLED)
                 os._exit(_worker_main(self.run_worker))
         finally:
