@@ -22,7 +22,7 @@ import orjson
 
 from bastion.errors import NotFound, UnusableInput
 from bastion.signing.keys import write_atomic
-from bastion.store import Connection, Migrations, Target, open_database
+from bastion.store import Connection, ConstraintViolation, Migrations, Target, open_database
 
 MIGRATIONS = Migrations("openai_files")
 
@@ -218,28 +218,39 @@ class FileStore:
     def attach(
         self, record: FileRecord, vector_store_id: str, document_id: str, attributes: dict[str, Any]
     ) -> Attachment:
-        """Record that ``record`` was ingested into ``vector_store_id`` as ``document_id``."""
+        """Record that ``record`` was ingested into ``vector_store_id`` as ``document_id``; NotFound when
+        the file was deleted meanwhile (its row is the foreign key: the check and the insert are one)."""
         attachment = Attachment(
             vector_store_id, record.id, document_id, record.owner, attributes, record.bytes, int(time.time())
         )
+        try:
+            self._insert_attachment(record, attachment)
+        except ConstraintViolation as exc:
+            raise NotFound(
+                f"no file {record.id!r}: it was deleted while it was being attached",
+                hint="Upload the file again and attach the new id.",
+                param="file_id",
+            ) from exc
+        return attachment
+
+    def _insert_attachment(self, record: FileRecord, attachment: Attachment) -> None:
         with self._lock, self._conn.transaction():
             self._conn.execute(  # re-attaching replaces the row (portable: no INSERT OR REPLACE)
                 "DELETE FROM openai_vector_store_files WHERE vector_store_id = ? AND file_id = ?",
-                (vector_store_id, record.id),
+                (attachment.vector_store_id, record.id),
             )
             self._conn.execute(
                 "INSERT INTO openai_vector_store_files VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
-                    vector_store_id,
+                    attachment.vector_store_id,
                     record.id,
-                    document_id,
+                    attachment.document_id,
                     record.owner,
-                    orjson.dumps(attributes).decode(),
+                    orjson.dumps(attachment.attributes).decode(),
                     record.bytes,
                     attachment.created_at,
                 ),
             )
-        return attachment
 
     def attachment(self, vector_store_id: str, file_id: str) -> Attachment | None:
         """The attachment of ``file_id`` to ``vector_store_id``, if any."""

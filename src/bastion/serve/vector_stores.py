@@ -248,7 +248,13 @@ async def attach(api: RetrievalApi, request: Request) -> Response:
                 hint=error.get("hint") or "Upload a well-formed document.",
                 param="file_id",
             )
-        attachment = await off_loop(api.files.attach, record, store, outcome.document_id, attributes)
+        try:
+            attachment = await off_loop(api.files.attach, record, store, outcome.document_id, attributes)
+        except NotFound:
+            # The upload was deleted while it was ingested: its document would belong to nobody (no
+            # attachment for the uploader's delete to find) and stay searchable. Take it out again.
+            await off_loop(rag.delete_document, store, outcome.document_id)
+            raise
         await api.audit_admin(
             "vector_store.file.attach",
             principal,
