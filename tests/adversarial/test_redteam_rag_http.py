@@ -65,8 +65,8 @@ def _ask(client: OpenAI, question: str) -> dict[str, object]:
 @pytest.mark.xfail(
     strict=True,
     reason="retrieved chunks never enter the DLP/Cedar context: a secret-labelled document is put in front"
-    " of a model whose classification ceiling is public (or an upstream that is not local), although the"
-    " same text with a SECRET banner is refused by dlp.marking-above-ceiling. Fix: Hit carries its"
+    " of a local model whose classification ceiling is public (a route leaving the host is refused since"
+    " 5a6e3bb), although the same text with a SECRET banner is refused by dlp.marking-above-ceiling. Fix: Hit carries its"
     " document's classification and /v1/responses raises context.dlp.marking_level to the highest"
     " classification among the chunks it sends (gateway.answer needs a floor for it), or search drops"
     " chunks above the ceiling of every candidate of the route.",
