@@ -75,3 +75,16 @@ def test_missing_policy_names_the_packs() -> None:
 def test_splitter_respects_strings_and_comments() -> None:
     parts = split_statements(BAD)
     assert [line for line, _ in parts] == [2, 6, 12, 16]
+
+
+def test_a_wave_one_policy_naming_resources_without_an_action_scope_still_validates(tmp_path: Path) -> None:
+    # Retrieval added the Document resource; statements written for models before it must not break
+    # on upgrade (found by the red team: the gateway refused such a policy at reload).
+    policy = tmp_path / "old.cedar"
+    policy.write_text(
+        'permit (principal, action, resource);\nforbid (principal, action, resource) when { resource.name == "good" };\n',
+        encoding="utf-8",
+    )
+    source, problems = read_policy(policy)
+    assert problems == [], problems
+    assert len(source.statements) == 2

@@ -99,6 +99,7 @@ class DocumentResource:
         return {
             "uid": {"type": f"{NAMESPACE}::Document", "id": self.id},
             "attrs": {
+                "name": self.id,
                 "collection": self.collection,
                 "classification": self.classification,
                 "groups": [
