@@ -45,7 +45,7 @@ class Setup:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     home = tmp_path_factory.mktemp("redteam-rag-http")
-    with officer_and_analyst(home) as (base, officer, analyst):
+    with officer_and_analyst(home, ceiling="public") as (base, officer, analyst):
         officer.vector_stores.create(name="intel-ops", description="Blackbird courier plans")
         up = officer.files.create(file=("blackbird.md", SECRET.encode()), purpose="assistants")
         vsf = officer.vector_stores.files.create(
@@ -62,15 +62,6 @@ def _ask(client: OpenAI, question: str) -> dict[str, object]:
     return response.model_dump()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="retrieved chunks never enter the DLP/Cedar context: a secret-labelled document is put in front"
-    " of a local model whose classification ceiling is public (a route leaving the host is refused since"
-    " 5a6e3bb), although the same text with a SECRET banner is refused by dlp.marking-above-ceiling. Fix: Hit carries its"
-    " document's classification and /v1/responses raises context.dlp.marking_level to the highest"
-    " classification among the chunks it sends (gateway.answer needs a floor for it), or search drops"
-    " chunks above the ceiling of every candidate of the route.",
-)
 def test_a_secret_document_is_not_sent_to_a_model_below_its_classification(setup: Setup) -> None:
     # the premise: the gateway does refuse secret text for this model when it can see the marking
     with pytest.raises(openai.PermissionDeniedError):

@@ -139,6 +139,14 @@ clearance = { staff = "official", intel = "secret" }
 name = "smollm2"
 path = "bundled:smollm2"
 n_threads = 1
+classification = "{ceiling}"
+
+[[models]]
+name = "gemma3"                # for secret work: only keys cleared to secret may call it (other bytes:
+path = "bundled:gemma3"        # a model's ceiling is the highest its bytes are served at, under any name)
+chat_format = "gemma"
+n_threads = 1
+classification = "secret"
 
 [[models]]
 name = "cloud"
@@ -149,15 +157,17 @@ fallbacks = ["smollm2"]
 
 
 @contextlib.contextmanager
-def officer_and_analyst(home: Path) -> Iterator[tuple[str, OpenAI, OpenAI]]:
+def officer_and_analyst(home: Path, ceiling: str = "official") -> Iterator[tuple[str, OpenAI, OpenAI]]:
     """A retrieval gateway and two SDK clients: an officer (groups staff and intel, cleared to secret)
-    and an analyst (staff, official). Only keys are administrators here (as behind a proxy): loopback
-    callers are by default."""
+    and an analyst (staff, official); ``smollm2`` may hold data up to ``ceiling``, ``gemma3`` up to
+    secret. Only keys are
+    administrators here (as behind a proxy): loopback callers are by default."""
     store = KeyStore(home / "bastion.db")
-    officer_key = store.create("officer", ["smollm2"], groups=["staff", "intel"]).key
+    officer_key = store.create("officer", ["smollm2", "gemma3"], groups=["staff", "intel"]).key
     analyst_key = store.create("analyst", ["smollm2"], groups=["staff"]).key
     store.close()
-    with serving(home, RETRIEVAL_CONFIG, admit={"smollm2": "bundled:smollm2"}, server="admin_loopback = false") as base:
+    with serving(home, RETRIEVAL_CONFIG.replace("{ceiling}", ceiling), admit={"smollm2": "bundled:smollm2", "gemma3": "bundled:gemma3"},
+                 server="admin_loopback = false") as base:
         officer = OpenAI(base_url=base + "/v1", api_key=officer_key, max_retries=0, timeout=120)
         analyst = OpenAI(base_url=base + "/v1", api_key=analyst_key, max_retries=0, timeout=120)
         yield base, officer, analyst

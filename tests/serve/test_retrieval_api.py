@@ -103,7 +103,7 @@ def test_search_finds_the_secret_for_the_cleared_key_only(stack: Stack) -> None:
 
 def test_a_cited_answer_whose_offsets_point_at_the_quoted_text(stack: Stack) -> None:
     raw = stack.officer.responses.with_raw_response.create(
-        model="smollm2",
+        model="gemma3",  # cleared to hold secret text: the secret document may enter its prompt
         input=f"Where does operation {CODEWORD} move the reserve fuel depot?",
         tools=[{"type": "file_search", "vector_store_ids": ["handbook"]}],
         include=["file_search_call.results"],
@@ -126,7 +126,7 @@ def test_a_cited_answer_whose_offsets_point_at_the_quoted_text(stack: Stack) -> 
     assert CODEWORD in citations[0].model_extra["title"] or CODEWORD.lower() in citations[0].filename  # type: ignore[index]
     # the audit entry names the chunks put in front of the model, for this key
     entry = stack.audit(response.id.removeprefix("resp_"))
-    assert entry["status"] == 200 and entry["model"] == "smollm2"
+    assert entry["status"] == 200 and entry["model"] == "gemma3"
     chunks = entry["retrieval"]["chunks"]  # type: ignore[index]
     assert [c["document"] for c in chunks][0] == stack.secret_doc
     assert all(c["sha256"] and c["id"] for c in chunks)

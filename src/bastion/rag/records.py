@@ -21,6 +21,8 @@ class Hit:
     end: int
     text: str
     score: float
+    #: the document's classification (0 public ... 3 top secret): what a model must be cleared to see
+    classification: int = 0
 
     def to_json(self) -> dict[str, Any]:
         """The hit as a plain mapping."""

@@ -423,6 +423,7 @@ class RagStore:
                         end,
                         text,
                         round(score, 6),
+                        meta.resource.classification,
                     )
                 )
         return hits

@@ -166,6 +166,16 @@ def _local_route(gateway: Gateway, model: str) -> None:
         )
 
 
+def _within_ceiling(gateway: Gateway, model: str, hits: Sequence[Hit]) -> list[Hit]:
+    """The hits every model of ``model``'s route may see: a chunk above the lowest classification
+    ceiling of the route never enters the prompt (the reader's clearance decided what they may read;
+    the ceiling decides what the answering model may hold, as DLP's marking check does for text)."""
+    if model not in gateway.models:
+        return list(hits)
+    ceiling = min(gateway.models[m].ceiling for m in gateway.router.route(model) if m in gateway.models)
+    return [h for h in hits if h.classification <= ceiling]
+
+
 def _search_call(
     request_id: str, query: str, used: Sequence[tuple[Hit, str]], results: bool
 ) -> dict[str, Any]:
@@ -238,6 +248,7 @@ async def _answer(
             principal=principal,
             k=tool.max_num_results or DEFAULT_RESULTS,
         )
+        hits = _within_ceiling(gateway, body.model, hits)
     messages, used = grounded_messages(body, hits)
     if body.tools:
         trace.retrieval = hits_record(body.tools[0].vector_store_ids, [h for h, _ in used])
