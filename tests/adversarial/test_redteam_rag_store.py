@@ -195,3 +195,23 @@ def test_relabels_and_deletes_by_another_process_reach_a_searching_process(
         assert reader.search("kb", question, principal=TESS, k=5) == []
     finally:
         reader.close()
+
+
+def test_a_sidecar_dropped_beside_a_document_cannot_declassify_it(tmp_path: Path) -> None:
+    # A writer to the ingested folder drops `plan.md.meta.toml` saying public: the operator ingested the
+    # folder as secret, and the flag is a floor, so the document stays secret (it used to become public).
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "plan.md").write_text("# Plan\n\nThe NIGHTJAR convoy leaves at dawn from the northern depot.\n")
+    (docs / "plan.md.meta.toml").write_text('classification = "public"\n', encoding="utf-8")
+    store = _store(tmp_path)
+    try:
+        store.create_collection("kb")
+        (got,) = store.ingest("kb", docs, classification="secret", groups=["intel"]).files
+        assert (got.status, got.classification) == ("ingested", "secret")
+        # a label file may still raise a document above the flag
+        (docs / "plan.md.meta.toml").write_text('classification = "top-secret"\n', encoding="utf-8")
+        (raised,) = store.ingest("kb", docs, classification="secret", groups=["intel"]).files
+        assert raised.classification == "top-secret"
+    finally:
+        store.close()

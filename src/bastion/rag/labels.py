@@ -2,7 +2,10 @@
 
 The most specific source wins: a sidecar ``NAME.meta.toml`` beside the file (``report.pdf`` ->
 ``report.pdf.meta.toml``), else the nearest ``folder.meta.toml`` in the file's folder or a parent up
-to the ingested folder, else the ``--classification``/``--group`` flags. A document with no
+to the ingested folder, else the ``--classification``/``--group`` flags. ``--classification`` is also a
+floor: a label file may raise a document above it, never lower it (label files sit where documents
+are dropped, so whoever can write there must not be able to declassify). Groups in a label file replace
+``--group``: protect the folder's label files as you protect the documents. A document with no
 classification or no group is refused (fail closed): nobody would be able to read it, or worse,
 everyone would be by accident. Every document records where its label came from.
 
@@ -114,9 +117,13 @@ def labels_for(file: Path, root: Path, classification: str | None, groups: tuple
         if folder == root:
             break
         folder = folder.parent
-    if cls is None and classification is not None:
-        cls = level(classification, "--classification")
-        source.append("--classification")
+    if classification is not None:
+        floor = level(classification, "--classification")
+        # The flag is a floor, not a default: a label file beside the documents (anyone who can write
+        # into the ingested folder can drop one) may raise a file's classification, never lower it.
+        if cls is None or cls < floor:
+            cls = floor
+            source.append("--classification")
     if grp is None and groups:
         grp = groups
         source.append("--group")
