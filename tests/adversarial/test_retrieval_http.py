@@ -165,19 +165,29 @@ def test_responses_with_injection_cite_and_show_nothing_restricted(setup: Setup)
 
 
 def test_an_upload_named_like_a_restricted_document_does_not_replace_it(setup: Setup) -> None:
+    # Another key may not write into the store at all (only its creator or an administrator may) ...
     decoy = setup.analyst.files.create(file=("blueheron.md", b"# Operation Blueheron\n\nNothing to see."),
                                        purpose="assistants")
-    attached = setup.analyst.vector_stores.files.create(
-        "ops", file_id=decoy.id, attributes={"classification": "official", "groups": "staff"}
+    with pytest.raises(openai.PermissionDeniedError):
+        setup.analyst.vector_stores.files.create(
+            "ops", file_id=decoy.id, attributes={"classification": "official", "groups": "staff"}
+        )
+    setup.analyst.files.delete(decoy.id)
+    # ... and an upload by the creator under a restricted document's file name is a new document: it is
+    # ingested from the upload's own path, so it neither replaces nor relabels the restricted one.
+    twin = setup.officer.files.create(file=("blueheron.md", b"# Operation Blueheron\n\nNothing to see."),
+                                      purpose="assistants")
+    attached = setup.officer.vector_stores.files.create(
+        "ops", file_id=twin.id, attributes={"classification": "official", "groups": "staff"}
     )
-    decoy_doc = (attached.model_extra or {})["document_id"]
-    assert decoy_doc not in setup.restricted
+    twin_doc = (attached.model_extra or {})["document_id"]
+    assert twin_doc not in setup.restricted
     found = setup.officer.vector_stores.search("ops", query="Kestrel quarry route map", max_num_results=3).data
     assert found[0].file_id in setup.restricted and "Kestrel" in found[0].content[0].text
     assert setup.officer.vector_stores.retrieve("ops").file_counts.total == len(setup.public) + len(
         setup.restricted
     ) + 1
-    setup.analyst.vector_stores.files.delete(decoy.id, vector_store_id="ops")
+    setup.officer.vector_stores.files.delete(twin.id, vector_store_id="ops")
 
 
 def test_labels_cannot_be_escalated_or_given_away(setup: Setup) -> None:

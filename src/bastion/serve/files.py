@@ -49,6 +49,16 @@ def create_files(conn: Connection) -> None:
     )
 
 
+@MIGRATIONS
+def vector_store_owners(conn: Connection) -> None:
+    # Who created each vector store over HTTP: only that key (or an administrator) may add files to it.
+    # A collection made with `bastion rag create` has no row: over HTTP, only administrators write to it.
+    conn.execute(
+        "CREATE TABLE openai_vector_stores (id TEXT PRIMARY KEY, owner TEXT NOT NULL,"
+        " created_at INTEGER NOT NULL)"
+    )
+
+
 @dataclass(frozen=True)
 class FileRecord:
     """One uploaded file, as ``GET /v1/files/{id}`` shows it."""
@@ -214,6 +224,27 @@ class FileStore:
         with contextlib.suppress(OSError):
             self.path(record).parent.rmdir()
         return gone
+
+    def own_store(self, vector_store_id: str, owner: str) -> None:
+        """Record that ``owner`` (a key id) created ``vector_store_id``."""
+        with self._lock, self._conn.transaction():
+            self._conn.execute(
+                "INSERT INTO openai_vector_stores (id, owner, created_at) VALUES (?, ?, ?)",
+                (vector_store_id, owner, int(time.time())),
+            )
+
+    def store_owner(self, vector_store_id: str) -> str | None:
+        """The key id that created ``vector_store_id`` over HTTP (None: made by the operator's CLI)."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT owner FROM openai_vector_stores WHERE id = ?", (vector_store_id,)
+            ).fetchone()
+        return str(row[0]) if row else None
+
+    def forget_store(self, vector_store_id: str) -> None:
+        """Drop the owner record of a deleted vector store."""
+        with self._lock, self._conn.transaction():
+            self._conn.execute("DELETE FROM openai_vector_stores WHERE id = ?", (vector_store_id,))
 
     def attach(
         self, record: FileRecord, vector_store_id: str, document_id: str, attributes: dict[str, Any]

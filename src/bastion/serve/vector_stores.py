@@ -113,10 +113,24 @@ def _document_file(store: str, doc: Any, attached: dict[str, Any]) -> dict[str, 
     }
 
 
-async def _collection(api: RetrievalApi, name: str, principal: Principal) -> Any:
-    """The collection ``name`` with only the documents ``principal`` may read (Cedar, in the core)."""
+async def _collection(api: RetrievalApi, name: str, principal: Principal, request: Request) -> Any:
+    """The collection ``name`` with only the documents ``principal`` may read (Cedar, in the core).
+
+    NotFound, exactly as for a missing one, unless the caller may know it exists: an administrator,
+    the key that created it, or a key that may read at least one of its documents.
+    """
     rag = await api.core()
-    return await off_loop(rag.show, name, principal)
+    info = await off_loop(rag.show, name, principal)
+    if not _visible(api, request, principal, info):
+        raise NotFound(f"collection {name!r} does not exist", hint="GET /v1/vector_stores lists yours.",
+                       param="vector_store_id")
+    return info
+
+
+def _visible(api: RetrievalApi, request: Request, principal: Principal, info: Any) -> bool:
+    if info.documents > 0 or api.gateway.is_admin(request):
+        return True
+    return api.files.store_owner(info.name) == principal.key_id
 
 
 async def create(api: RetrievalApi, request: Request) -> Response:
@@ -135,6 +149,7 @@ async def create(api: RetrievalApi, request: Request) -> Response:
         name = body.name or f"vs_{secrets.token_hex(8)}"
         rag = await api.core()
         await off_loop(rag.create_collection, name, body.description)
+        await off_loop(api.files.own_store, name, principal.key_id)
         await api.audit_admin("vector_store.create", principal, {"vector_store": name})
         info = await off_loop(rag.show, name, principal)
         return json_response(store_object(info))
@@ -149,7 +164,9 @@ async def list_stores(api: RetrievalApi, request: Request) -> Response:
         rag = await api.core()
         data = []
         for summary in await off_loop(rag.list_collections, principal):
-            data.append(store_object(await off_loop(rag.show, summary.name, principal)))
+            info = await off_loop(rag.show, summary.name, principal)
+            if _visible(api, request, principal, info):  # stores a key can read nothing in stay unnamed
+                data.append(store_object(info))
         return json_response(page(data))
 
     return await handle(api.gateway, request, "vector_stores", run)
@@ -159,7 +176,9 @@ async def retrieve(api: RetrievalApi, request: Request) -> Response:
     """``GET /v1/vector_stores/{id}``."""
 
     async def run(principal: Principal, trace: Trace) -> Response:
-        return json_response(store_object(await _collection(api, request.path_params["store"], principal)))
+        return json_response(
+            store_object(await _collection(api, request.path_params["store"], principal, request))
+        )
 
     return await handle(api.gateway, request, "vector_stores", run)
 
@@ -176,6 +195,7 @@ async def delete(api: RetrievalApi, request: Request) -> Response:
             )
         rag = await api.core()
         await off_loop(rag.delete_collection, name)
+        await off_loop(api.files.forget_store, name)
         await api.audit_admin("vector_store.delete", principal, {"vector_store": name})
         return json_response({"id": name, "object": "vector_store.deleted", "deleted": True})
 
@@ -232,7 +252,16 @@ async def attach(api: RetrievalApi, request: Request) -> Response:
         record = await off_loop(api.files.get, body.file_id, principal.key_id)
         attributes = dict(body.attributes or {})
         classification, groups = _labels(api, principal, store, attributes)
-        await _collection(api, store, principal)  # NotFound for an unknown store, before anything is written
+        await _collection(api, store, principal, request)  # NotFound, before anything is written
+        if api.files.store_owner(store) != principal.key_id and not api.gateway.is_admin(request):
+            # Reading is Cedar's per document; writing into a collection is its creator's: a key that
+            # could add files to any store could plant text (false facts, injected instructions) that
+            # other keys' searches rank beside the real sources.
+            raise PermissionDenied(
+                f"only the key that created vector store {store!r}, or an administrator, may add files to it",
+                hint="Create a vector store of your own, or ask an administrator to add the file.",
+                param="vector_store_id",
+            )
         rag = await api.core()
         # Ingested from the upload's own path, never under its client-given name: a document's id is
         # derived from its source, and a name-keyed source let another key's upload of a file with the
@@ -277,7 +306,7 @@ async def list_files(api: RetrievalApi, request: Request) -> Response:
 
     async def run(principal: Principal, trace: Trace) -> Response:
         store = request.path_params["store"]
-        info = await _collection(api, store, principal)
+        info = await _collection(api, store, principal, request)
         attached = await off_loop(api.files.by_document, store)
         return json_response(page([_document_file(store, d, attached) for d in info.document_list]))
 
@@ -285,11 +314,11 @@ async def list_files(api: RetrievalApi, request: Request) -> Response:
 
 
 async def _readable_file(
-    api: RetrievalApi, principal: Principal, store: str, file_id: str
+    api: RetrievalApi, principal: Principal, store: str, file_id: str, request: Request
 ) -> tuple[Any, Any]:
     """(document, attachment or None) of ``file_id`` (an upload's or a document's id) if readable; else
     NotFound, the same for a file that is not there and one the caller may not read."""
-    info = await _collection(api, store, principal)
+    info = await _collection(api, store, principal, request)
     attached = await off_loop(api.files.by_document, store)
     for doc in info.document_list:
         attachment = attached.get(doc.id)
@@ -307,7 +336,7 @@ async def retrieve_file(api: RetrievalApi, request: Request) -> Response:
 
     async def run(principal: Principal, trace: Trace) -> Response:
         store = request.path_params["store"]
-        doc, attachment = await _readable_file(api, principal, store, request.path_params["file_id"])
+        doc, attachment = await _readable_file(api, principal, store, request.path_params["file_id"], request)
         return json_response(_document_file(store, doc, {doc.id: attachment} if attachment else {}))
 
     return await handle(api.gateway, request, "vector_stores", run)
@@ -320,7 +349,7 @@ async def detach(api: RetrievalApi, request: Request) -> Response:
 
     async def run(principal: Principal, trace: Trace) -> Response:
         store, file_id = request.path_params["store"], request.path_params["file_id"]
-        doc, attachment = await _readable_file(api, principal, store, file_id)
+        doc, attachment = await _readable_file(api, principal, store, file_id, request)
         mine = attachment is not None and attachment.owner == principal.key_id
         if not mine and not api.gateway.is_admin(request):
             raise PermissionDenied(
