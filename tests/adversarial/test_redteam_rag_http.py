@@ -113,14 +113,6 @@ def _cleared(setup: Setup) -> bool:
     return any(h.file_id == setup.secret_doc for h in hits)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="'bastion policy reload' (SIGHUP, POST /admin/reload) re-reads the Cedar policy file only:"
-    " AccessPolicy keeps the group clearances it was built with, so lowering a group's clearance in"
-    " [policy] clearance (a compromised group) takes effect only on restart, while the other Cedar"
-    " inputs change on reload. Fix: reload re-reads [policy] clearance from the configuration and"
-    " AccessPolicy.reload() takes the new mapping (bumping version, dropping both caches).",
-)
 def test_a_lowered_group_clearance_takes_effect_on_reload(setup: Setup) -> None:
     assert _cleared(setup)
     config = setup.home / "bastion.toml"

@@ -142,11 +142,14 @@ class AccessPolicy:
         """Where the current policy came from."""
         return self._source.origin
 
-    def reload(self) -> None:
-        """Re-read the policy file and drop cached decisions; a bad file raises and the old policy stays."""
+    def reload(self, clearance: Mapping[str, int] | None = None) -> None:
+        """Re-read the policy file (and take the groups' ``clearance``, when given) and drop cached
+        decisions; a bad file raises and the old policy and clearances stay."""
         source, policy_set = self._load()
         with self._lock:
             self._source, self._set = source, policy_set
+            if clearance is not None:
+                self._clearance = dict(clearance)
             self._cache.clear()
             self._documents.clear()
             self._version += 1
@@ -334,9 +337,9 @@ class CedarAuthorizer:
         """Where the policy in force came from."""
         return self.policy.origin
 
-    def reload(self) -> None:
-        """Re-read the policy; a bad file raises and the old policy stays in force."""
-        self.policy.reload()
+    def reload(self, clearance: Mapping[str, int] | None = None) -> None:
+        """Re-read the policy (and take new group clearances); a bad file raises, the old one stays."""
+        self.policy.reload(clearance)
 
     def authorize(self, principal: PrincipalLike, action: str, model: ModelResource) -> None:
         """Return if Cedar allows ``principal`` to ``action`` on ``model``; raise PermissionDenied if not."""

@@ -7,7 +7,7 @@ fallback the router walks to. There is no path around it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Protocol
 
 from bastion.keys import Principal
@@ -31,8 +31,9 @@ class Authorizer(Protocol):
     def visible(self, principal: Principal, models: Iterable[ModelResource]) -> list[str]:
         """The names among ``models`` the principal may use for at least one action."""
 
-    def reload(self) -> None:
-        """Re-read the policy; raise (keeping the old policy) when the new one does not validate."""
+    def reload(self, clearance: Mapping[str, int] | None = None) -> None:
+        """Re-read the policy (and take the groups' new ``clearance``, when given); raise (keeping the
+        old policy) when the new one does not validate."""
 
 
 def bearer_token(header: str | None) -> str | None:

@@ -26,6 +26,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from functools import partial
+from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
@@ -37,7 +38,7 @@ from starlette.responses import Response
 from bastion.audit import AuditLog, RequestRecord, os_actor
 from bastion.bundled import resolve
 from bastion.catalog import reload_catalog
-from bastion.config import ModelSettings, Settings
+from bastion.config import ModelSettings, Settings, load_settings
 from bastion.errors import (
     AuthenticationFailed,
     BackendUnavailable,
@@ -53,7 +54,7 @@ from bastion.errors import (
     internal_error,
 )
 from bastion.keys import KeyStore, Principal
-from bastion.policy import ModelResource
+from bastion.policy import LEVELS, ModelResource
 from bastion.quota import QuotaExceeded
 from bastion.quota.cost import load_prices
 from bastion.quota.quotas import Held, Quotas
@@ -335,7 +336,7 @@ class Gateway:
 
     def _reload_policy(self) -> str:
         try:
-            self.authorizer.reload()
+            self.authorizer.reload(self._configured_clearance())
         except BastionError as exc:
             log.error("policy reload failed, keeping the previous policy: %s", exc.message)
             return f"kept (new policy invalid: {exc.message})"
@@ -344,6 +345,18 @@ class Gateway:
             origin = self.authorizer.origin
             self.audit.append_admin("policy.reload", "gateway", None, None, {"policy": origin})
         return "reloaded"
+
+    def _configured_clearance(self) -> dict[str, int] | None:
+        """The groups' clearances as the configuration file says now (a compromised group lowered takes
+        effect on reload, like the policy); None, keeping those in force, when it cannot be read."""
+        if self.settings.source == "defaults":
+            return None
+        try:
+            fresh = load_settings(Path(self.settings.source))
+        except BastionError as exc:
+            log.error("group clearances kept: the configuration cannot be read again: %s", exc.message)
+            return None
+        return {group: LEVELS[level] for group, level in fresh.policy.clearance.items()}
 
     async def _reload_admission(self, name: str, model: ServedModel) -> str:
         assert self.admission is not None
