@@ -20,6 +20,7 @@ from bastion.evals.store import migrations as EVALS
 from bastion.keys.store import migrations as KEYS
 from bastion.quota.store import migrations as QUOTA
 from bastion.registry.store import migrations as REGISTRY
+from bastion.serve.files import MIGRATIONS as FILES
 from bastion.store import ComponentStatus, Migrations, PostgresTarget, Target, open_database
 from bastion.withdrawal.store import migrations as WITHDRAWAL
 
@@ -41,6 +42,7 @@ def components(settings: Settings) -> list[Component]:
         Component(REGISTRY, store),
         Component(QUOTA, store),
         Component(WITHDRAWAL, store),
+        Component(FILES, store),  # uploads and vector stores of the OpenAI retrieval API
         Component(AUDIT, settings.audit.target()),
         Component(EVALS, evals),
     ]

@@ -13,7 +13,7 @@ from bastion.keys.store import migrations as keys_migrations
 from bastion.store import PostgresTarget, Target
 from tests.conftest import store_toml
 
-COMPONENTS = ["keys", "registry", "quota", "withdrawal", "audit", "evals"]
+COMPONENTS = ["keys", "registry", "quota", "withdrawal", "openai_files", "audit", "evals"]
 
 
 def db(config: Path, home: Path, *args: str) -> dict[str, Any]:
