@@ -21,39 +21,18 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
-
-import httpx
 
 from bastion import bundled
 from bastion.drill import Drill, DrillOptions
 from bastion.keys import KeyStore
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url}: process exited with {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"{url} not ready in {timeout}s")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from engines import free_port, wait_ready  # noqa: E402  (one copy of the bench's process helpers)
 
 
 def start_upstream(home: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -66,7 +45,7 @@ def start_upstream(home: Path) -> tuple[subprocess.Popen[bytes], str]:
         stdout=log, stderr=log,
     )
     url = f"http://127.0.0.1:{port}/v1"
-    wait_ready(url + "/models", proc)
+    wait_ready(url + "/models", proc, timeout=300)
     return proc, url
 
 
@@ -86,7 +65,7 @@ def start_gateway(home: Path, upstream: str) -> tuple[subprocess.Popen[bytes], s
     proc = subprocess.Popen([sys.executable, "-m", "bastion.cli.main", "serve", "--config", str(config)],
                             stdout=log, stderr=log, env=env)
     base = f"http://127.0.0.1:{port}"
-    wait_ready(base + "/healthz", proc)
+    wait_ready(base + "/healthz", proc, timeout=300)
     return proc, base
 
 

@@ -11,7 +11,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import httpx
 import pytest
 
 from bastion import bundled
+from tests.serve.conftest import stop
 
 ERROR = re.compile(r"^error: (?P<message>.*)\nhint: (?P<hint>.*)$", re.MULTILINE)
 
@@ -84,12 +84,7 @@ def serve_once(home: Path) -> tuple[int | None, str]:
         raise AssertionError(f"serve neither started nor stopped in 90 s:\n{log.read_text()}")
     finally:
         if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+            stop(proc)
 
 
 def doctor_failures(home: Path) -> list[dict[str, str]]:
