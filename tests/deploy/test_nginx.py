@@ -10,52 +10,23 @@ answered request exactly once and verifies.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import shutil
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from bastion.keys import KeyStore
-from tests.serve.conftest import admit_all, free_port, stop, wait_http
+from tests.serve.conftest import free_port, stop, wait_http
+from tests.serve.replicas import replicas
 
 SNIPPET = Path(__file__).parents[2] / "deploy" / "nginx-bastion.conf"
 ASK = {"model": "smollm2", "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 4,
        "temperature": 0}
-
-
-def _config(shared: Path, port: int) -> str:
-    return f"""
-[server]
-port = {port}
-access_log = true
-admin_loopback = false
-
-[store]
-path = "{shared / "bastion.db"}"
-
-[audit]
-path = "{shared / "audit" / "audit.db"}"
-
-[registry]
-public_key = "{shared / "org" / "signing-key.pub.pem"}"
-
-[[models]]
-name = "smollm2"
-path = "bundled:smollm2"
-n_threads = 1
-"""
-
-
-def _env(home: Path, shared: Path) -> dict[str, str]:
-    return {**os.environ, "BASTION_HOME": str(home), "BASTION_KEY_HOME": f"{shared}-keys", "HF_HUB_OFFLINE": "1"}
 
 
 @contextlib.contextmanager
@@ -106,58 +77,24 @@ def _answered_by(home: Path) -> int:
 
 
 def test_nginx_balances_three_replicas_and_survives_one_killed(tmp_path: Path) -> None:
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    store = KeyStore(shared / "bastion.db")
-    key = store.create("alice", ["*"]).key
-    store.close()
-    admit_all(shared, {"smollm2": "bundled:smollm2"})
-    homes, ports, procs = [tmp_path / f"replica{i}" for i in range(3)], [free_port() for _ in range(3)], []
-    for i, (home, port) in enumerate(zip(homes, ports, strict=True)):
-        home.mkdir()
-        (home / "bastion.toml").write_text(_config(shared, port), encoding="utf-8")
-        if i == 0:
-            subprocess.run([sys.executable, "-m", "bastion.cli.main", "audit", "init", "--config",
-                            str(home / "bastion.toml")], env=_env(home, shared), check=True, capture_output=True)
-    try:
-        for home in homes:
-            with (home / "serve.log").open("wb") as fh:
-                procs.append(subprocess.Popen(
-                    [sys.executable, "-m", "bastion.cli.main", "serve", "--config", str(home / "bastion.toml")],
-                    stdout=fh, stderr=fh, env=_env(home, shared)))
-        for home, port, proc in zip(homes, ports, procs, strict=True):
-            wait_http(f"http://127.0.0.1:{port}/healthz", proc, home / "serve.log")
-        with _nginx(tmp_path / "nginx", ports) as front:
-            headers = {"Authorization": f"Bearer {key}"}
-            ids = []
-            with httpx.Client(base_url=front, headers=headers, timeout=120) as client:
-                for _ in range(12):
-                    reply = client.post("/v1/chat/completions", json=ASK)
-                    assert reply.status_code == 200, reply.text
-                    ids.append(reply.headers["x-request-id"])
-                assert all(_answered_by(home) > 0 for home in homes), [_answered_by(h) for h in homes]
-                assert client.post("/admin/reload").status_code == 403  # administration is not proxied
-                procs[1].send_signal(signal.SIGKILL)
-                procs[1].wait(timeout=30)
-                for _ in range(12):  # nginx skips the dead replica: no client sees an error
-                    reply = client.post("/v1/chat/completions", json=ASK)
-                    assert reply.status_code == 200, reply.text
-                    ids.append(reply.headers["x-request-id"])
-        env = _env(homes[0], shared)
-        cli = [sys.executable, "-m", "bastion.cli.main"]
-        config = ["--config", str(homes[0] / "bastion.toml")]
-        found = subprocess.run([*cli, "audit", "search", "--kind", "request", "--limit", "1000", "--json", *config],
-                               env=env, capture_output=True, text=True, check=True, timeout=120)
-        doc = json.loads(found.stdout)
-        audited = [str(e["request_id"]) for e in (doc["entries"] if isinstance(doc, dict) else doc)]
-        assert sorted(audited) == sorted(ids)  # each answered request exactly once, nothing else
-        verify = subprocess.run([*cli, "audit", "verify", *config], env=env, capture_output=True, text=True,
-                                timeout=120)
+    with replicas(tmp_path) as running, _nginx(tmp_path / "nginx", running.ports) as front:
+        ids = []
+        with httpx.Client(base_url=front, headers=running.headers, timeout=120) as client:
+            for _ in range(12):
+                reply = client.post("/v1/chat/completions", json=ASK)
+                assert reply.status_code == 200, reply.text
+                ids.append(reply.headers["x-request-id"])
+            assert all(_answered_by(home) > 0 for home in running.homes), [_answered_by(h) for h in running.homes]
+            assert client.post("/admin/reload").status_code == 403  # administration is not proxied
+            running.procs[1].send_signal(signal.SIGKILL)
+            running.procs[1].wait(timeout=30)
+            for _ in range(12):  # nginx skips the dead replica: no client sees an error
+                reply = client.post("/v1/chat/completions", json=ASK)
+                assert reply.status_code == 200, reply.text
+                ids.append(reply.headers["x-request-id"])
+        assert sorted(running.audited()) == sorted(ids)  # each answered request exactly once, nothing else
+        verify = running.bastion("audit", "verify")
         assert verify.returncode == 0, verify.stdout + verify.stderr
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                stop(proc)
 
 
 if not shutil.which("nginx") and not Path("/usr/sbin/nginx").exists():  # pragma: no cover
