@@ -2,7 +2,7 @@
 
 The first path segment names the fault: ``http://127.0.0.1:PORT/<scenario>/v1/chat/completions``. Being
 below HTTP libraries lets it do what real broken upstreams do: never send headers, reset a connection
-mid-stream, stop a stream without ``[DONE]``, hang on a kept-alive connection. ``/v1/models`` answers
+mid-stream, stop a stream without ``[DONE]`` (or with it, but before a finish_reason), hang on a kept-alive connection. ``/v1/models`` answers
 normally for every scenario, so health checks pass and the fault is met by real requests.
 
 Run on its own (``python tests/serve/fault_server.py PORT``) for the bench against other gateways. The
@@ -35,6 +35,8 @@ SCENARIOS: dict[str, str] = {
     "http-429": "fallback answers (Retry-After longer than the request may wait)",
     "reset-mid-stream": "stream ends with an error event, never a clean finish",
     "sse-truncated": "stream ends with an error event, never a clean finish",
+    "sse-done-early": "stream ends with an error event, never a clean finish ([DONE] before any finish_reason,"
+                      " as llama_cpp.server ends a stream a newer request interrupted)",
     "malformed-json": "fallback answers (a 200 whose body is not JSON is not an answer)",
     "wrong-content-type": "fallback answers (HTML is not an answer)",
     "oversized": "fallback answers (body over the cap)",
@@ -62,7 +64,7 @@ RETRIED: dict[str, str] = {
 }
 #: the digest of the bundled SmolLM2 GGUF, which the gateway reports for the admitted local model
 SMOLLM2_DIGEST = "sha256:b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
-STREAMED = {"reset-mid-stream", "sse-truncated"}
+STREAMED = {"reset-mid-stream", "sse-truncated", "sse-done-early"}
 #: what the upstream answers when it does answer (``ok``, and the impostor of ``wrong-model``)
 UPSTREAM_TEXT = "fine, from the faulty upstream"
 #: a healthy upstream for the bench's fallbacks (``/fallback/v1``): an answer nobody else gives
@@ -74,6 +76,13 @@ HANG_S = 3600.0
 def _chunk(text: str, model: str = "up", extra: dict[str, str] | None = None) -> bytes:
     doc = {"id": "x", "object": "chat.completion.chunk", "model": model, **(extra or {}),
            "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
+    return b"data: " + json.dumps(doc).encode() + b"\n\n"
+
+
+def _finish(model: str = "up", reason: str = "stop") -> bytes:
+    """The last chunk of a whole streamed answer: no text, a finish_reason."""
+    doc = {"id": "x", "object": "chat.completion.chunk", "model": model,
+           "choices": [{"index": 0, "delta": {}, "finish_reason": reason}]}
     return b"data: " + json.dumps(doc).encode() + b"\n\n"
 
 
@@ -109,7 +118,7 @@ def _answering(scenario: str, raw: bytes) -> bytes:
         if scenario != "no-usage":
             doc["usage"] = usage
         return _response(200, json.dumps(doc).encode())
-    events = b"".join(_chunk("x ", model, label) for _ in range(n))
+    events = b"".join(_chunk("x ", model, label) for _ in range(n)) + _finish(model, "length")
     if scenario != "no-usage" and (body.get("stream_options") or {}).get("include_usage"):
         events += b"data: " + json.dumps({"id": "x", "object": "chat.completion.chunk", "model": model,
                                            "choices": [], "usage": usage}).encode() + b"\n\n"
@@ -231,6 +240,8 @@ class FaultServer:
                 writer.write(_chunk(word))
                 await writer.drain()
                 await asyncio.sleep(0.05)
+            if scenario == "sse-done-early":
+                writer.write(b"data: [DONE]\n\n")
             if scenario == "reset-mid-stream":
                 sock = writer.get_extra_info("socket")
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST on close
@@ -238,7 +249,7 @@ class FaultServer:
         elif stream:
             text = FALLBACK_TEXT if scenario == FALLBACK else UPSTREAM_TEXT
             writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n" + _chunk(text)
-                         + b"data: [DONE]\n\n")
+                         + _finish() + b"data: [DONE]\n\n")
             return False
         else:
             writer.write(_response(200, _answer(text=FALLBACK_TEXT if scenario == FALLBACK else UPSTREAM_TEXT)))

@@ -284,6 +284,8 @@ class UpstreamBackend:
                 usage.reported = False  # until the upstream's usage event arrives
                 wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
                 done = False
+                unfinished: set[int] = set()  # choices begun and not yet given a finish_reason
+                finished = False
                 async for line in self._sse_lines(r):
                     if cancel.is_set():
                         return  # leaving the context closes the upstream connection: it stops too
@@ -291,7 +293,7 @@ class UpstreamBackend:
                         continue
                     data = line[5:].strip()
                     if data == b"[DONE]":
-                        done = True
+                        done = finished and not unfinished
                         break
                     try:
                         chunk = orjson.loads(data)
@@ -301,13 +303,25 @@ class UpstreamBackend:
                         ) from exc
                     self._expect_answer(endpoint, chunk)
                     self._count(chunk, usage)
+                    for choice in chunk["choices"]:
+                        index = choice.get("index", 0) if isinstance(choice, dict) else 0
+                        if isinstance(choice, dict) and choice.get("finish_reason"):
+                            unfinished.discard(index)
+                            finished = True
+                        else:
+                            unfinished.add(index)
                     if not chunk["choices"] and "usage" in chunk and not wants_usage:
                         continue  # the usage event we asked for on our own account, not the client's
                     yield orjson.dumps(self._relabel(chunk))
                 if not done and not cancel.is_set():
                     # A stream that stops without [DONE] was cut off: the client must not take the
-                    # text so far for a whole answer.
-                    raise BadGateway(f"upstream for model {self.settings.name!r} ended the stream early")
+                    # text so far for a whole answer. So was one that says [DONE] before every choice
+                    # it began has a finish_reason: llama_cpp.server, interrupted by a newer request,
+                    # ends the older stream with [DONE] and nothing else.
+                    raise BadGateway(
+                        f"upstream for model {self.settings.name!r} ended the stream early"
+                        " (no [DONE], or [DONE] before a finish_reason)"
+                    )
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise self._unreachable(exc) from exc
 
