@@ -14,6 +14,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -21,6 +22,7 @@ import openai
 import pytest
 from openai import OpenAI
 
+from bastion.keys import KeyStore
 from tests.serve.conftest import officer_and_analyst
 
 CODEWORD = "BLUEHERON"
@@ -206,6 +208,28 @@ def test_files_belong_to_their_uploader_and_delete_removes_the_document(stack: S
     assert stack.analyst.vector_stores.retrieve("handbook").file_counts.total == 1
     hits = stack.officer.vector_stores.search("handbook", query="kettle descaled Fridays").data
     assert all("kettle" not in h.content[0].text for h in hits)
+
+
+def test_a_rotated_key_keeps_what_the_key_it_replaced_owned(stack: Stack) -> None:
+    upload = stack.officer.files.create(file=("rota.md", b"# Rota\n\nThe night shift starts at ten."),
+                                        purpose="assistants")
+    stack.officer.vector_stores.files.create_and_poll(
+        vector_store_id="handbook", file_id=upload.id, attributes={"classification": "official", "groups": "staff"}
+    )
+    keys = KeyStore(stack.home / "bastion.db")
+    new, _ = keys.rotate(stack.officer.api_key.split("_")[1], overlap=timedelta(hours=1))
+    keys.close()
+    successor = OpenAI(base_url=stack.base + "/v1", api_key=new.key, max_retries=0, timeout=120)
+    assert successor.files.retrieve(upload.id).filename == "rota.md"  # the upload is still its owner's
+    assert upload.id in [f.id for f in successor.files.list().data]
+    mine = successor.files.create(file=("new.md", b"# New\n\nWritten after the rotation."), purpose="assistants")
+    with pytest.raises(openai.NotFoundError):  # what the successor owns is not the replaced key's
+        stack.officer.files.retrieve(mine.id)
+    with pytest.raises(openai.PermissionDeniedError):  # still not the analyst's to delete
+        stack.analyst.vector_stores.files.delete(upload.id, vector_store_id="handbook")
+    assert successor.vector_stores.files.delete(upload.id, vector_store_id="handbook").deleted
+    assert successor.files.delete(upload.id).deleted and successor.files.delete(mine.id).deleted
+    assert stack.analyst.vector_stores.retrieve("handbook").file_counts.total == 1  # the public document
 
 
 def test_deleting_a_vector_store_is_for_administrators(stack: Stack) -> None:

@@ -68,6 +68,17 @@ class Principal:
     name: str
     models: tuple[str, ...]
     groups: tuple[str, ...] = ()
+    #: the ids of the keys this one replaced (``keys rotate``), newest first: what they owned is its own
+    predecessors: tuple[str, ...] = ()
+
+    def owns(self, owner: str | None) -> bool:
+        """Whether something recorded as owned by key id ``owner`` belongs to this caller."""
+        return owner is not None and owner in self.identities
+
+    @property
+    def identities(self) -> tuple[str, ...]:
+        """This key's id and its predecessors': rotating a key keeps the files and stores it owned."""
+        return (self.key_id, *self.predecessors)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -138,6 +149,16 @@ def _row(row: tuple[Any, ...]) -> ApiKey:
 
 def _expired(expires_at: str | None, now: datetime) -> bool:
     return expires_at is not None and datetime.fromisoformat(expires_at) <= now
+
+
+def _predecessors(key_id: str, replaced: dict[str, str]) -> tuple[str, ...]:
+    """The keys ``key_id`` replaced, newest first (a cycle, written by hand, stops the walk)."""
+    chain: list[str] = []
+    current = replaced.get(key_id)
+    while current is not None and current != key_id and current not in chain:
+        chain.append(current)
+        current = replaced.get(current)
+    return tuple(chain)
 
 
 class KeyStore:
@@ -296,10 +317,17 @@ class KeyStore:
             if not self._watch.changed():
                 return
             rows = self._conn.execute(
-                "SELECT id, name, secret_sha256, models, groups, expires_at FROM api_keys"
-                " WHERE revoked_at IS NULL"
+                "SELECT id, name, secret_sha256, models, groups, expires_at, revoked_at, rotated_from"
+                " FROM api_keys"
             ).fetchall()
+            replaced = {r[0]: r[7] for r in rows if r[7]}
             self._cache = {
-                r[0]: (r[2], Principal(r[0], r[1], tuple(json.loads(r[3])), tuple(json.loads(r[4]))), r[5])
+                r[0]: (
+                    r[2],
+                    Principal(r[0], r[1], tuple(json.loads(r[3])), tuple(json.loads(r[4])),
+                              _predecessors(r[0], replaced)),
+                    r[5],
+                )
                 for r in rows
+                if r[6] is None
             }

@@ -79,7 +79,7 @@ async def list_files(api: RetrievalApi, request: Request) -> Response:
 
     async def run(principal: Principal, trace: Trace) -> Response:
         purpose = request.query_params.get("purpose")
-        records = await off_loop(api.files.owned, principal.key_id, purpose)
+        records = await off_loop(api.files.owned, principal.identities, purpose)
         return json_response(page([r.to_openai() for r in records]))
 
     return await handle(api.gateway, request, "files", run)
@@ -89,7 +89,7 @@ async def retrieve(api: RetrievalApi, request: Request) -> Response:
     """``GET /v1/files/{file_id}``."""
 
     async def run(principal: Principal, trace: Trace) -> Response:
-        record = await off_loop(api.files.get, request.path_params["file_id"], principal.key_id)
+        record = await off_loop(api.files.get, request.path_params["file_id"], principal.identities)
         return json_response(record.to_openai())
 
     return await handle(api.gateway, request, "files", run)
@@ -99,7 +99,8 @@ async def delete(api: RetrievalApi, request: Request) -> Response:
     """``DELETE /v1/files/{file_id}``: the upload and every document its attachments made."""
 
     async def run(principal: Principal, trace: Trace) -> Response:
-        record: FileRecord = await off_loop(api.files.get, request.path_params["file_id"], principal.key_id)
+        file_id = request.path_params["file_id"]
+        record: FileRecord = await off_loop(api.files.get, file_id, principal.identities)
         gone = await off_loop(api.files.delete, record)
         rag = await api.core() if gone else None
         for attachment in gone:
@@ -121,7 +122,7 @@ async def content(api: RetrievalApi, request: Request) -> Response:
     async def run(principal: Principal, trace: Trace) -> Response:
         file_id = request.path_params["file_id"]
         try:
-            record = await off_loop(api.files.get, file_id, principal.key_id)
+            record = await off_loop(api.files.get, file_id, principal.identities)
         except NotFound:
             pass
         else:

@@ -14,6 +14,7 @@ import hashlib
 import secrets
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -188,11 +189,13 @@ class FileStore:
             )
         return record
 
-    def get(self, file_id: str, owner: str) -> FileRecord:
-        """``owner``'s file ``file_id``; NotFound for anyone else's (its existence is not theirs to learn)."""
+    def get(self, file_id: str, owners: Sequence[str]) -> FileRecord:
+        """The file ``file_id`` if one of ``owners`` (a key and the keys it replaced) uploaded it; NotFound
+        for anyone else's (its existence is not theirs to learn)."""
         with self._lock:
             row = self._conn.execute(
-                "SELECT * FROM openai_files WHERE id = ? AND owner = ?", (file_id, owner)
+                f"SELECT * FROM openai_files WHERE id = ? AND owner IN ({_marks(owners)})",  # noqa: S608
+                (file_id, *owners),
             ).fetchone()
         if row is None:
             raise NotFound(
@@ -200,18 +203,14 @@ class FileStore:
             )
         return FileRecord(*row)
 
-    def owned(self, owner: str, purpose: str | None = None) -> list[FileRecord]:
-        """``owner``'s files, newest first."""
+    def owned(self, owners: Sequence[str], purpose: str | None = None) -> list[FileRecord]:
+        """The files ``owners`` (a key and the keys it replaced) uploaded, newest first."""
+        where = f"owner IN ({_marks(owners)})" + ("" if purpose is None else " AND purpose = ?")
+        args = (*owners,) if purpose is None else (*owners, purpose)
         with self._lock:
-            if purpose is None:
-                rows = self._conn.execute(
-                    "SELECT * FROM openai_files WHERE owner = ? ORDER BY created_at DESC, id", (owner,)
-                )
-            else:
-                rows = self._conn.execute(
-                    "SELECT * FROM openai_files WHERE owner = ? AND purpose = ? ORDER BY created_at DESC, id",
-                    (owner, purpose),
-                )
+            rows = self._conn.execute(
+                f"SELECT * FROM openai_files WHERE {where} ORDER BY created_at DESC, id", args  # noqa: S608
+            )
             return [FileRecord(*r) for r in rows.fetchall()]
 
     def delete(self, record: FileRecord) -> list[Attachment]:
@@ -308,3 +307,10 @@ class FileStore:
         sql = f"SELECT {columns} FROM openai_vector_store_files WHERE {where} ORDER BY created_at, file_id"  # noqa: S608
         rows = self._conn.execute(sql, args).fetchall()
         return [Attachment(r[0], r[1], r[2], r[3], orjson.loads(r[4]), r[5], r[6]) for r in rows]
+
+
+def _marks(values: Sequence[str]) -> str:
+    """``?, ?, ?`` for an ``IN`` list of ``values`` (never empty: a key has at least its own id)."""
+    if not values:
+        raise ValueError("an owner list is never empty")
+    return ", ".join("?" * len(values))

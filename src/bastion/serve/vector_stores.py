@@ -130,7 +130,7 @@ async def _collection(api: RetrievalApi, name: str, principal: Principal, reques
 def _visible(api: RetrievalApi, request: Request, principal: Principal, info: Any) -> bool:
     if info.documents > 0 or api.gateway.is_admin(request):
         return True
-    return api.files.store_owner(info.name) == principal.key_id
+    return principal.owns(api.files.store_owner(info.name))
 
 
 async def create(api: RetrievalApi, request: Request) -> Response:
@@ -249,11 +249,11 @@ async def attach(api: RetrievalApi, request: Request) -> Response:
         store = request.path_params["store"]
         trace.raw, raw = await api.gateway.read_json(request)
         body: AttachFile = _body(AttachFile, raw)
-        record = await off_loop(api.files.get, body.file_id, principal.key_id)
+        record = await off_loop(api.files.get, body.file_id, principal.identities)
         attributes = dict(body.attributes or {})
         classification, groups = _labels(api, principal, store, attributes)
         await _collection(api, store, principal, request)  # NotFound, before anything is written
-        if api.files.store_owner(store) != principal.key_id and not api.gateway.is_admin(request):
+        if not principal.owns(api.files.store_owner(store)) and not api.gateway.is_admin(request):
             # Reading is Cedar's per document; writing into a collection is its creator's: a key that
             # could add files to any store could plant text (false facts, injected instructions) that
             # other keys' searches rank beside the real sources.
@@ -350,7 +350,7 @@ async def detach(api: RetrievalApi, request: Request) -> Response:
     async def run(principal: Principal, trace: Trace) -> Response:
         store, file_id = request.path_params["store"], request.path_params["file_id"]
         doc, attachment = await _readable_file(api, principal, store, file_id, request)
-        mine = attachment is not None and attachment.owner == principal.key_id
+        mine = attachment is not None and principal.owns(attachment.owner)
         if not mine and not api.gateway.is_admin(request):
             raise PermissionDenied(
                 f"only the key that attached {file_id!r}, or an administrator, may delete it",
