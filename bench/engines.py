@@ -6,8 +6,10 @@ Engines, all serving the same bundled GGUF from one `bastion serve` process (aud
 - ``xl``: xllamacpp, llama.cpp's server loop in-process (``parallel`` slots, continuous batching);
 - ``pool``: 3 ``python -m llama_cpp.server`` upstreams behind the gateway as one model with the other
   two as fallbacks (what main routes today: fallbacks are tried only when one fails);
-- ``pool-rr``: the same 3 upstreams, the clients spreading their requests over them round-robin (what
-  a least-outstanding balancer in the router would give at best; the bench does the spreading).
+- ``pool-rr``: the same 3 upstreams, the clients spreading their requests over them round-robin (the
+  bench does the spreading);
+- ``pool-lo``: the same 3 upstreams as one model whose route is one tier of the three with
+  ``balance = "least_outstanding"``: the gateway's router sends each request to the least busy one.
 
 For 1, 4 and 16 concurrent streaming clients: aggregate generated tokens/s (content chunks of every
 client over the wall time of the burst) and p95 time to first token. Same prompts, same max_tokens,
@@ -128,6 +130,12 @@ def config(home: Path, port: int, upstreams: list[str], parallel: int, gemma: bo
             f'[[models]]\nname = "up{i}"\nbackend = "openai"\nurl = "{url}"\nupstream_model = "smol-up"\n'
             f"timeout_s = 600\nfirst_byte_timeout_s = 600\nfallbacks = [{', '.join(others)}]\n"
         )
+    if upstreams:  # the three as one pool, balanced by the router
+        body += (
+            f'[[models]]\nname = "pool"\nbackend = "openai"\nurl = "{upstreams[0]}"\nupstream_model = "smol-up"\n'
+            'timeout_s = 600\nfirst_byte_timeout_s = 600\nroute = [["pool", "up2", "up3"]]\n'
+            'balance = "least_outstanding"\n'
+        )
     return body
 
 
@@ -182,7 +190,8 @@ def p95(values: list[float]) -> float:
 
 
 async def throughput(client: httpx.AsyncClient, args: argparse.Namespace) -> dict[str, Any]:
-    every: dict[str, list[str]] = {"lcp": ["lcp"], "xl": ["xl"], "pool": ["up1"], "pool-rr": ["up1", "up2", "up3"]}
+    every: dict[str, list[str]] = {"lcp": ["lcp"], "xl": ["xl"], "pool": ["up1"], "pool-rr": ["up1", "up2", "up3"],
+                                     "pool-lo": ["pool"]}
     engines = {k: v for k, v in every.items() if k in args.engines.split(",")}
     cells: dict[str, dict[str, Any]] = {}
     for rnd in range(args.rounds):
@@ -278,7 +287,8 @@ async def measure(base: str, key: str, args: argparse.Namespace) -> dict[str, An
 def table(result: dict[str, Any]) -> str:
     """The markdown tables for bench/README.md, from a results document."""
     names = {"lcp": "llama-cpp-python worker (today)", "xl": "xllamacpp (`parallel` slots)",
-             "pool": "3 llama_cpp.server upstreams, fallbacks", "pool-rr": "3 llama_cpp.server upstreams, round-robin"}
+             "pool": "3 llama_cpp.server upstreams, fallbacks", "pool-rr": "3 llama_cpp.server upstreams, round-robin",
+             "pool-lo": "3 llama_cpp.server upstreams, least_outstanding route"}
     lines = ["| engine | clients | aggregate tok/s (median of rounds) | p95 TTFT | machine load (1-min avg) |",
              "|---|---|---|---|---|"]
     for cell in result["throughput"].values():
@@ -301,10 +311,11 @@ def main() -> None:
     ap.add_argument("--upstream-threads", type=int, default=1)
     ap.add_argument("--gemma", action="store_true", help="also check Gemma 3 270M greedy identity")
     ap.add_argument("--skip-identity", action="store_true")
-    ap.add_argument("--engines", default="lcp,xl,pool,pool-rr", help="throughput cells to run")
+    ap.add_argument("--engines", default="lcp,xl,pool,pool-rr,pool-lo", help="throughput cells to run")
     ap.add_argument("--table", action="store_true", help="print the README tables of the stored results")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "engines.json")
     args = ap.parse_args()
-    out = ROOT / "bench" / "results" / "engines.json"
+    out = args.out
     if args.table:
         print(table(json.loads(out.read_text())))
         return
