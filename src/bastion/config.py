@@ -169,6 +169,9 @@ class QuotaSettings(_Strict):
     groups: dict[str, LimitSettings] = Field(default_factory=dict)
     #: limits of the whole organisation (every key together)
     organisation: LimitSettings = LimitSettings()
+    #: seconds a gateway process's unsettled reservations keep holding budget after it stops renewing
+    #: its lease (renewed every lease_s / 3 while it runs): a replica killed mid-request frees them then
+    lease_s: float = Field(30.0, ge=1)
 
 
 class CostSettings(_Strict):

@@ -43,7 +43,7 @@ def test_try_record_gives_up_at_once_while_another_writer_holds_the_database(tmp
 def test_settle_waits_for_a_busy_database_and_still_records(tmp_path: Path) -> None:
     quotas = Quotas(QuotaSettings(enabled=True), UsageStore(tmp_path / "b.db"))
     body = {"model": "smol", "messages": [{"role": "user", "content": "hi"}]}
-    held = quotas.reserve("k1", (), body, 4)
+    held = asyncio.run(quotas.reserve("k1", (), body, 4))
     writer = sqlite3.connect(tmp_path / "b.db", isolation_level=None)
     writer.execute("BEGIN IMMEDIATE")
 

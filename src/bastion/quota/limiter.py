@@ -1,4 +1,4 @@
-"""Requests and tokens per minute, and token budgets per period, for nested scopes.
+"""Requests and tokens per minute, and token budgets per period, for nested scopes: the decision.
 
 A request belongs to several scopes at once: its key, each of the key's groups, and the organisation.
 Before anything is sent to a model the gateway *reserves* one request and the most tokens the request
@@ -8,22 +8,21 @@ before the first byte leaves and is never smaller than what can be spent, concur
 overspend a limit (LiteLLM's budget issues come from counting after the fact). The stricter limit
 always wins: a request is admitted only if every scope has room.
 
-Everything here runs on the gateway's event loop thread, so reservations need no lock; durable budget
-counters are the :class:`~bastion.quota.store.UsageStore`'s job.
+The counts live in the store, shared by every worker and replica (:mod:`bastion.quota.ledger` reads
+and writes them in one transaction); this module decides from what the transaction read.
 """
 
 from __future__ import annotations
 
 import math
-import time
-from collections import deque
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from bastion.errors import Busy
 
-WINDOW_S = 60.0
+#: the sliding window of rpm and tpm, in seconds; counted in one-second buckets (see ledger.py)
+WINDOW_S = 60
 
 
 @dataclass(frozen=True)
@@ -36,40 +35,22 @@ class Limits:
     budget_tokens: int | None = None
 
 
-@dataclass
-class _Window:
-    """Sliding one-minute window of (time, requests, tokens) entries."""
+@dataclass(frozen=True)
+class ScopeUse:
+    """What one scope has used, as read under its lock: the last minute and the budget period."""
 
-    entries: deque[list[float]] = field(default_factory=deque)
+    scope: str
+    limits: Limits
+    #: requests and tokens in the sliding window
     requests: int = 0
     tokens: int = 0
-
-    def expire(self, now: float) -> None:
-        while self.entries and self.entries[0][0] <= now - WINDOW_S:
-            _, requests, tokens = self.entries.popleft()
-            self.requests -= int(requests)
-            self.tokens -= int(tokens)
-
-    def reset_in(self, now: float) -> float:
-        return max(0.0, self.entries[0][0] + WINDOW_S - now) if self.entries else 0.0
-
-
-@dataclass
-class _Scope:
-    limits: Limits
-    window: _Window = field(default_factory=_Window)
-    #: tokens spent in the current budget period (durable, loaded at start) plus open reservations
+    #: the oldest one-second bucket still in the window (when it leaves, room frees up)
+    oldest_s: int | None = None
+    #: settled spend this period plus the live reservations of every replica
     budget_used: int = 0
 
-
-@dataclass
-class Reservation:
-    """What one request holds until it settles."""
-
-    scopes: tuple[str, ...]
-    tokens: int
-    entries: list[list[float]]
-    settled: bool = False
+    def reset_in(self, now: float) -> float:
+        return max(0.0, self.oldest_s + WINDOW_S - now) if self.oldest_s is not None else 0.0
 
 
 @dataclass(frozen=True)
@@ -97,6 +78,22 @@ class Headroom:
         return out
 
 
+NO_HEADROOM = Headroom(None, None, 0.0, None, None, 0.0)
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """What one request holds until it settles: its hold rows and its window bucket, by id."""
+
+    id: str
+    scopes: tuple[str, ...]
+    tokens: int
+    period: str
+    #: the one-second window bucket the request was counted in
+    second: int
+    headroom: Headroom | None = None
+
+
 class QuotaExceeded(Busy):
     """A request would exceed a rate limit or budget: 429 with Retry-After."""
 
@@ -121,100 +118,63 @@ def period_start(period: str, now: datetime) -> str:
 
 
 class Limiter:
-    """Reserve-then-settle accounting over named scopes (``key:ID``, ``group:NAME``, ``org``)."""
+    """The limits of named scopes (``key:ID``, ``group:NAME``, ``org``) and the admission decision."""
 
-    def __init__(self, limits: dict[str, Limits], clock: Callable[[], float] = time.monotonic) -> None:
-        self._scopes = {name: _Scope(lim) for name, lim in limits.items()}
-        self._clock = clock
+    def __init__(self, limits: dict[str, Limits]) -> None:
+        self._limits = dict(limits)
 
     def set_limits(self, scope: str, limits: Limits) -> None:
-        """Limits for a scope not configured up front (e.g. a key with its own limits)."""
-        if scope not in self._scopes:
-            self._scopes[scope] = _Scope(limits)
+        """Limits for a scope not configured up front (e.g. every key, with the key limits)."""
+        self._limits.setdefault(scope, limits)
 
-    def scope_names(self) -> list[str]:
-        """Every scope with limits."""
-        return list(self._scopes)
+    def limited(self, scopes: Iterable[str]) -> dict[str, Limits]:
+        """The scopes among ``scopes`` that have limits, with them (the request counts in these)."""
+        return {s: self._limits[s] for s in scopes if s in self._limits}
 
-    def load_budget(self, scope: str, used: int) -> None:
-        """Tokens already spent this period (from the durable store, at start-up)."""
-        if scope in self._scopes:
-            self._scopes[scope].budget_used = used
-
-    def reserve(self, scopes: Iterable[str], tokens: int) -> Reservation:
-        """Hold one request and ``tokens`` in every limited scope, or raise QuotaExceeded holding nothing."""
-        now = self._clock()
-        names = tuple(s for s in scopes if s in self._scopes)
-        for name in names:
-            scope = self._scopes[name]
-            scope.window.expire(now)
-            lim = scope.limits
-            if lim.rpm is not None and scope.window.requests + 1 > lim.rpm:
-                raise self._exceeded(name, "requests per minute", scope.window.reset_in(now), names, now)
-            if lim.tpm is not None and scope.window.tokens + tokens > lim.tpm:
+    def admit(self, uses: Sequence[ScopeUse], tokens: int, now: float) -> Headroom | None:
+        """The headroom left once one request of ``tokens`` is counted, or QuotaExceeded (first scope
+        without room, in the order given)."""
+        for use in uses:
+            lim = use.limits
+            if lim.rpm is not None and use.requests + 1 > lim.rpm:
+                raise _exceeded(use.scope, "requests per minute", use.reset_in(now), uses, now)
+            if lim.tpm is not None and use.tokens + tokens > lim.tpm:
                 if tokens > lim.tpm:
-                    raise self._exceeded(name, "tokens per minute (this request alone)", math.inf, names, now)
-                raise self._exceeded(name, "tokens per minute", scope.window.reset_in(now), names, now)
-            if lim.budget_tokens is not None and scope.budget_used + tokens > lim.budget_tokens:
-                raise self._exceeded(name, "token budget for this period", math.inf, names, now)
-        entries = []
-        for name in names:
-            scope = self._scopes[name]
-            entry = [now, 1.0, float(tokens)]
-            scope.window.entries.append(entry)
-            scope.window.requests += 1
-            scope.window.tokens += tokens
-            scope.budget_used += tokens
-            entries.append(entry)
-        return Reservation(names, tokens, entries)
+                    raise _exceeded(use.scope, "tokens per minute (this request alone)", math.inf, uses, now)
+                raise _exceeded(use.scope, "tokens per minute", use.reset_in(now), uses, now)
+            if lim.budget_tokens is not None and use.budget_used + tokens > lim.budget_tokens:
+                raise _exceeded(use.scope, "token budget for this period", math.inf, uses, now)
+        return headroom(uses, now, 1, tokens)
 
-    def settle(self, reservation: Reservation, used: int) -> None:
-        """Replace the reserved tokens with the ``used`` ones (the request still counts); idempotent."""
-        if reservation.settled:
-            return
-        reservation.settled = True
-        delta = used - reservation.tokens
-        now = self._clock()
-        for name, entry in zip(reservation.scopes, reservation.entries, strict=True):
-            scope = self._scopes[name]
-            scope.budget_used += delta
-            if entry[0] > now - WINDOW_S:  # still in the window: adjust it in place
-                entry[2] += delta
-                scope.window.tokens += delta
 
-    def headroom(self, scopes: Iterable[str]) -> Headroom | None:
-        """The tightest remaining requests and tokens among ``scopes`` (None when none is limited)."""
-        now = self._clock()
-        best_r: tuple[int, int, float] | None = None
-        best_t: tuple[int, int, float] | None = None
-        for name in scopes:
-            scope = self._scopes.get(name)
-            if scope is None:
-                continue
-            scope.window.expire(now)
-            reset = scope.window.reset_in(now)
-            if scope.limits.rpm is not None:
-                left = scope.limits.rpm - scope.window.requests
-                if best_r is None or left < best_r[1]:
-                    best_r = (scope.limits.rpm, left, reset)
-            if scope.limits.tpm is not None:
-                left = scope.limits.tpm - scope.window.tokens
-                if best_t is None or left < best_t[1]:
-                    best_t = (scope.limits.tpm, left, reset)
-        if best_r is None and best_t is None:
-            return None
-        return Headroom(
-            best_r[0] if best_r else None,
-            best_r[1] if best_r else None,
-            best_r[2] if best_r else 0.0,
-            best_t[0] if best_t else None,
-            best_t[1] if best_t else None,
-            best_t[2] if best_t else 0.0,
-        )
+def headroom(uses: Sequence[ScopeUse], now: float, requests: int = 0, tokens: int = 0) -> Headroom | None:
+    """The tightest remaining requests and tokens among ``uses`` once ``requests`` and ``tokens`` more
+    are counted (None when no scope has a per-minute limit)."""
+    best_r: tuple[int, int, float] | None = None
+    best_t: tuple[int, int, float] | None = None
+    for use in uses:
+        reset = use.reset_in(now) if use.oldest_s is not None or not requests else WINDOW_S
+        if use.limits.rpm is not None:
+            left = use.limits.rpm - use.requests - requests
+            if best_r is None or left < best_r[1]:
+                best_r = (use.limits.rpm, left, reset)
+        if use.limits.tpm is not None:
+            left = use.limits.tpm - use.tokens - tokens
+            if best_t is None or left < best_t[1]:
+                best_t = (use.limits.tpm, left, reset)
+    if best_r is None and best_t is None:
+        return None
+    return Headroom(
+        best_r[0] if best_r else None,
+        best_r[1] if best_r else None,
+        best_r[2] if best_r else 0.0,
+        best_t[0] if best_t else None,
+        best_t[1] if best_t else None,
+        best_t[2] if best_t else 0.0,
+    )
 
-    def _exceeded(
-        self, scope: str, what: str, wait: float, names: tuple[str, ...], now: float
-    ) -> QuotaExceeded:
-        headroom = self.headroom(names) or Headroom(None, None, 0.0, None, None, 0.0)
-        when = "not in this period" if math.isinf(wait) else f"in {wait:.1f} s"
-        return QuotaExceeded(f"{scope} has used its {what}; retry {when}", wait, headroom)
+
+def _exceeded(scope: str, what: str, wait: float, uses: Sequence[ScopeUse], now: float) -> QuotaExceeded:
+    when = "not in this period" if math.isinf(wait) else f"in {wait:.1f} s"
+    room = headroom(uses, now) or NO_HEADROOM
+    return QuotaExceeded(f"{scope} has used its {what}; retry {when}", wait, room)

@@ -1,13 +1,19 @@
 """The gateway's view of quotas: which scopes a caller belongs to, what a request may cost, settling.
 
-The limiter (in memory, on the event loop) decides; the usage store (SQLite) remembers what budgets
-already spent, so a restart does not hand out a period's budget twice.
+The limiter decides from counts the usage store reads and writes in one transaction per request, in the
+database every worker and replica shares (SQLite file or PostgreSQL): together they never exceed a
+limit, and a restart does not hand out a period's budget twice.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import math
+import time
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,9 +21,12 @@ from typing import Any
 import orjson
 
 from bastion.config import LimitSettings, QuotaSettings
+from bastion.errors import BastionError
 from bastion.quota.limiter import Limiter, Limits, QuotaExceeded, Reservation, period_start
-from bastion.quota.store import UsageStore
+from bastion.quota.store import Settlement, UsageStore
 from bastion.store import Target
+
+log = logging.getLogger("bastion.quota")
 
 #: template tokens a chat message can add around its text (role markers, separators), generously
 PER_MESSAGE_OVERHEAD = 16
@@ -67,49 +76,94 @@ class Held:
 
     reservation: Reservation
     key_id: str
+    settled: bool = False
 
 
 class Quotas:
-    """Reserve and settle requests against the configured key, group and organisation limits."""
+    """Reserve and settle requests against the configured key, group and organisation limits.
 
-    def __init__(self, settings: QuotaSettings, store: UsageStore) -> None:
+    Every decision is one transaction in the shared store, so workers and replicas with the same
+    ``[quotas]`` settings enforce one set of limits together. ``clock`` is wall time (``time.time``):
+    windows and leases are compared across hosts.
+    """
+
+    def __init__(self, settings: QuotaSettings, store: UsageStore,
+                 clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.store = store
+        self.clock = clock
         limits = {"org": _limits(settings.organisation)}
         limits.update({f"group:{g}": _limits(s) for g, s in settings.groups.items()})
         self.limiter = Limiter(limits)
         self._key_limits = _limits(settings.key)
-        self._loaded: set[str] = set()  # keys whose stored budget use has been loaded this period
+        #: this process's lease on its reservations (a new one each start: a restarted replica's old
+        #: holds expire with the old lease)
+        self.owner = uuid.uuid4().hex
         self._period = self._current_period()
-        for scope in limits:
-            self.limiter.load_budget(scope, store.budget_used(scope, self._period))
+        self._renewer: asyncio.Task[None] | None = None
+        self.renew()
 
     @classmethod
     def open(cls, settings: QuotaSettings, database: Target) -> Quotas | None:
         """Quotas over the usage store in ``database``, or None when quotas are off."""
         return cls(settings, UsageStore(database)) if settings.enabled else None
 
+    def start(self) -> None:
+        """Renew this process's lease in the background (call on the running event loop)."""
+        if self._renewer is None:
+            self._renewer = asyncio.get_running_loop().create_task(self._renew_forever())
+
+    async def stop(self) -> None:
+        """Stop renewing; the lease is dropped, so holds this process left unsettled stop counting."""
+        if self._renewer is not None:
+            self._renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewer
+            self._renewer = None
+        await asyncio.to_thread(self.store.drop_owner, self.owner)
+
     def close(self) -> None:
         self.store.close()
 
+    def renew(self) -> None:
+        """Extend this process's lease by ``lease_s`` and sweep expired holds and old window buckets."""
+        now = self.clock()
+        self.store.renew(self.owner, now + self.settings.lease_s, now)
+
+    async def _renew_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.lease_s / 3)
+            try:
+                await asyncio.to_thread(self.renew)
+            except BastionError as exc:  # the store is away: holds lapse if it stays away past the lease
+                log.warning("quota lease not renewed: %s", exc.message)
+
     def _current_period(self) -> str:
-        return period_start(self.settings.period, datetime.now(UTC))
+        return period_start(self.settings.period, datetime.fromtimestamp(self.clock(), UTC))
 
     def scopes(self, key_id: str, groups: tuple[str, ...]) -> tuple[str, ...]:
         """The scopes a key's requests count against: itself, each of its groups, the organisation."""
         scope = f"key:{key_id}"
         if self._key_limits != Limits():
             self.limiter.set_limits(scope, self._key_limits)
-            if key_id not in self._loaded:
-                self.limiter.load_budget(scope, self.store.budget_used(scope, self._period))
-                self._loaded.add(key_id)
         return (scope, *(f"group:{g}" for g in groups), "org")
 
-    def reserve(self, key_id: str, groups: tuple[str, ...], body: dict[str, Any], max_tokens: int) -> Held:
-        """Hold one request and the most tokens it can use, or raise QuotaExceeded (429)."""
-        self._roll_period()
+    async def reserve(
+        self, key_id: str, groups: tuple[str, ...], body: dict[str, Any], max_tokens: int
+    ) -> Held:
+        """Hold one request and the most tokens it can use in every scope, or raise QuotaExceeded (429).
+
+        On SQLite the transaction runs on the event loop when the file is free (it is shorter than a
+        thread hop) and in a thread when another process holds it; on PostgreSQL always in a thread.
+        """
+        self._period = self._current_period()
+        limits = self.limiter.limited(self.scopes(key_id, groups))
+        args = (self.limiter, limits, prompt_bound(body) + max_tokens, self._period, self.owner, self.clock(),
+                uuid.uuid4().hex)
         try:
-            reservation = self.limiter.reserve(self.scopes(key_id, groups), prompt_bound(body) + max_tokens)
+            reservation = self.store.try_reserve(*args)
+            if reservation is None:
+                reservation = await asyncio.to_thread(self.store.reserve, *args)
         except QuotaExceeded as exc:
             if math.isinf(exc.retry_after_s):
                 exc.retry_after_s = self._seconds_to_next_period()
@@ -120,37 +174,32 @@ class Quotas:
         self, held: Held, model: str, tokens_in: int, tokens_out: int, reported: bool = True,
         seconds: float = 0.0,
     ) -> None:
-        """Charge what was really used and record it durably (budgets and daily usage).
+        """Charge what was really used and record it durably (budgets, window and daily usage).
 
         ``reported`` False: the backend could not say what the request cost (an upstream that sent no
         usage), so the whole reservation is charged; charging the zero it did report made such an
         upstream free for every budget (red team, wave 2).
         """
-        if held.reservation.settled:
+        if held.settled:
             return
-        charged = tokens_in + tokens_out if reported else max(held.reservation.tokens, tokens_in + tokens_out)
-        self.limiter.settle(held.reservation, charged)
-        row = (held.reservation.scopes, self._period, datetime.now(UTC).date().isoformat(), held.key_id,
-               model, tokens_in, tokens_out, charged, seconds)
+        held.settled = True
+        reserved = held.reservation.tokens
+        charged = tokens_in + tokens_out if reported else max(reserved, tokens_in + tokens_out)
+        now = self.clock()
+        row = Settlement(held.reservation, datetime.fromtimestamp(now, UTC).date().isoformat(), held.key_id,
+                         model, tokens_in, tokens_out, charged, seconds)
         # Durable before the response either way; in a thread only when the database is busy.
-        if not self.store.try_record(*row):
-            await asyncio.to_thread(self.store.record, *row)
+        if not self.store.try_settle(row, now):
+            await asyncio.to_thread(self.store.settle, row, now)
 
-    def headers(self, key_id: str, groups: tuple[str, ...]) -> dict[str, str]:
-        """``x-ratelimit-*`` headers for a response to this key."""
-        room = self.limiter.headroom(self.scopes(key_id, groups))
+    @staticmethod
+    def headers(held: Held | None) -> dict[str, str]:
+        """``x-ratelimit-*`` headers for a response to this reservation (as counted when it was taken)."""
+        room = held.reservation.headroom if held is not None else None
         return room.headers() if room else {}
 
-    def _roll_period(self) -> None:
-        period = self._current_period()
-        if period != self._period:  # a new budget period: budgets start again from what is stored
-            self._period = period
-            self._loaded.clear()
-            for scope in self.limiter.scope_names():
-                self.limiter.load_budget(scope, self.store.budget_used(scope, period))
-
     def _seconds_to_next_period(self) -> float:
-        now = datetime.now(UTC)
+        now = datetime.fromtimestamp(self.clock(), UTC)
         start = datetime.fromisoformat(self._period).replace(tzinfo=UTC)
         if self.settings.period == "day":
             end = start + timedelta(days=1)

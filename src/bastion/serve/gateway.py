@@ -102,6 +102,8 @@ class Trace:
     attempts: list[Attempt] = field(default_factory=list)
     #: retrieval: the chunks (ids and digests) put in front of the model or returned, None without it
     retrieval: dict[str, Any] | None = None
+    #: the caller's ``x-ratelimit-*`` headers, as counted when its quota was reserved
+    ratelimit: dict[str, str] = field(default_factory=dict)
 
     def answered_by(self, name: str) -> None:
         """Note who answered: a requested model passed over as unhealthy is named in ``skipped``."""
@@ -200,6 +202,8 @@ class Gateway:
                 backend.on_health = partial(self._health_checked, name)
             await self._load(name, backend)
         await self._serve_new_admissions()
+        if self.quotas is not None:
+            self.quotas.start()  # renews this process's lease on its reservations
 
     def _health_checked(self, name: str, ok: bool) -> None:
         """A failed health check counts against a closed circuit (an open one waits for its probe)."""
@@ -391,6 +395,7 @@ class Gateway:
             await backend.aclose()
         self.keys.close()
         if self.quotas is not None:
+            await self.quotas.stop()
             self.quotas.close()
         if self.withdrawals is not None:
             self.withdrawals.close()
@@ -433,7 +438,8 @@ class Gateway:
         self.authorizer.authorize(principal, trace.endpoint, self._resource(requested))
         self._servable(requested)
         trace.authorised = True
-        held = self._reserve(principal, body, requested)
+        held = await self._reserve(principal, body, requested)
+        trace.ratelimit = Quotas.headers(held)
         try:
             inspection = await self._inspect(trace.endpoint, body, trace)  # type: ignore[arg-type]
             if body.get("stream"):
@@ -451,11 +457,11 @@ class Gateway:
         self, trace: Trace, principal: Principal, backend: Backend, body: bytes, usage: Usage
     ) -> Response:
         """The 200 response carrying ``body``, audited (durably) before it leaves."""
-        headers = {**self._headers(trace.request_id, backend), **self._quota_headers(principal)}
+        headers = {**self._headers(trace.request_id, backend), **trace.ratelimit}
         response = Response(body, media_type=JSON, headers=headers)
         return await self.finish(trace, backend, 200, usage, response)
 
-    def _reserve(self, principal: Principal, body: dict[str, Any], model: ServedModel) -> Held | None:
+    async def _reserve(self, principal: Principal, body: dict[str, Any], model: ServedModel) -> Held | None:
         """Hold this request's worst-case cost against every quota it counts against (429 if none left).
 
         ``max_tokens`` is made explicit so that whichever candidate answers is bound by what was reserved.
@@ -472,16 +478,13 @@ class Gateway:
                 body["max_completion_tokens"] = limit
         else:
             limit = 0  # embeddings: the input is the whole cost
-        return self.quotas.reserve(principal.key_id, principal.groups, body, limit)
+        return await self.quotas.reserve(principal.key_id, principal.groups, body, limit)
 
     async def _settle(self, held: Held | None, model: str, usage: Usage, trace: Trace) -> None:
         if held is not None and self.quotas is not None:
             seconds = time.perf_counter() - trace.started  # for throughput and local cost (bastion usage)
             await self.quotas.settle(held, model, usage.prompt_tokens, usage.completion_tokens,
                                      reported=usage.reported, seconds=seconds)
-
-    def _quota_headers(self, principal: Principal) -> dict[str, str]:
-        return self.quotas.headers(principal.key_id, principal.groups) if self.quotas is not None else {}
 
     def authenticate(self, request: Request, trace: Trace) -> Principal:
         """The principal of the request's API key (AuthenticationFailed if none), noted in ``trace``."""
@@ -697,7 +700,7 @@ class Gateway:
                 await self._settle(held, b.info.name, usage, trace)
                 await self._record(trace, b, status, usage, response_sha256=sha256, partial=cut)
 
-            headers = {**self._headers(trace.request_id, backend), **self._quota_headers(principal)}
+            headers = {**self._headers(trace.request_id, backend), **trace.ratelimit}
             return SSE(first, chunks, cancel, headers, finish)
         raise self._exhausted(trace, last)
 

@@ -212,12 +212,6 @@ def _serve_locked(settings: Settings) -> None:
 
 def _preflight_workers(settings: Settings) -> None:
     """What would stop every worker, checked once in the parent before forking (nothing loaded yet)."""
-    if settings.quotas.enabled:
-        raise ConfigError(
-            f"server.workers = {settings.server.workers} with quotas on: each worker would hold its own"
-            " limits, so together they could spend several times a budget",
-            hint="Set server.workers = 1 while quotas are on (limits are not yet shared between processes).",
-        )
     require_models(settings)
     if settings.audit.enabled:
         require_audit(settings.audit)
