@@ -12,8 +12,8 @@ import json
 import subprocess
 import sys
 from collections import Counter
-from datetime import UTC, datetime
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 

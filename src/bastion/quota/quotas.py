@@ -88,10 +88,13 @@ class Quotas:
     """
 
     def __init__(self, settings: QuotaSettings, store: UsageStore,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, synchronise: bool = True) -> None:
         self.settings = settings
         self.store = store
-        self.clock = clock
+        self._local_clock = clock
+        #: seconds to add to this host's clock to read PostgreSQL's (measured at each lease renewal)
+        self._offset = 0.0
+        self._synchronise = synchronise
         limits = {"org": _limits(settings.organisation)}
         limits.update({f"group:{g}": _limits(s) for g, s in settings.groups.items()})
         self.limiter = Limiter(limits)
@@ -125,8 +128,21 @@ class Quotas:
     def close(self) -> None:
         self.store.close()
 
+    def clock(self) -> float:
+        """Now, on the clock every replica shares: the database server's on PostgreSQL.
+
+        Windows and leases are compared across hosts; a replica whose clock ran minutes behind would
+        otherwise count in buckets the others have already left behind, and spend a minute's limit again.
+        """
+        return self._local_clock() + self._offset
+
     def renew(self) -> None:
         """Extend this process's lease by ``lease_s`` and sweep expired holds and old window buckets."""
+        if self._synchronise:
+            before = self._local_clock()
+            server = self.store.database_time()
+            if server is not None:  # the server read it about half way through the round trip
+                self._offset = server - (before + self._local_clock()) / 2
         now = self.clock()
         self.store.renew(self.owner, now + self.settings.lease_s, now)
 

@@ -192,6 +192,13 @@ class UsageStore:
             ledger.renew(self._conn, owner, expires)
             return ledger.sweep(self._conn, now)
 
+    def database_time(self) -> float | None:
+        """The PostgreSQL server's clock (Unix time), None on SQLite (every process shares the host's)."""
+        if self.dialect != "postgresql":
+            return None
+        row = self._conn.execute("SELECT extract(epoch FROM clock_timestamp())").fetchone()
+        return float(row[0])
+
     def drop_owner(self, owner: str) -> None:
         """End ``owner``'s lease now (a clean shutdown: its unsettled holds stop counting at once)."""
         with self._serial():
