@@ -26,11 +26,12 @@ the edge of one replica's window by s.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from bastion.quota.limiter import WINDOW_S, Limiter, Limits, Reservation, ScopeUse
 from bastion.store import Connection
+from bastion.store.connection import Params
 
 T = TypeVar("T")
 
@@ -39,17 +40,34 @@ T = TypeVar("T")
 PRUNE_AFTER_S = 2 * WINDOW_S
 
 
-# Statements over a request's scopes; {scopes} becomes one "?" per scope (the names are parameters).
-LOCK = "SELECT scope, tokens FROM budget_usage WHERE period = ? AND scope IN ({scopes}) ORDER BY scope"
-HELD = ("SELECT h.scope, SUM(h.tokens) FROM quota_hold h JOIN quota_owner o ON o.owner = h.owner"
-        " WHERE h.period = ? AND o.expires > ? AND h.scope IN ({scopes}) GROUP BY h.scope")
-MINUTE = ("SELECT scope, SUM(requests), SUM(tokens), MIN(second) FROM quota_window"
-          " WHERE second > ? AND scope IN ({scopes}) GROUP BY scope")
+# Statements over a request's scopes: {rows} becomes one "(?, ...)" row per scope and {scopes} one "?"
+# per scope (the names themselves are always parameters).
+#: makes sure each scope's row exists, locks it (a conflicting upsert locks the row, in VALUES order,
+#: until the transaction ends: the same on both backends) and reads the period's settled spend
+LOCK = ("INSERT INTO budget_usage (scope, period, tokens) VALUES {rows} ON CONFLICT (scope, period)"
+        " DO UPDATE SET tokens = budget_usage.tokens RETURNING scope, tokens")
+#: live holds and the minute's buckets of the locked scopes, in one round trip
+USE = ("SELECT 'h', h.scope, SUM(h.tokens), 0, 0 FROM quota_hold h JOIN quota_owner o ON o.owner = h.owner"
+       " WHERE h.period = ? AND o.expires > ? AND h.scope IN ({scopes}) GROUP BY h.scope"
+       " UNION ALL SELECT 'w', scope, SUM(requests), SUM(tokens), MIN(second) FROM quota_window"
+       " WHERE second > ? AND scope IN ({scopes}) GROUP BY scope")
+COUNT = ("INSERT INTO quota_window (scope, second, requests, tokens) VALUES {rows}"
+         " ON CONFLICT (scope, second) DO UPDATE SET requests = quota_window.requests + 1,"
+         " tokens = quota_window.tokens + excluded.tokens")
+HOLD = "INSERT INTO quota_hold (id, scope, owner, period, tokens) VALUES {rows}"
+CHARGE = ("INSERT INTO budget_usage (scope, period, tokens) VALUES {rows} ON CONFLICT (scope, period)"
+          " DO UPDATE SET tokens = budget_usage.tokens + excluded.tokens")
 ADJUST = "UPDATE quota_window SET tokens = tokens + ? WHERE second = ? AND scope IN ({scopes})"
 
 
-def _sql(template: str, n: int) -> str:
-    return template.replace("{scopes}", ", ".join("?" * n))
+def _sql(template: str, n: int, width: int = 1) -> str:
+    """``template`` for ``n`` scopes (rows of ``width`` parameters)."""
+    row = "(" + ", ".join("?" * width) + ")"
+    return template.replace("{rows}", ", ".join([row] * n)).replace("{scopes}", ", ".join("?" * n))
+
+
+def _flat(rows: Sequence[tuple[object, ...]]) -> list[object]:
+    return [v for row in rows for v in row]
 
 
 def reserve(
@@ -64,42 +82,52 @@ def reserve(
         return Reservation(hold_id, (), tokens, period, second)
     n = len(names)
     with conn.transaction():
-        conn.executemany(
-            "INSERT INTO budget_usage (scope, period, tokens) VALUES (?, ?, 0)"
-            " ON CONFLICT (scope, period) DO NOTHING",
-            [(s, period) for s in names],
-        )
-        spent = dict(conn.execute(_sql(LOCK, n) + conn.for_update(), (period, *names)).fetchall())
-        held = dict(conn.execute(_sql(HELD, n), (period, now, *names)).fetchall())
-        window = {r[0]: r[1:] for r in conn.execute(_sql(MINUTE, n), (second - WINDOW_S, *names))}
+        # One round trip on PostgreSQL: the lock, then (the locks held) what the scopes have used.
+        locked, use = conn.batch([
+            (_sql(LOCK, n, 3), _flat([(s, period, 0) for s in names])),
+            (_sql(USE, n), (period, now, *names, second - WINDOW_S, *names)),
+        ])
+        spent = dict(locked)
+        held: dict[str, int] = {}
+        window: dict[str, tuple[int, int, int]] = {}
+        for kind, scope, a, b, c in use:
+            if kind == "h":
+                held[scope] = int(a)
+            else:
+                window[scope] = (int(a), int(b), int(c))
         uses = []
         for scope, lim in limits.items():  # the caller's order: the key's refusal is named first
             requests, used, oldest = window.get(scope, (0, 0, None))
-            uses.append(ScopeUse(scope, lim, int(requests), int(used), oldest,
-                                 int(spent.get(scope, 0)) + int(held.get(scope, 0))))
+            budget = int(spent[scope]) + held.get(scope, 0)
+            uses.append(ScopeUse(scope, lim, requests, used, oldest, budget))
         room = limiter.admit(uses, tokens, now)
-        windowed = [s for s in names if limits[s].rpm is not None or limits[s].tpm is not None]
-        conn.executemany(
-            "INSERT INTO quota_window (scope, second, requests, tokens) VALUES (?, ?, 1, ?)"
-            " ON CONFLICT (scope, second) DO UPDATE SET requests = quota_window.requests + 1,"
-            " tokens = quota_window.tokens + excluded.tokens",
-            [(s, second, tokens) for s in windowed],
-        )
-        budgeted = [s for s in names if limits[s].budget_tokens is not None]
-        conn.executemany(
-            "INSERT INTO quota_hold (id, scope, owner, period, tokens) VALUES (?, ?, ?, ?, ?)",
-            [(hold_id, s, owner, period, tokens) for s in budgeted],
-        )
+        windowed = [(s, second, 1, tokens) for s in names
+                    if limits[s].rpm is not None or limits[s].tpm is not None]
+        budgeted = [(hold_id, s, owner, period, tokens) for s in names if limits[s].budget_tokens is not None]
+        writes = [(_sql(COUNT, len(windowed), 4), _flat(windowed))] if windowed else []
+        writes += [(_sql(HOLD, len(budgeted), 5), _flat(budgeted))] if budgeted else []
+        conn.batch(writes)
     return Reservation(hold_id, tuple(names), tokens, period, second, room)
 
 
-def release(conn: Connection, reservation: Reservation, charged: int, now: float) -> None:
-    """Inside the settling transaction (after the budget rows are charged, which locks them): drop the
-    reservation's holds and put what was really used in its window bucket instead of the upper bound."""
-    conn.execute("DELETE FROM quota_hold WHERE id = ?", (reservation.id,))
+def charge(scopes: tuple[str, ...], period: str, tokens: int) -> list[tuple[str, Params]]:
+    """The statement adding ``tokens`` to each scope's spend this period (in scope order: the order in
+    which reservations lock), none without scopes."""
+    if not scopes:
+        return []
+    return [(_sql(CHARGE, len(scopes), 3), _flat([(s, period, tokens) for s in sorted(scopes)]))]
+
+
+def release(reservation: Reservation, charged: int, now: float) -> list[tuple[str, Params]]:
+    """The statements, after :func:`charge` in the settling transaction (which locks the scopes), that
+    drop the reservation's holds and put what was really used in its window bucket instead of the
+    upper bound."""
+    out: list[tuple[str, Params]] = [("DELETE FROM quota_hold WHERE id = ?", (reservation.id,))]
     delta = charged - reservation.tokens
     if delta and reservation.scopes and reservation.second > int(now) - WINDOW_S:
-        conn.execute(_sql(ADJUST, len(reservation.scopes)), (delta, reservation.second, *reservation.scopes))
+        out.append((_sql(ADJUST, len(reservation.scopes)), (delta, reservation.second, *reservation.scopes)))
+    return out
+
 
 def renew(conn: Connection, owner: str, expires: float) -> None:
     """Extend ``owner``'s lease: its holds count until ``expires``."""

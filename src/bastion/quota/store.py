@@ -264,21 +264,17 @@ def _unreserved(
 def _write(conn: Connection, s: Settlement, now: float) -> bool:
     """One settled request: its scopes' budget counters, its reservation and the key's daily usage."""
     r = s.reservation
+    daily = (
+        "INSERT INTO daily_usage (day, key_id, model, requests, tokens_in, tokens_out, seconds)"
+        " VALUES (?, ?, ?, 1, ?, ?, ?) ON CONFLICT (day, key_id, model) DO UPDATE"
+        " SET requests = daily_usage.requests + 1,"
+        " tokens_in = daily_usage.tokens_in + excluded.tokens_in,"
+        " tokens_out = daily_usage.tokens_out + excluded.tokens_out,"
+        " seconds = daily_usage.seconds + excluded.seconds"
+    )
     with conn.transaction():
         # Budget rows first, in scope order: the same locks in the same order as a reservation takes.
-        conn.executemany(
-            "INSERT INTO budget_usage (scope, period, tokens) VALUES (?, ?, ?)"
-            " ON CONFLICT (scope, period) DO UPDATE SET tokens = budget_usage.tokens + excluded.tokens",
-            [(scope, r.period, s.charged) for scope in sorted(r.scopes)],
-        )
-        ledger.release(conn, r, s.charged, now)
-        conn.execute(
-            "INSERT INTO daily_usage (day, key_id, model, requests, tokens_in, tokens_out, seconds)"
-            " VALUES (?, ?, ?, 1, ?, ?, ?) ON CONFLICT (day, key_id, model) DO UPDATE"
-            " SET requests = daily_usage.requests + 1,"
-            " tokens_in = daily_usage.tokens_in + excluded.tokens_in,"
-            " tokens_out = daily_usage.tokens_out + excluded.tokens_out,"
-            " seconds = daily_usage.seconds + excluded.seconds",
-            (s.day, s.key_id, s.model, s.tokens_in, s.tokens_out, s.seconds),
-        )
+        # One round trip on PostgreSQL for all of it.
+        conn.batch([*ledger.charge(r.scopes, r.period, s.charged), *ledger.release(r, s.charged, now),
+                    (daily, (s.day, s.key_id, s.model, s.tokens_in, s.tokens_out, s.seconds))])
     return True

@@ -65,6 +65,14 @@ class Connection(ABC):
     def executemany(self, sql: str, rows: Iterable[Params]) -> None:
         """Run one statement for each parameter row."""
 
+    def batch(self, statements: Sequence[tuple[str, Params]]) -> list[list[Any]]:
+        """Run ``statements`` in order (in this thread's transaction, if any) and return each one's rows.
+
+        PostgreSQL sends them together and reads the results once (pipeline mode: one round trip
+        instead of one each); a later statement still runs after an earlier one has taken its locks.
+        """
+        return [self.execute(sql, params).fetchall() for sql, params in statements]
+
     @abstractmethod
     def transaction(self) -> AbstractContextManager[None]:
         """A write transaction: committed on leaving the block, rolled back on an exception.
