@@ -112,18 +112,21 @@ def bastion_env(home: Path, src: str | None = None) -> dict[str, str]:
 
 def configure_bastion(
     home: Path, upstream: int, audit: bool, quotas: bool = False, extra: str = "", models: str | None = None,
-    allow: str = "mock", src: str | None = None,
+    allow: str = "mock", src: str | None = None, store_url: str | None = None,
 ) -> tuple[Path, str, int]:
     """A gateway home: config, audit log, one key for the models matching ``allow``; (config, key, port).
 
     It serves model "mock" proxied to ``upstream`` unless ``models`` gives other [[models]] tables.
     ``src``: run Bastion from this source folder (PYTHONPATH) instead of the installed one.
+    ``store_url``: keep keys, quotas and usage in this PostgreSQL database instead of a SQLite file.
     """
     port = free_port()
     home.mkdir()
     cfg = home / "bastion.toml"
     cfg.write_text(
-        f'[server]\nport = {port}\n[store]\npath = "{home}/b.db"\n[audit]\nenabled = {str(audit).lower()}\n'
+        f'[server]\nport = {port}\n'
+        + (f'[store]\nurl = "{store_url}"\n' if store_url else f'[store]\npath = "{home}/b.db"\n')
+        + f'[audit]\nenabled = {str(audit).lower()}\n'
         + (QUOTAS if quotas else "")
         + extra
         + (models or f'[[models]]\nname = "mock"\nbackend = "openai"\nurl = "http://127.0.0.1:{upstream}/v1"\n')
@@ -142,12 +145,12 @@ def configure_bastion(
 
 def start_bastion(
     tmp: Path, upstream: int, audit: bool, quotas: bool = False, extra: str = "", tag: str = "",
-    models: str | None = None, allow: str = "mock", src: str | None = None,
+    models: str | None = None, allow: str = "mock", src: str | None = None, store_url: str | None = None,
 ) -> tuple[subprocess.Popen[bytes], int, str]:
     """``bastion serve`` on a home made by :func:`configure_bastion`, once /healthz answers."""
     home = tmp / (f"bastion-home-{tag}" if tag else
                   f"bastion-home-{'audit' if audit else 'noaudit'}{'-quotas' if quotas else ''}")
-    cfg, key, port = configure_bastion(home, upstream, audit, quotas, extra, models, allow, src)
+    cfg, key, port = configure_bastion(home, upstream, audit, quotas, extra, models, allow, src, store_url)
     proc = subprocess.Popen(
         [sys.executable, "-m", "bastion.cli.main", "serve", "--config", str(cfg)],
         env=bastion_env(home, src), stdout=(home / "bastion.log").open("wb"),
@@ -261,6 +264,9 @@ def main() -> None:
     ap.add_argument("--skip-audit", action="store_true")
     ap.add_argument("--baseline-src", help="also run Bastion from this source folder (e.g. an export of main's"
                     " src/) with and without quotas: before/after in the same run")
+    ap.add_argument("--postgres", action="store_true", help="also Bastion with and without quotas on a"
+                    " temporary PostgreSQL (started like the tests') instead of SQLite files")
+    ap.add_argument("--output", type=Path, default=BENCH / "results" / "gateway_overhead.json")
     ap.add_argument("--rounds", type=int, default=1, help="one-connection runs per target, taken in turns"
                     " (the median p50 is reported), so that load changes hit every target alike")
     args = ap.parse_args()
@@ -271,6 +277,12 @@ def main() -> None:
         "duration_s": args.duration,
         "rounds": args.rounds,
     }
+    pg: Any = None
+    if args.postgres:
+        sys.path.insert(0, str(BENCH.parent))
+        from tests import pg_server
+
+        pg = pg_server.start()
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         nginx, nport = start_nginx(tmp)
@@ -287,6 +299,14 @@ def main() -> None:
                 gateways += [("baseline bastion -> nginx", {"audit": False, "src": src, "tag": "base"}),
                              ("baseline bastion+quotas -> nginx",
                               {"audit": False, "quotas": True, "src": src, "tag": "base-quotas"})]
+            if pg is not None:
+                for schema in ("plain", "quotas"):
+                    pg.execute(f"CREATE SCHEMA {schema}")
+                gateways += [("bastion (PostgreSQL) -> nginx",
+                              {"audit": False, "store_url": pg.url(schema="plain"), "tag": "pg"}),
+                             ("bastion+quotas (PostgreSQL) -> nginx",
+                              {"audit": False, "quotas": True, "store_url": pg.url(schema="quotas"),
+                               "tag": "pg-quotas"})]
             for name, kwargs in gateways:
                 proc, port, key = start_bastion(tmp, nport, **kwargs)
                 procs.append(proc)
@@ -314,6 +334,8 @@ def main() -> None:
         finally:
             for p in procs:
                 stop(p)
+            if pg is not None:
+                pg.stop()
     base = results["nginx (mock upstream alone)"]["c1"]
     for name in results:
         if "->" in name and not name.startswith("nginx"):
@@ -326,12 +348,14 @@ def main() -> None:
         a = results["bastion+audit -> nginx"]
         results["audit_p50_overhead_increase"] = a["overhead_p50_ms"] / max(b["overhead_p50_ms"], 1e-6) - 1
         print(f"audit on vs off: p50 overhead +{results['audit_p50_overhead_increase'] * 100:.0f}%")
-    for prefix in ("", "baseline "):
-        if f"{prefix}bastion+quotas -> nginx" in results:
-            q, plain = results[f"{prefix}bastion+quotas -> nginx"], results[f"{prefix}bastion -> nginx"]
+    for prefix, suffix in (("", ""), ("baseline ", ""), ("", " (PostgreSQL)")):
+        if f"{prefix}bastion+quotas{suffix} -> nginx" in results:
+            q, plain = (results[f"{prefix}bastion+quotas{suffix} -> nginx"],
+                        results[f"{prefix}bastion{suffix} -> nginx"])
             added = q["overhead_p50_ms"] - plain["overhead_p50_ms"]
-            results[f"{prefix}quotas_p50_overhead_added_ms".replace(" ", "_")] = added
-            print(f"{prefix}quotas on vs off: p50 overhead {added:+.3f} ms "
+            label = f"{prefix}quotas{suffix}"
+            results[f"{label}_p50_overhead_added_ms".replace(" ", "_")] = added
+            print(f"{label} on vs off: p50 overhead {added:+.3f} ms "
                   f"(goal: total p50 overhead with quotas <= 1 ms: {q['overhead_p50_ms']:.3f} ms)")
     if "litellm -> nginx" in results:
         lite = results["litellm -> nginx"]
@@ -340,7 +364,7 @@ def main() -> None:
             "bastion_over_litellm_rps_c32": b["c32"]["rps"] / max(lite["c32"]["rps"], 1e-6),
         }
         print("ratios:", json.dumps(results["ratios"]))
-    out = BENCH / "results" / "gateway_overhead.json"
+    out = args.output
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
     print(f"wrote {out}")

@@ -76,14 +76,20 @@ def reserve(
 ) -> Reservation:
     """Count one request of ``tokens`` in every scope of ``limits`` in one transaction, all or nothing
     (QuotaExceeded, nothing written, when one scope has no room)."""
-    names = sorted(limits)  # the lock order, the same on every replica
+    # A scope without any limit is only charged on settle: nothing to check, so nothing to lock (quotas
+    # on for usage records alone cost no transaction here).
+    names = sorted(s for s, lim in limits.items() if lim != Limits())  # the lock order, on every replica
     second = int(now)
     if not names:
-        return Reservation(hold_id, (), tokens, period, second)
+        return Reservation(hold_id, tuple(sorted(limits)), tokens, period, second)
     n = len(names)
     with conn.transaction():
+        # A reservation need not outlive a server crash (the requests holding it fail with the server, and
+        # what they spent is charged durably when they settle): its commit does not wait for the WAL flush.
+        fast = [("SET LOCAL synchronous_commit = off", ())] if conn.dialect == "postgresql" else []
         # One round trip on PostgreSQL: the lock, then (the locks held) what the scopes have used.
-        locked, use = conn.batch([
+        *_, locked, use = conn.batch([
+            *fast,
             (_sql(LOCK, n, 3), _flat([(s, period, 0) for s in names])),
             (_sql(USE, n), (period, now, *names, second - WINDOW_S, *names)),
         ])
@@ -97,6 +103,8 @@ def reserve(
                 window[scope] = (int(a), int(b), int(c))
         uses = []
         for scope, lim in limits.items():  # the caller's order: the key's refusal is named first
+            if scope not in spent:
+                continue  # no limit
             requests, used, oldest = window.get(scope, (0, 0, None))
             budget = int(spent[scope]) + held.get(scope, 0)
             uses.append(ScopeUse(scope, lim, requests, used, oldest, budget))
@@ -107,7 +115,7 @@ def reserve(
         writes = [(_sql(COUNT, len(windowed), 4), _flat(windowed))] if windowed else []
         writes += [(_sql(HOLD, len(budgeted), 5), _flat(budgeted))] if budgeted else []
         conn.batch(writes)
-    return Reservation(hold_id, tuple(names), tokens, period, second, room)
+    return Reservation(hold_id, tuple(sorted(limits)), tokens, period, second, room)
 
 
 def charge(scopes: tuple[str, ...], period: str, tokens: int) -> list[tuple[str, Params]]:
