@@ -8,11 +8,14 @@ over the replicas round-robin, many at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
+import threading
+import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,9 +26,11 @@ import pytest
 from bastion.keys import KeyStore
 from bastion.quota import UsageStore
 from bastion.quota.limiter import period_start
+from bastion.store import PostgresTarget
 from tests import pg_server
-from tests.conftest import postgres_target
+from tests.conftest import postgres_target, raw_sql
 from tests.serve.conftest import free_port, stop
+from tests.serve.fault_server import fault_server
 from tests.serve.replicas import Replicas, replicas
 
 MOCK = Path(__file__).parents[1] / "serve" / "mock_upstream.py"
@@ -121,3 +126,64 @@ def test_three_replicas_on_postgresql_never_overspend_together(
         assert line["tokens_out"] == sum(e["tokens_out"] for e in entries) == answered
     refusals = [e for e in audited if e["status"] == 429]
     assert len(refusals) == 3 * TEAM_RPM + len(refused)  # every refusal is audited too
+
+
+def _held(target: PostgresTarget) -> int:
+    return int(raw_sql(target, "SELECT count(*) FROM quota_hold")[0][0])
+
+
+@pytest.mark.slow
+def test_a_killed_replicas_reservation_stops_holding_the_budget_after_its_lease(
+    tmp_path: Path, postgres: pg_server.Server
+) -> None:
+    # A request hangs on its upstream at replica 0 while holding 73 of a 100-token budget; replica 0 is
+    # killed with SIGKILL. Until its lease ends the budget stays held (replica 1 refuses); then replica 1
+    # admits again, and what was settled stays spent.
+    target = postgres_target(postgres)
+    keys = KeyStore(target)
+    spender = keys.create("spender", ["*"], groups=["budgeted"])
+    keys.close()
+    config = "[quotas]\nenabled = true\nlease_s = 3\n[quotas.groups.budgeted]\nbudget_tokens = 100\n"
+    ask = {"messages": [{"role": "user", "content": "q"}], "max_tokens": 40}  # reserves 33 + 40 = 73
+    headers = {"Authorization": f"Bearer {spender.key}"}
+    with fault_server() as upstream:
+        models = "".join(
+            f'[[models]]\nname = "{name}"\nbackend = "openai"\nurl = "{upstream.url(scenario)}"\n'
+            f'upstream_model = "up"\nretries = 0\n' for name, scenario in (("hung", "no-headers"), ("ok", "ok")))
+        with replicas(tmp_path, store=target, count=2, models=models, admit={}, config=config) as running:
+            hanging = threading.Thread(target=lambda: _quietly(
+                lambda: httpx.post(running.bases[0] + "/v1/chat/completions", json={"model": "hung", **ask},
+                                   headers=headers, timeout=60)), daemon=True)
+            hanging.start()
+            deadline = time.monotonic() + 30
+            while _held(target) == 0:
+                assert time.monotonic() < deadline, "the hanging request never reserved"
+                time.sleep(0.1)
+            other = httpx.post(running.bases[1] + "/v1/chat/completions", json={"model": "ok", **ask},
+                               headers=headers, timeout=60)
+            assert other.status_code == 429, other.text  # 73 held by replica 0 + 73 > 100
+            running.procs[0].kill()  # SIGKILL: no settle, no lease dropped
+            killed = time.monotonic()
+            while True:
+                other = httpx.post(running.bases[1] + "/v1/chat/completions", json={"model": "ok", **ask},
+                                   headers=headers, timeout=60)
+                if other.status_code == 200:
+                    released = time.monotonic() - killed
+                    break
+                assert other.status_code == 429, other.text
+                assert time.monotonic() - killed < 3 + 3 + 10, "the dead replica's hold never lapsed"
+                time.sleep(0.5)
+            deadline = time.monotonic() + 10
+            while _held(target):  # the dead hold is deleted by the living replica's next renewal
+                assert time.monotonic() < deadline, "the dead replica's hold was never swept"
+                time.sleep(0.2)
+    assert released >= 1.0  # not released at once: the lease ran out first
+    store = UsageStore(target)
+    spent = store.budget_used("group:budgeted", period_start("month", datetime.now(UTC)))
+    store.close()
+    assert spent == 4  # the answered request (3 in, 1 out); the killed one is not charged
+
+
+def _quietly(call: Callable[[], object]) -> None:
+    with contextlib.suppress(httpx.HTTPError):
+        call()
