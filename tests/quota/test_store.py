@@ -10,6 +10,7 @@ from pathlib import Path
 from bastion.config import QuotaSettings
 from bastion.quota.quotas import Quotas
 from bastion.quota.store import UsageStore
+from bastion.store import Target
 
 ROW = (("key:k1", "org"), "2026-11-01", "2026-11-30", "k1", "smol", 5, 3)
 
@@ -60,4 +61,21 @@ def test_settle_waits_for_a_busy_database_and_still_records(tmp_path: Path) -> N
     assert [(r.key_id, r.model, r.requests, r.tokens_in, r.tokens_out) for r in rows] == [("k1", "smol", 1, 5, 3)]
     assert quotas.store.budget_used("key:k1", quotas._period) == 0  # no key limits: no key scope
     assert quotas.store.budget_used("org", quotas._period) == 8
+    quotas.close()
+
+
+def test_a_running_gateway_renews_its_lease_and_a_clean_stop_ends_it(store_target: Target) -> None:
+    quotas = Quotas(QuotaSettings(enabled=True, lease_s=1.5, organisation={"budget_tokens": 100}),
+                    UsageStore(store_target))
+    body = {"model": "smol", "messages": [{"role": "user", "content": "hi"}]}  # reserves 34 + 16 = 50
+
+    async def run() -> None:
+        quotas.start()
+        await quotas.reserve("k1", (), body, 16)
+        await asyncio.sleep(3.0)  # twice the lease: only renewals keep the hold counting
+        assert quotas.store.held("org", quotas._period, time.time()) == 50
+        await quotas.stop()  # SIGTERM: the lease ends now, not lease_s later
+        assert quotas.store.held("org", quotas._period, time.time()) == 0
+
+    asyncio.run(run())
     quotas.close()
