@@ -1,9 +1,15 @@
 """The audit log's store on SQLite (WAL, ``synchronous=FULL``) or PostgreSQL: one code path.
 
-What differs by backend: the pragmas in :func:`_connect`; the write lock (SQLite's ``BEGIN IMMEDIATE``
-locks the file; on PostgreSQL :meth:`_Txn.tree_state` locks the one ``audit_tree`` row with ``SELECT
-... FOR UPDATE``, so appends from any number of processes queue on it and each sees the size the last
-one committed: no gap, no duplicate index); and the JSON quoting in the scan (``json_quote`` /
+Two tables carry the log's state. ``audit_sequence`` holds the next leaf index: every writer (any
+process) reserves its batch's indices by ``UPDATE ... SET next = next + n`` *in the transaction that
+inserts the entries*, so the row lock (SQLite: the file's write lock) orders writers, a rolled-back
+batch gives its indices back, and no index is ever skipped or given twice. ``audit_tree`` holds what
+the elected leader has integrated: the tree size and its RFC 6962 frontier, plus the size some caller
+wants a signed head for (``wanted``). Only the leader writes it and ``audit_heads``, through the session
+that holds its leadership lock (:meth:`DbStore.try_lead`).
+
+What differs by backend: the pragmas in :func:`_connect`; the locks (above, and
+:meth:`~bastion.store.Connection.try_session_lock`); and the JSON quoting in the scan (``json_quote`` /
 ``to_json(col)::text``). Durability: SQLite commits with ``synchronous=FULL`` in WAL mode, so the WAL is
 fsynced before ``COMMIT`` returns; PostgreSQL's default ``synchronous_commit = on`` flushes the WAL
 before ``COMMIT`` returns. Either way a committed batch survives a process kill and a power cut (given a
@@ -21,7 +27,8 @@ from bastion.audit.heads import SignedTreeHead
 from bastion.audit.records import LEAF_VERSION
 from bastion.audit.store import EntryRow, Filters, ScanRow
 from bastion.errors import ConfigError, IntegrityError
-from bastion.store import Connection, Migrations, PostgresTarget, Target, open_database
+from bastion.store import Connection, ConstraintViolation, Migrations, PostgresTarget, Target, open_database
+from bastion.store.connection import SessionLock
 
 MIGRATIONS = Migrations("audit")
 
@@ -49,6 +56,19 @@ def m001_create_audit_tables(conn: Connection) -> None:
     )
     conn.execute("INSERT INTO audit_tree (id, size, frontier) VALUES (1, 0, ?)", (b"",))
     conn.execute("CREATE TABLE audit_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+
+
+@MIGRATIONS
+def m002_sequence_and_leader(conn: Connection) -> None:
+    """Writers reserve indices from a counter; one elected leader integrates and signs (``wanted``:
+    the size a non-leader asked a head for). An existing log continues at its tree size."""
+    conn.execute("CREATE TABLE audit_sequence (id INTEGER PRIMARY KEY CHECK (id = 1), next INTEGER NOT NULL)")
+    conn.execute("INSERT INTO audit_sequence (id, next) SELECT 1, size FROM audit_tree WHERE id = 1")
+    conn.execute("ALTER TABLE audit_tree ADD COLUMN wanted INTEGER NOT NULL DEFAULT 0")
+
+
+#: the session lock whose holder integrates the log and signs its heads
+LEADER_LOCK = "audit-leader"
 
 
 def _connect(target: Target) -> Connection:
@@ -113,35 +133,49 @@ FROM (
 
 
 class _Txn:
+    """One write transaction: a writer's (reserve, insert) or the leader's (tree state, heads)."""
+
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
-    def tree_state(self) -> tuple[int, bytes]:
-        # Inside a write transaction on PostgreSQL this locks the tree row until commit: the next
-        # appender (any process) waits here and then reads the size this one committed.
-        lock = self.conn.for_update()  # a constant per dialect, never input
-        row = self.conn.execute("SELECT size, frontier FROM audit_tree WHERE id = 1" + lock).fetchone()  # noqa: S608
-        return int(row[0]), bytes(row[1])
+    def reserve(self, count: int) -> int:
+        # The counter row stays locked until commit: the next writer (any process) waits here and then
+        # reserves after this batch; a rollback releases the indices with the lock.
+        rows = self.conn.execute(
+            "UPDATE audit_sequence SET next = next + ? WHERE id = 1 RETURNING next", (count,)
+        ).fetchall()  # read to the end: SQLite finishes a RETURNING statement only then
+        return int(rows[0][0]) - count
 
     def insert_entries(self, rows: Sequence[EntryRow]) -> None:
-        self.conn.executemany(
-            "INSERT INTO audit_entries (seq, kind, time, request_id, principal, model, leaf, leaf_hash)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [(r.seq, r.kind, r.time, r.request_id, r.principal, r.model, r.leaf, r.leaf_hash) for r in rows],
-        )
+        try:
+            self.conn.executemany(
+                "INSERT INTO audit_entries (seq, kind, time, request_id, principal, model, leaf, leaf_hash)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(r.seq, r.kind, r.time, r.request_id, r.principal, r.model, r.leaf, r.leaf_hash) for r in rows],
+            )
+        except ConstraintViolation as exc:
+            first = rows[0].seq if rows else 0
+            raise IntegrityError(
+                f"audit entries {first}..{first + len(rows) - 1} were reserved from the log's counter but"
+                f" one of them already exists: a row was written outside Bastion ({exc})",
+                hint="Run 'bastion audit verify' (it names rows beyond the counter). Stop any Bastion of a"
+                " version before the multi-writer log: every process must reserve from the counter.",
+            ) from exc
 
     def insert_bodies(self, rows: Sequence[tuple[int, str, bytes]]) -> None:
         self.conn.executemany("INSERT INTO audit_bodies (seq, part, data) VALUES (?, ?, ?)", rows)
+
+    def tree_state(self) -> tuple[int, bytes]:
+        # In the leader's transaction on PostgreSQL this locks the tree row until commit.
+        lock = self.conn.for_update()  # a constant per dialect, never input
+        row = self.conn.execute("SELECT size, frontier FROM audit_tree WHERE id = 1" + lock).fetchone()  # noqa: S608
+        return int(row[0]), bytes(row[1])
 
     def set_tree_state(self, size: int, frontier: bytes) -> None:
         self.conn.execute("UPDATE audit_tree SET size = ?, frontier = ? WHERE id = 1", (size, frontier))
 
     def latest_head(self) -> SignedTreeHead | None:
-        row = self.conn.execute(
-            "SELECT origin, tree_size, root, timestamp_ms, key_id, signature"
-            " FROM audit_heads ORDER BY id DESC LIMIT 1"
-        ).fetchone()
-        return _head(row) if row else None
+        return _latest_head(self.conn)
 
     def insert_head(self, head: SignedTreeHead) -> None:
         self.conn.execute(
@@ -149,6 +183,57 @@ class _Txn:
             " VALUES (?, ?, ?, ?, ?, ?)",
             (head.origin, head.tree_size, head.root, head.timestamp_ms, head.key_id, head.signature),
         )
+
+
+def _latest_head(conn: Connection) -> SignedTreeHead | None:
+    row = conn.execute(
+        "SELECT origin, tree_size, root, timestamp_ms, key_id, signature FROM audit_heads ORDER BY id DESC LIMIT 1"
+    ).fetchone()
+    return _head(row) if row else None
+
+
+class LeaderSession:
+    """This process's leadership of the log: what only the leader reads and writes, on the connection
+    that holds the leadership lock (PostgreSQL: that very session, so a leader that lost its session
+    cannot commit; SQLite: the store's connection, the ``flock`` dies only with the process)."""
+
+    def __init__(self, lock: SessionLock) -> None:
+        self._lock = lock
+        self._conn = lock.connection
+
+    def state(self) -> tuple[int, bytes, int, int]:
+        """Integrated size, its frontier, the size a head is wanted for, and how many are sequenced."""
+        row = self._conn.execute(
+            "SELECT t.size, t.frontier, t.wanted, s.next FROM audit_tree t, audit_sequence s"
+            " WHERE t.id = 1 AND s.id = 1"
+        ).fetchone()
+        return int(row[0]), bytes(row[1]), int(row[2]), int(row[3])
+
+    def pending(self, start: int, stop: int) -> list[tuple[int, bytes, bytes]]:
+        """``(seq, leaf, leaf_hash)`` of the sequenced entries ``start <= seq < stop``, in order."""
+        rows = self._conn.execute(
+            "SELECT seq, leaf, leaf_hash FROM audit_entries WHERE seq >= ? AND seq < ? ORDER BY seq",
+            (start, stop),
+        ).fetchall()
+        return [(int(r[0]), _blob(r[1]), _blob(r[2])) for r in rows]
+
+    def latest_head(self) -> SignedTreeHead | None:
+        """The newest signed head."""
+        return _latest_head(self._conn)
+
+    @contextmanager
+    def transaction(self) -> Iterator[_Txn]:
+        """The leader's write transaction (tree state and heads)."""
+        with self._conn.transaction():
+            yield _Txn(self._conn)
+
+    def alive(self) -> bool:
+        """False once leadership is known lost."""
+        return self._lock.alive()
+
+    def release(self) -> None:
+        """Step down (another process may take over at once)."""
+        self._lock.release()
 
 
 class DbStore:
@@ -162,7 +247,8 @@ class DbStore:
 
     @contextmanager
     def transaction(self) -> Iterator[_Txn]:
-        """A write transaction; concurrent processes queue on SQLite's write lock or the tree row."""
+        """A writer's transaction; writers of every process queue on the counter row it reserves from
+        (SQLite: on the file's write lock)."""
         with self._lock, self._conn.transaction():
             yield _Txn(self._conn)
 
@@ -183,6 +269,18 @@ class DbStore:
     def tree_state(self) -> tuple[int, bytes]:
         with self._lock:
             return _Txn(self._conn).tree_state()
+
+    def sequenced(self) -> int:
+        with self._lock:
+            return int(self._conn.execute("SELECT next FROM audit_sequence WHERE id = 1").fetchone()[0])
+
+    def request_head(self, size: int) -> None:
+        with self.transaction() as tx:
+            tx.conn.execute("UPDATE audit_tree SET wanted = ? WHERE id = 1 AND wanted < ?", (size, size))
+
+    def try_lead(self) -> LeaderSession | None:
+        lock = self._conn.try_session_lock(LEADER_LOCK)
+        return LeaderSession(lock) if lock is not None else None
 
     def count(self) -> int:
         with self._lock:
@@ -245,6 +343,10 @@ class DbStore:
         with self._lock:
             rows = self._conn.execute("SELECT part, data FROM audit_bodies WHERE seq = ?", (seq,)).fetchall()
         return {str(p): bytes(d) for p, d in rows}
+
+    def latest_head(self) -> SignedTreeHead | None:
+        with self._lock:
+            return _latest_head(self._conn)
 
     def heads(self) -> list[SignedTreeHead]:
         with self._lock:

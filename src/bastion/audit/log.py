@@ -1,13 +1,21 @@
 """The append side of the audit log: group commit, durable before return, signed tree heads.
 
-Durability guarantee (exactly): ``append_request`` / ``append_admin`` return only after the SQLite
-transaction holding the entry has committed with ``synchronous=FULL`` in WAL mode, i.e. after the WAL has
-been fsynced. An entry whose append returned survives a SIGKILL of the process, and an OS crash or power
-cut on storage that honours fsync. An append that had not returned may or may not be in the log (never
-half: a batch is one transaction). An entry becomes *tamper-evident* when the next signed tree head
-covers it: at most ``sth_interval_s`` seconds or ``sth_every`` entries later, and on ``close()``. Entries
-after the last signed head (the "unsigned tail", at most one interval) can be rewritten by someone with
-write access to the database without ``verify`` noticing; ``verify`` reports the tail's length.
+Durability guarantee (exactly): ``append_request`` / ``append_admin`` return only after the transaction
+holding the entry has committed durably (SQLite: ``synchronous=FULL`` in WAL mode, i.e. the WAL was
+fsynced; PostgreSQL: ``synchronous_commit = on``, the WAL flushed). An entry whose append returned
+survives a SIGKILL of the process, and an OS crash or power cut on storage that honours fsync. An append
+that had not returned may or may not be in the log (never half: a batch is one transaction).
+
+Many writers, one leader: any number of processes append to one log. Each batch reserves its leaf
+indices from the database's counter inside its own transaction (no gap, no duplicate, whatever the
+number of processes). One elected process integrates those entries into the Merkle tree and signs tree
+heads (:mod:`bastion.audit.leader`); when it dies another takes over within about a second.
+
+An entry becomes *tamper-evident* when a signed tree head covers it: at most ``sth_interval_s`` seconds
+(plus up to one election period, ``min(sth_interval_s, 1)`` s, for the leader to pick it up) or
+``sth_every`` entries later, and on ``close()``. Entries after the last signed head (the "unsigned
+tail") can be rewritten by someone with write access to the database without ``verify`` noticing;
+``verify`` checks them as rows and reports the tail's length.
 
 Group commit: callers put records on a queue and wait; one writer thread takes everything queued (up to
 ``max_batch``), writes it in one transaction (one fsync), then wakes every waiter. Under load the cost
@@ -31,11 +39,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from bastion.audit.db_store import open_store
 from bastion.audit.heads import ORIGIN_PREFIX, SignedTreeHead
 from bastion.audit.keys import BodyCipher, load_signing_key
-from bastion.audit.merkle import LEAF_PREFIX, Frontier
+from bastion.audit.leader import Integrator
+from bastion.audit.merkle import LEAF_PREFIX
 from bastion.audit.records import AdminRecord, EntryRef, Record, RequestRecord, StoreBodies, leaf_prefix
-from bastion.audit.store import AppendTxn, EntryRow, Store
+from bastion.audit.store import EntryRow, Store
 from bastion.config import AuditSettings
-from bastion.errors import BastionError, ConfigError, UsageError
+from bastion.errors import BastionError, Busy, ConfigError, IntegrityError, UsageError
 
 
 def log_origin(store: Store) -> str:
@@ -81,6 +90,7 @@ class AuditLog:
         sth_every: int = 10_000,
         max_batch: int = 8192,
         wall_clock: Callable[[], float] = time.time,
+        on_leadership: Callable[[bool], None] | None = None,
     ) -> None:
         if store_bodies == "full" and body_cipher is None:
             raise ConfigError(
@@ -92,15 +102,21 @@ class AuditLog:
         self._signer = signer
         self._cipher = body_cipher
         self._store_bodies = store_bodies
-        self._interval_ms = int(sth_interval_s * 1000)
-        self._sth_every = sth_every
         self._max_batch = max_batch
         self._clock = wall_clock
+        self._integrator = Integrator(
+            store,
+            signer,
+            self.origin,
+            interval_s=sth_interval_s,
+            sth_every=sth_every,
+            clock=wall_clock,
+            on_leadership=on_leadership,
+        )
         self._cond = threading.Condition()
         self._queue: list[_Pending] = []
         self._closing = False
         self._closed = False
-        self._unsigned = False
         self._submitted = 0  # appends queued, and appends committed or failed, for flush()
         self._settled = 0
         self._writer = threading.Thread(target=self._run, name="bastion-audit-writer", daemon=True)
@@ -175,39 +191,44 @@ class AuditLog:
     # -- the writer thread -------------------------------------------------------------------------
 
     def _run(self) -> None:
+        # Idle, the thread still wakes every period: to campaign for leadership, or (leader) to
+        # integrate what other processes appended and sign heads when due.
+        idle = self._integrator.period if self._signer is not None else None
         while True:
             with self._cond:
                 while not self._queue and not self._closing:
-                    # Idle: wake up when an unsigned tail is due for a tree head.
-                    if not self._cond.wait(timeout=self._interval_ms / 1000 if self._unsigned else None):
+                    if not self._cond.wait(timeout=idle):
                         break
                 batch = self._queue[: self._max_batch]
                 del self._queue[: self._max_batch]
                 if not batch and self._closing:
                     return
-            error: BastionError | None = None
-            try:
-                self._commit(batch)
-            except BaseException as exc:  # noqa: BLE001 - handed to every waiter, never swallowed
-                error = exc if isinstance(exc, BastionError) else _store_failure(exc)
-            _wake(batch, error)
-            with self._cond:
-                self._settled += len(batch)
-                self._cond.notify_all()
+            if batch:
+                error: BastionError | None = None
+                try:
+                    self._commit(batch)
+                except BaseException as exc:  # noqa: BLE001 - handed to every waiter, never swallowed
+                    error = exc if isinstance(exc, BastionError) else _store_failure(exc)
+                _wake(batch, error)
+                with self._cond:
+                    self._settled += len(batch)
+                    self._cond.notify_all()
+            self._integrator.tick()  # after the waiters are woken: integration adds no latency
 
-    def _commit(self, batch: list[_Pending], force_head: bool = False) -> SignedTreeHead | None:
+    def _commit(self, batch: list[_Pending]) -> None:
+        """Sequence and store one batch in one durable transaction (the leader integrates it later)."""
         sha = hashlib.sha256
         with self.store.transaction() as tx:
-            size, blob = tx.tree_state()
-            frontier = Frontier.from_bytes(size, blob)
+            # Reserve first: from here to commit this batch holds the counter, so keep the work short
+            # (encoding was done by the callers; what is left needs the index: prefix, hash, AAD).
+            first = tx.reserve(len(batch))
             rows: list[EntryRow] = []
             bodies: list[tuple[int, str, bytes]] = []
             now = _iso(self._clock())
             for i, p in enumerate(batch):
-                seq = size + i
+                seq = first + i
                 leaf = leaf_prefix(seq) + p.tail
                 digest = sha(LEAF_PREFIX + leaf).digest()
-                frontier.append(digest)
                 kind, t, request_id, principal, model = p.row
                 rows.append(EntryRow(seq, kind, t, request_id, principal, model, leaf, digest))
                 if self._cipher is not None:
@@ -215,40 +236,50 @@ class AuditLog:
                         (seq, part, self._cipher.encrypt(seq, part, data)) for part, data in p.bodies.items()
                     )
                 p.ref = EntryRef(seq, digest.hex(), now)
-            if rows:
-                tx.insert_entries(rows)
-                tx.set_tree_state(frontier.size, frontier.to_bytes())
+            tx.insert_entries(rows)
             if bodies:
                 tx.insert_bodies(bodies)
-            head = self._maybe_sign(tx, frontier, force_head)
-        self._unsigned = head is None and (bool(rows) or self._unsigned)
-        return head
-
-    def _maybe_sign(self, tx: AppendTxn, frontier: Frontier, force: bool) -> SignedTreeHead | None:
-        if self._signer is None or frontier.size == 0:
-            return None
-        last = tx.latest_head()
-        now_ms = int(self._clock() * 1000)
-        if last is not None:
-            if last.tree_size == frontier.size:
-                return None
-            due = (
-                force
-                or frontier.size - last.tree_size >= self._sth_every
-                or now_ms - last.timestamp_ms >= self._interval_ms
-            )
-            if not due:
-                return None
-        head = SignedTreeHead.sign(self._signer, self.origin, frontier.size, frontier.root(), now_ms)
-        tx.insert_head(head)
-        return head
 
     # -- heads and shutdown ------------------------------------------------------------------------
 
-    def sign_now(self) -> SignedTreeHead | None:
-        """Flush pending appends and sign a tree head now if the tree grew since the last one."""
+    @property
+    def is_leader(self) -> bool:
+        """Whether this process integrates the log and signs its heads now."""
+        return self._integrator.is_leader
+
+    def head_wait_s(self) -> float:
+        """How long :meth:`sign_now` and :meth:`close` wait for another process's head by default: long
+        enough for the leader's next round and, if it died, for this process to take over."""
+        return 3 * self._integrator.period + 2.0
+
+    def sign_now(self, timeout_s: float | None = None) -> SignedTreeHead | None:
+        """Flush pending appends and return a signed head covering every entry sequenced so far (by any
+        process): signed here if this process leads or can take the lead, else the leader's.
+
+        None for an empty log. Raises IntegrityError if the leader refuses a bad row, Busy if no head
+        came within ``timeout_s`` (default :meth:`head_wait_s`).
+        """
         self.flush()
-        return self._commit([], force_head=True)
+        target = self.store.sequenced()
+        if target == 0:
+            return None
+        if self._signer is None:
+            raise ConfigError("this audit log was opened without its signing key: it cannot sign heads")
+        wait = self.head_wait_s() if timeout_s is None else timeout_s
+        head = self._integrator.head_covering(target, wait)
+        if head is not None:
+            return head
+        if self._integrator.stalled:
+            raise IntegrityError(
+                f"the audit log's leader will not sign past a bad row: {self._integrator.stalled}",
+                hint="Run 'bastion audit verify' to see what was changed.",
+            )
+        raise Busy(
+            f"no signed tree head covering {target} entries within {wait:g} s:"
+            " another process leads the log and has not signed",
+            hint="Check that the process holding the leadership is healthy (it signs every"
+            " audit.sth_interval_s), or stop it: another process takes over within a second.",
+        )
 
     def flush(self) -> None:
         """Wait until every append queued so far has been committed (or has failed)."""
@@ -257,18 +288,27 @@ class AuditLog:
             while self._settled < target:
                 self._cond.wait()
 
-    def close(self) -> SignedTreeHead | None:
-        """Flush every pending append, stop the writer and sign a final tree head."""
+    def close(self, timeout_s: float | None = None) -> SignedTreeHead | None:
+        """Flush every pending append, stop the writer and return a signed head covering every entry
+        sequenced so far (signed here if this process leads or can; else the leader's, waited for at
+        most ``timeout_s``, default :meth:`head_wait_s`); None if there is none. Then step down."""
         with self._cond:
             if self._closed:
                 return None
             self._closing = True
             self._cond.notify_all()
         self._writer.join()
-        head = self._commit([], force_head=True)
-        with self._cond:
-            self._closed = True
-        self.store.close()
+        head = None
+        try:
+            target = self.store.sequenced()
+            if target and self._signer is not None:
+                wait = self.head_wait_s() if timeout_s is None else timeout_s
+                head = self._integrator.head_covering(target, wait)
+        finally:
+            self._integrator.release()
+            with self._cond:
+                self._closed = True
+            self.store.close()
         return head
 
     def __enter__(self) -> AuditLog:

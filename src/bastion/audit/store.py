@@ -1,8 +1,9 @@
 """The storage seam of the audit log: what any backing database must provide.
 
-:mod:`bastion.audit.db_store` implements it once for SQLite and PostgreSQL (``transaction()`` is
-``BEGIN IMMEDIATE`` on SQLite, ``BEGIN`` + ``SELECT ... FROM audit_tree FOR UPDATE`` on PostgreSQL) and
-names the few backend-specific statements it uses.
+:mod:`bastion.audit.db_store` implements it once for SQLite and PostgreSQL and names the few
+backend-specific statements it uses. Writers reserve leaf indices inside their transaction
+(:meth:`AppendTxn.reserve`); one elected leader (:meth:`Store.try_lead`) integrates them into the tree
+and signs heads (:class:`Leader`).
 """
 
 from __future__ import annotations
@@ -50,20 +51,29 @@ ScanRow = tuple[int, bytes, bytes, "int | None"]
 class AppendTxn(Protocol):
     """Operations inside one write transaction; the store commits it durably on leaving the context."""
 
-    def tree_state(self) -> tuple[int, bytes]:
-        """The current tree size and serialised frontier (locked for this transaction)."""
+    def reserve(self, count: int) -> int:
+        """Reserve the next ``count`` leaf indices (locked until commit, given back on rollback); returns
+        the first."""
         ...
 
     def insert_entries(self, rows: Sequence[EntryRow]) -> None:
-        """Insert new leaves."""
+        """Insert new leaves (IntegrityError if an index is already taken)."""
         ...
 
     def insert_bodies(self, rows: Sequence[tuple[int, str, bytes]]) -> None:
         """Insert encrypted bodies as ``(seq, part, blob)``."""
         ...
 
+
+class LeaderTxn(Protocol):
+    """The leader's write transaction."""
+
+    def tree_state(self) -> tuple[int, bytes]:
+        """The integrated tree size and serialised frontier (locked for this transaction)."""
+        ...
+
     def set_tree_state(self, size: int, frontier: bytes) -> None:
-        """Record the new tree size and frontier."""
+        """Record the new integrated size and frontier."""
         ...
 
     def latest_head(self) -> SignedTreeHead | None:
@@ -72,6 +82,34 @@ class AppendTxn(Protocol):
 
     def insert_head(self, head: SignedTreeHead) -> None:
         """Store a signed tree head."""
+        ...
+
+
+class Leader(Protocol):
+    """This process's leadership of the log (integrate sequenced entries, sign heads)."""
+
+    def state(self) -> tuple[int, bytes, int, int]:
+        """``(integrated size, frontier, size a head is wanted for, sequenced count)``."""
+        ...
+
+    def pending(self, start: int, stop: int) -> list[tuple[int, bytes, bytes]]:
+        """``(seq, leaf, leaf_hash)`` of the entries ``start <= seq < stop``, in order."""
+        ...
+
+    def latest_head(self) -> SignedTreeHead | None:
+        """The newest signed head."""
+        ...
+
+    def transaction(self) -> AbstractContextManager[LeaderTxn]:
+        """A write transaction on the session that holds the leadership."""
+        ...
+
+    def alive(self) -> bool:
+        """False once leadership is known lost."""
+        ...
+
+    def release(self) -> None:
+        """Step down."""
         ...
 
 
@@ -91,7 +129,23 @@ class Store(Protocol):
         ...
 
     def tree_state(self) -> tuple[int, bytes]:
-        """The tree size and frontier as last committed."""
+        """The integrated tree size and frontier as last committed by the leader."""
+        ...
+
+    def sequenced(self) -> int:
+        """How many entries writers have committed (the next leaf index)."""
+        ...
+
+    def request_head(self, size: int) -> None:
+        """Ask the leader for a signed head covering at least ``size`` entries."""
+        ...
+
+    def try_lead(self) -> Leader | None:
+        """Take the log's leadership if no live process holds it."""
+        ...
+
+    def latest_head(self) -> SignedTreeHead | None:
+        """The newest signed tree head."""
         ...
 
     def count(self) -> int:

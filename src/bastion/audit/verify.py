@@ -5,8 +5,12 @@ What is checked, in order, and how a failure is named:
 1. Rows: entry ``i`` exists, its leaf starts with ``{"v":1,"seq":i,``, its stored leaf hash is
    SHA-256(0x00 || leaf), and its search columns (kind, time, request id, principal, model) equal the
    leaf's fields. A deleted, moved or edited row is named exactly (``first_bad_entry``).
-2. The tree state: the stored size equals the number of rows (a truncated log is caught here, or by a
-   head whose size exceeds the rows).
+2. The log's state: the sequence counter equals the number of rows (a truncated log is caught here, or
+   by a head whose size exceeds the rows; a row inserted beyond the counter, which no writer reserved,
+   is named), and the leader's integrated size and frontier fit the rows. Entries sequenced but not
+   yet integrated by the leader (the tail after the integrated size) get the same row checks as every
+   other; they are reported as not yet covered by a signed head, which is normal for up to a few
+   seconds and a problem (``stale``) once the oldest of them waited longer than ``stale_after_s``.
 3. Every signed tree head: signature valid for the *given* public key (a re-signed log fails here), root
    equal to the root recomputed from the leaves, sizes never shrinking, and an RFC 6962 consistency proof
    from each head to the next, built from the leaves and checked with the RFC 9162 algorithm.
@@ -28,14 +32,15 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from bastion.audit.heads import ORIGIN_PREFIX, SignedTreeHead
 from bastion.audit.keys import key_id
-from bastion.audit.merkle import LEAF_PREFIX, TreeLevels, verify_consistency
+from bastion.audit.merkle import LEAF_PREFIX, Frontier, TreeLevels, verify_consistency
 from bastion.audit.records import index_prefix, leaf_prefix
 from bastion.audit.store import ScanRow, Store
 
@@ -67,6 +72,8 @@ class VerifyReport:
     bad_range: tuple[int, int] | None = None
     seconds: float = 0.0
     notes: tuple[str, ...] = field(default=())
+    #: entries the leader has folded into the tree (the rest of the sequenced tail waits for it)
+    integrated: int = 0
 
     @property
     def ok(self) -> bool:
@@ -92,6 +99,7 @@ class VerifyReport:
             "heads": self.heads,
             "signed_size": self.signed_size,
             "unsigned_tail": self.unsigned_tail,
+            "integrated": self.integrated,
             "root": self.root,
             "key_id": self.key_id,
             "first_bad_entry": self.first_bad_entry,
@@ -180,8 +188,14 @@ def verify_log(
     public_key: Ed25519PublicKey,
     progress: Callable[[int], None] | None = None,
     against: Sequence[SignedTreeHead] = (),
+    stale_after_s: float | None = None,
+    now: float | None = None,
 ) -> VerifyReport:
-    """Recompute the tree from the stored leaves; check every stored head and every head in ``against``."""
+    """Recompute the tree from the stored leaves; check every stored head and every head in ``against``.
+
+    ``stale_after_s``: report entries still not covered by a signed head this long after they were
+    written as a problem (no process is signing); None: only note them.
+    """
     started = time.perf_counter()
     problems: list[Problem] = []
     hashes: list[bytes] = []
@@ -197,7 +211,32 @@ def verify_log(
             expected = _walk_batch(store, rows, expected, hashes, problems)
         if progress is not None:
             progress(expected)
-    return _check_tree(store, public_key, hashes, problems, started, against)
+    report = _check_tree(store, public_key, hashes, problems, started, against)
+    if stale_after_s is not None and report.ok and report.unsigned_tail:
+        report = _check_stale(store, report, stale_after_s, time.time() if now is None else now)
+    return report
+
+
+def _check_stale(store: Store, report: VerifyReport, stale_after_s: float, now: float) -> VerifyReport:
+    """A tail that waited too long for a head means no process is signing: the tail is rewritable."""
+    oldest = store.entry(report.signed_size)
+    if oldest is None:
+        return report
+    try:
+        written = datetime.fromisoformat(oldest.time.replace("Z", "+00:00"))
+    except ValueError:  # an unparseable time: the row checks judge the row
+        return report
+    waited = now - (written if written.tzinfo else written.replace(tzinfo=UTC)).timestamp()
+    if waited <= stale_after_s:
+        return report
+    problem = Problem(
+        "stale",
+        f"entries {report.signed_size}..{report.entries - 1} are not covered by a signed tree head although"
+        f" entry {report.signed_size} was written {waited:.0f} s ago: no process holding the signing key"
+        " is integrating the log (run 'bastion audit sign', or start a gateway)",
+        entry=report.signed_size,
+    )
+    return replace(report, problems=(*report.problems, problem))
 
 
 def _check_outside_heads(
@@ -236,6 +275,15 @@ def _check_outside_heads(
     return problems
 
 
+def _frontier_matches(tree: TreeLevels, size: int, blob: bytes) -> bool:
+    if size > tree.size:
+        return True  # already reported
+    try:
+        return Frontier.from_bytes(size, blob).root() == tree.root(size)
+    except ValueError:
+        return False
+
+
 def _check_tree(
     store: Store,
     public_key: Ed25519PublicKey,
@@ -246,20 +294,29 @@ def _check_tree(
 ) -> VerifyReport:
     """Steps 2 and 3: the stored tree size, then every signed head against the recomputed tree."""
     n = len(hashes)
-    state_size, _ = store.tree_state()
-    if state_size > n:
+    sequenced = store.sequenced()
+    if sequenced > n:
         problems.append(
-            Problem("truncated", f"the log recorded {state_size} entries but only {n} remain", entry=n)
+            Problem("truncated", f"the log sequenced {sequenced} entries but only {n} remain", entry=n)
         )
-    elif state_size < n:
+    elif sequenced < n:
         problems.append(
             Problem(
                 "extra",
-                f"{n - state_size} entries after entry {state_size - 1} were never appended by the log",
-                entry=state_size,
+                f"{n - sequenced} entries after entry {sequenced - 1} were never reserved from the log's"
+                " counter: inserted outside Bastion",
+                entry=sequenced,
             )
         )
-
+    integrated, frontier_blob = store.tree_state()
+    if integrated > min(n, sequenced):
+        problems.append(
+            Problem(
+                "integrated",
+                f"the leader's tree state claims {integrated} entries but the log has {min(n, sequenced)}",
+                entry=min(n, sequenced),
+            )
+        )
     tree = TreeLevels(hashes)
     heads = store.heads()
     pub_id = key_id(public_key)
@@ -317,6 +374,15 @@ def _check_tree(
     log_id = store.meta("log_id")
     origin = ORIGIN_PREFIX + log_id if log_id else None
     problems.extend(_check_outside_heads(tree, origin, public_key, against))
+    if not problems and not _frontier_matches(tree, integrated, frontier_blob):
+        # Checked last and alone: after any other problem the frontier's mismatch is its consequence.
+        problems.append(
+            Problem(
+                "frontier",
+                f"the leader's stored frontier does not match the first {integrated} entries: the next head"
+                " would sign a wrong root (the tree state was edited)",
+            )
+        )
     notes = []
     if against and not any(p.kind.startswith("outside-") for p in problems):
         covered = max(h.tree_size for h in against)
@@ -324,7 +390,11 @@ def _check_tree(
     if not heads:
         notes.append("no signed tree head yet: nothing is tamper-evident (run 'bastion audit sign')")
     elif n > signed and not problems:
-        notes.append(f"{n - signed} newest entries are not yet covered by a signed tree head")
+        waiting = n - integrated
+        notes.append(
+            f"{n - signed} newest entries are not yet covered by a signed tree head"
+            + (f" ({waiting} not yet integrated by the leader)" if waiting > 0 else "")
+        )
     if len(problems) > MAX_PROBLEMS:
         notes.append(f"{len(problems) - MAX_PROBLEMS} more problems not listed")
         problems = problems[:MAX_PROBLEMS]
@@ -333,6 +403,7 @@ def _check_tree(
         heads=len(heads),
         signed_size=signed,
         root=tree.root().hex(),
+        integrated=integrated,
         key_id=pub_id,
         problems=tuple(problems),
         bad_range=bad_range,

@@ -12,6 +12,8 @@ types                       ``INTEGER``, ``BLOB``, ``REAL``        ``BIGINT``, `
 new row id                  ``INSERT ... RETURNING id`` (both)     same
 upsert                      ``ON CONFLICT ... DO UPDATE`` (both)   same (qualify the table's columns)
 write lock                  ``BEGIN IMMEDIATE`` (whole file)       row lock: ``SELECT ... FOR UPDATE``
+lock that dies with its     ``flock`` on ``<file>.<name>.lock``    ``pg_try_advisory_lock`` on a dedicated
+holder (:class:`SessionLock`)                                       session (key: name + current schema)
 "did a table change?"       counters kept by triggers, read when   the same counters, read on every check
                             ``PRAGMA data_version`` moved          (:mod:`bastion.store.changes`)
 ==========================  =====================================  ==========================================
@@ -22,6 +24,9 @@ Type names are translated only in ``CREATE TABLE`` and ``ALTER TABLE``; anything
 
 from __future__ import annotations
 
+import fcntl
+import os
+import re
 import sqlite3
 import threading
 from abc import ABC, abstractmethod
@@ -48,6 +53,26 @@ class Cursor(Protocol):
     def fetchall(self) -> list[Any]: ...
 
     def __iter__(self) -> Iterator[Any]: ...
+
+
+class SessionLock(ABC):
+    """A named lock held by this process until :meth:`release`, and released by the OS or the server
+    when the process dies (``kill -9`` included): what an election needs.
+
+    ``connection`` is where the holder writes what only the holder may write. On PostgreSQL it is the
+    very session that holds the lock, so a holder whose session was lost (and whose lock another
+    process may now hold) cannot commit anything more: its writes fail instead of racing the new one.
+    """
+
+    connection: Connection
+
+    @abstractmethod
+    def alive(self) -> bool:
+        """False once the lock is known to be lost (its session broke) or released."""
+
+    @abstractmethod
+    def release(self) -> None:
+        """Give the lock up (idempotent)."""
 
 
 class Connection(ABC):
@@ -85,6 +110,11 @@ class Connection(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release the connection (or this store's share of a pool)."""
+
+    @abstractmethod
+    def try_session_lock(self, name: str) -> SessionLock | None:
+        """Take the lock ``name`` for this database (file, or schema) without waiting; None if another
+        holder (process, or another object of this process) has it."""
 
     def for_update(self) -> str:
         """The suffix that locks the selected rows until commit (empty where the transaction already
@@ -129,6 +159,23 @@ class SqliteConnection(Connection):
                 raise
             self.raw.execute("COMMIT")
 
+    def try_session_lock(self, name: str) -> SessionLock | None:
+        if not _LOCK_NAME.fullmatch(name):
+            raise ValueError(f"not a lock name: {name!r}")
+        path = f"{self.location}.{name}.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            # flock locks belong to the open file description: another open() of the same file, in
+            # this process or another, conflicts; the kernel drops it when the holder dies.
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except BaseException:
+            os.close(fd)
+            raise
+        return _FileLock(self, fd)
+
     def data_version(self) -> int:
         """A number that changes when another connection commits to the file (``PRAGMA data_version``)."""
         with self._lock:
@@ -137,3 +184,24 @@ class SqliteConnection(Connection):
     def close(self) -> None:
         with self._lock:
             self.raw.close()
+
+
+_LOCK_NAME = re.compile(r"[a-z][a-z0-9-]*")
+
+
+class _FileLock(SessionLock):
+    """An exclusive ``flock`` on a file next to the SQLite database (one host, like SQLite itself)."""
+
+    def __init__(self, conn: SqliteConnection, fd: int) -> None:
+        self.connection = conn
+        self._fd: int | None = fd
+        self._guard = threading.Lock()
+
+    def alive(self) -> bool:
+        return self._fd is not None
+
+    def release(self) -> None:
+        with self._guard:
+            if self._fd is not None:
+                os.close(self._fd)  # closing the descriptor drops the flock
+                self._fd = None

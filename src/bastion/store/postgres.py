@@ -10,6 +10,7 @@ connection for the whole block (``BEGIN`` ... ``COMMIT``) and statements on the 
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -21,7 +22,7 @@ import psycopg.errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from bastion.errors import StoreUnavailable
-from bastion.store.connection import Connection, ConstraintViolation, Cursor, Dialect, Params
+from bastion.store.connection import Connection, ConstraintViolation, Cursor, Dialect, Params, SessionLock
 from bastion.store.target import PostgresTarget, redact
 
 #: seconds to wait for the server when connecting, and for a free pooled connection
@@ -168,6 +169,22 @@ def _check(url: str) -> None:
         raise unavailable(url, exc) from exc
 
 
+def _run(
+    url: str, conn: psycopg.Connection[Any], sql: str, rows: Iterable[Params] | None, params: Params
+) -> _Result:
+    try:
+        with conn.cursor() as cur:
+            if rows is not None:
+                cur.executemany(_translate(sql), list(rows))
+                return _Result([], cur.rowcount)
+            cur.execute(_translate(sql), tuple(params))
+            return _Result(cur.fetchall() if cur.description else [], cur.rowcount)
+    except (psycopg.IntegrityError, psycopg.errors.RaiseException) as exc:
+        raise ConstraintViolation(str(exc)) from exc
+    except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+        raise unavailable(url, exc) from exc
+
+
 class PgConnection(Connection):
     """:class:`Connection` over this process's pool for one PostgreSQL database."""
 
@@ -183,17 +200,7 @@ class PgConnection(Connection):
     def _run(
         self, conn: psycopg.Connection[Any], sql: str, rows: Iterable[Params] | None, params: Params
     ) -> _Result:
-        try:
-            with conn.cursor() as cur:
-                if rows is not None:
-                    cur.executemany(_translate(sql), list(rows))
-                    return _Result([], cur.rowcount)
-                cur.execute(_translate(sql), tuple(params))
-                return _Result(cur.fetchall() if cur.description else [], cur.rowcount)
-        except (psycopg.IntegrityError, psycopg.errors.RaiseException) as exc:
-            raise ConstraintViolation(str(exc)) from exc
-        except psycopg.OperationalError as exc:
-            raise unavailable(self.target.url, exc) from exc
+        return _run(self.target.url, conn, sql, rows, params)
 
     def _statement(self, sql: str, rows: Iterable[Params] | None, params: Params) -> _Result:
         conn = getattr(self._local, "conn", None)
@@ -252,7 +259,91 @@ class PgConnection(Connection):
         except (PoolTimeout, psycopg.OperationalError) as exc:
             raise unavailable(self.target.url, exc) from exc
 
+    def try_session_lock(self, name: str) -> SessionLock | None:
+        return _AdvisoryLock.try_take(self.target, name)
+
     def close(self) -> None:
         if not self._closed:
             self._closed = True
             POOLS.release(self.target.url)
+
+
+class _Session(Connection):
+    """:class:`Connection` over one dedicated (not pooled) connection: the session holding a lock."""
+
+    dialect: Dialect = "postgresql"
+
+    def __init__(self, target: PostgresTarget, raw: psycopg.Connection[Any]) -> None:
+        self.target = target
+        self.location = redact(target.url)
+        self.raw = raw
+        self._lock = threading.RLock()
+
+    def execute(self, sql: str, params: Params = ()) -> Cursor:
+        with self._lock:
+            return _run(self.target.url, self.raw, sql, None, params)
+
+    def executemany(self, sql: str, rows: Iterable[Params]) -> None:
+        with self._lock:
+            _run(self.target.url, self.raw, sql, rows, ())
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self._lock:
+            try:
+                with self.raw.transaction():
+                    yield
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                raise unavailable(self.target.url, exc) from exc
+
+    def try_session_lock(self, name: str) -> SessionLock | None:
+        return _AdvisoryLock.try_take(self.target, name)
+
+    def close(self) -> None:
+        with self._lock:
+            self.raw.close()
+
+
+class _AdvisoryLock(SessionLock):
+    """``pg_try_advisory_lock`` held by a dedicated session: the server releases it when that session
+    ends, including when the holder is killed (its socket closes) or its host vanishes (TCP keepalives,
+    set below, end the session within about 25 s)."""
+
+    def __init__(self, session: _Session, key: int) -> None:
+        self.connection = session
+        self._session = session
+        self._key = key
+        self._released = False
+
+    @classmethod
+    def try_take(cls, target: PostgresTarget, name: str) -> _AdvisoryLock | None:
+        try:
+            raw = psycopg.connect(target.url, connect_timeout=CONNECT_TIMEOUT_S, autocommit=True)
+        except psycopg.Error as exc:
+            raise unavailable(target.url, exc) from exc
+        session = _Session(target, raw)
+        try:
+            # Server-side keepalives (user-settable): a holder whose host died stops holding the lock.
+            for setting, value in (("idle", 10), ("interval", 5), ("count", 3)):
+                session.execute(f"SET tcp_keepalives_{setting} = {value}")
+            schema = str(session.execute("SELECT current_schema()").fetchone()[0])
+            # Advisory locks are per database; the schema keeps two deployments (or tests) in one
+            # database apart. A stable 63-bit key from the name.
+            digest = hashlib.sha256(f"bastion:{schema}:{name}".encode()).digest()
+            key = int.from_bytes(digest[:8], "big") >> 1
+            got = bool(session.execute("SELECT pg_try_advisory_lock(CAST(? AS BIGINT))", (key,)).fetchone()[0])
+        except BaseException:
+            session.close()
+            raise
+        if not got:
+            session.close()
+            return None
+        return cls(session, key)
+
+    def alive(self) -> bool:
+        return not self._released and not self._session.raw.closed and not self._session.raw.broken
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._session.close()  # ending the session releases the lock
