@@ -148,9 +148,9 @@ class Integrator:
     def _step_down(self) -> None:
         if self._leader is not None:
             leader, self._leader = self._leader, None
-            leader.release()
-            if self._on_leadership is not None:
+            if self._on_leadership is not None:  # before the release: no one else leads yet
                 self._on_leadership(False)
+            leader.release()
 
     def _catch_up(self, size: int) -> SignedTreeHead | None:
         """Integrate rounds (signing at the end) until ``size`` entries are in the tree."""

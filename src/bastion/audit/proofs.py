@@ -186,7 +186,7 @@ def prove_consistency(
             f"two heads of size {old.tree_size} sign different roots: the log was forked or rewritten",
             hint="Both signatures are valid, so the signing key signed two histories: it is compromised.",
         )
-    size = store.tree_state()[0]
+    size = store.sequenced()
     if new.tree_size > size:
         raise IntegrityError(
             f"NEW covers {new.tree_size} entries but the log has {size}: entries {size}..{new.tree_size - 1}"

@@ -77,14 +77,17 @@ def init(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
 
 @app.command("sign")
 def sign(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
-    """Sign a tree head now over every entry so far (the gateway also does this on a timer)."""
+    """Sign a tree head now over every entry so far (the leading gateway also does this on a timer).
+
+    With several processes on one log, the one holding the leadership signs: this command signs itself
+    when it can take the lead, else waits a few seconds for the leader's head (exit 10 if none came)."""
     settings = _settings(config)
     _store(settings).close()
     log = AuditLog.open(settings)
-    head = log.close()
-    if head is None:
-        heads = open_store(settings.target()).heads()
-        head = heads[-1] if heads else None
+    try:
+        head = log.sign_now()
+    finally:
+        log.close(timeout_s=0)
     emit(
         {"head": head.to_json() if head else None},
         as_json,
@@ -104,6 +107,12 @@ AgainstOpt = Annotated[
 ]
 
 
+def stale_after(sth_interval_s: float) -> float:
+    """How long an entry may wait for a signed head before verify calls the tail stale: far beyond the
+    leader's schedule (an interval plus an election), so only a log nobody signs is reported."""
+    return max(60.0, 6 * sth_interval_s)
+
+
 @app.command("verify")
 def verify(
     pubkey: PubkeyOpt = None, against: AgainstOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False
@@ -113,12 +122,16 @@ def verify(
     public_key = load_public_key(pubkey or public_key_path(settings.signing_key))
     outside = [read_head(path) for path in against or ()]
     store = _store(settings)
-    total, _ = store.tree_state()
+    total = store.sequenced()
     columns = (TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
         task = bar.add_task("verify", total=total)
         report = verify_log(
-            store, public_key, progress=lambda n: bar.update(task, completed=n), against=outside
+            store,
+            public_key,
+            progress=lambda n: bar.update(task, completed=n),
+            against=outside,
+            stale_after_s=stale_after(settings.sth_interval_s),
         )
     store.close()
 
@@ -129,7 +142,9 @@ def verify(
                 f" key {report.key_id}, root {report.root[:16]}... ({report.seconds:.2f} s)"
             )
         else:
-            out.print(f"[bold red]TAMPERED[/] {len(report.problems)} problem(s):")
+            stalled = all(p.kind == "stale" for p in report.problems)
+            title = "NOT SIGNED" if stalled else "TAMPERED"
+            out.print(f"[bold red]{title}[/] {len(report.problems)} problem(s):")
             for p in report.problems[:20]:
                 out.print(f"  - {p.message}")
             if report.first_bad_entry is not None:
@@ -221,7 +236,7 @@ def export(
     try:
         lines = (orjson.dumps(p.to_json()) + b"\n" for p in iter_proofs(store, start, end))
         written = _write_lines(lines, output)
-        unsigned = store.tree_state()[0] - store.heads()[-1].tree_size
+        unsigned = store.sequenced() - store.heads()[-1].tree_size
     finally:
         store.close()
     if unsigned > 0:
