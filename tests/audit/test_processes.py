@@ -151,7 +151,7 @@ def test_kill_9_of_the_leader_under_load_another_takes_over_and_signs_everything
         w.proc.send_signal(signal.SIGTERM)
     outputs = {t: w.finish() for t, w in survivors.items()}
     outputs[tag] = leader.text()
-    for t, w in survivors.items():
+    for w in survivors.values():
         assert w.proc.returncode == 0, w.proc.stderr.read() if w.proc.stderr else ""
     acks: dict[int, str] = {}
     for out in outputs.values():

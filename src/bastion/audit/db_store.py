@@ -151,7 +151,10 @@ class _Txn:
             self.conn.executemany(
                 "INSERT INTO audit_entries (seq, kind, time, request_id, principal, model, leaf, leaf_hash)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(r.seq, r.kind, r.time, r.request_id, r.principal, r.model, r.leaf, r.leaf_hash) for r in rows],
+                [
+                    (r.seq, r.kind, r.time, r.request_id, r.principal, r.model, r.leaf, r.leaf_hash)
+                    for r in rows
+                ],
             )
         except ConstraintViolation as exc:
             first = rows[0].seq if rows else 0
@@ -187,7 +190,8 @@ class _Txn:
 
 def _latest_head(conn: Connection) -> SignedTreeHead | None:
     row = conn.execute(
-        "SELECT origin, tree_size, root, timestamp_ms, key_id, signature FROM audit_heads ORDER BY id DESC LIMIT 1"
+        "SELECT origin, tree_size, root, timestamp_ms, key_id, signature"
+        " FROM audit_heads ORDER BY id DESC LIMIT 1"
     ).fetchone()
     return _head(row) if row else None
 

@@ -331,7 +331,8 @@ class _AdvisoryLock(SessionLock):
             # database apart. A stable 63-bit key from the name.
             digest = hashlib.sha256(f"bastion:{schema}:{name}".encode()).digest()
             key = int.from_bytes(digest[:8], "big") >> 1
-            got = bool(session.execute("SELECT pg_try_advisory_lock(CAST(? AS BIGINT))", (key,)).fetchone()[0])
+            taken = session.execute("SELECT pg_try_advisory_lock(CAST(? AS BIGINT))", (key,)).fetchone()
+            got = bool(taken[0])
         except BaseException:
             session.close()
             raise
