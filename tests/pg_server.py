@@ -3,7 +3,8 @@
 PostgreSQL refuses to run as root, and CI runs as root: then the server runs as the ``postgres`` system
 user the Debian package creates (or ``bastion-pg``, created here, where that user is missing). It
 listens on a Unix socket in its own directory (trust) and on 127.0.0.1 at a free port (password, so the
-credential errors can be tested). fsync is off: the tests check behaviour, not durability on power loss.
+credential errors can be tested). fsync is off: the tests check behaviour, not durability on power loss
+(benches that measure durable commits start it with ``durable=True``).
 """
 
 from __future__ import annotations
@@ -92,8 +93,12 @@ class Server:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def start() -> Server:
-    """initdb in a new temporary directory and start the server (a few seconds)."""
+def start(durable: bool = False) -> Server:
+    """initdb in a new temporary directory and start the server (a few seconds).
+
+    ``durable``: PostgreSQL's defaults (fsync, synchronous_commit, full_page_writes on): a commit
+    returns after its WAL reached the disk. Otherwise all three are off (tests: faster, same logic).
+    """
     binary = pg_bin()
     if binary is None:
         raise RuntimeError("PostgreSQL is not installed (Debian: apt-get install postgresql)")
@@ -112,10 +117,9 @@ def start() -> Server:
         user=user, capture_output=True, check=True, timeout=300,
     )
     port = _free_port()
-    options = (
-        f"-p {port} -k {root / 'sock'} -c listen_addresses=127.0.0.1 -c fsync=off"
-        " -c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
-    )
+    options = f"-p {port} -k {root / 'sock'} -c listen_addresses=127.0.0.1 -c max_connections=300"
+    if not durable:
+        options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
     subprocess.run(
         [str(binary / "pg_ctl"), "-D", str(root / "data"), "-o", options, "-l", str(root / "log"), "-w",
          "-t", "120", "start"],
