@@ -86,6 +86,7 @@ def resign_everything(db: Path, rewrite: dict[int, bytes]) -> None:
     for h in hashes:
         frontier.append(h)
     conn.execute("UPDATE audit_tree SET size = ?, frontier = ?", (frontier.size, frontier.to_bytes()))
+    conn.execute("UPDATE audit_sequence SET next = ?", (frontier.size,))  # the writers' counter too
     for head_id, origin, size, ts in conn.execute(
         "SELECT id, origin, tree_size, timestamp_ms FROM audit_heads ORDER BY id"
     ).fetchall():

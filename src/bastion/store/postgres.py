@@ -196,6 +196,8 @@ class PgConnection(Connection):
         self._pool = POOLS.acquire(target)
         self._local = threading.local()
         self._closed = False
+        self._candidates: dict[str, _Session] = {}  # sessions that lost an election, kept for the next
+        self._candidates_lock = threading.Lock()
 
     def _run(
         self, conn: psycopg.Connection[Any], sql: str, rows: Iterable[Params] | None, params: Params
@@ -260,11 +262,27 @@ class PgConnection(Connection):
             raise unavailable(self.target.url, exc) from exc
 
     def try_session_lock(self, name: str) -> SessionLock | None:
-        return _AdvisoryLock.try_take(self.target, name)
+        # A loser keeps its session for the next try: campaigning every second then costs one query,
+        # not a new server process per attempt.
+        with self._candidates_lock:
+            session = self._candidates.pop(name, None)
+        lock = _AdvisoryLock.try_take(self.target, name, session)
+        if isinstance(lock, _Session):
+            with self._candidates_lock:
+                if self._closed:
+                    lock.close()
+                else:
+                    self._candidates[name] = lock
+            return None
+        return lock
 
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            with self._candidates_lock:
+                candidates, self._candidates = list(self._candidates.values()), {}
+            for session in candidates:
+                session.close()
             POOLS.release(self.target.url)
 
 
@@ -297,7 +315,11 @@ class _Session(Connection):
                 raise unavailable(self.target.url, exc) from exc
 
     def try_session_lock(self, name: str) -> SessionLock | None:
-        return _AdvisoryLock.try_take(self.target, name)
+        lock = _AdvisoryLock.try_take(self.target, name)
+        if isinstance(lock, _Session):
+            lock.close()
+            return None
+        return lock
 
     def close(self) -> None:
         with self._lock:
@@ -316,7 +338,29 @@ class _AdvisoryLock(SessionLock):
         self._released = False
 
     @classmethod
-    def try_take(cls, target: PostgresTarget, name: str) -> _AdvisoryLock | None:
+    def try_take(
+        cls, target: PostgresTarget, name: str, session: _Session | None = None
+    ) -> _AdvisoryLock | _Session | None:
+        """The lock, or (lost) the session that tried, for the next attempt; ``session``: that one."""
+        if session is not None and (session.raw.closed or session.raw.broken):
+            session.close()
+            session = None
+        if session is None:
+            session = cls._open(target)
+        try:
+            # Advisory locks are per database; the schema keeps two deployments (or tests) in one
+            # database apart. A stable 63-bit key from the name.
+            schema = str(session.execute("SELECT current_schema()").fetchone()[0])
+            digest = hashlib.sha256(f"bastion:{schema}:{name}".encode()).digest()
+            key = int.from_bytes(digest[:8], "big") >> 1
+            taken = session.execute("SELECT pg_try_advisory_lock(CAST(? AS BIGINT))", (key,)).fetchone()
+        except BaseException:
+            session.close()
+            raise
+        return cls(session, key) if taken[0] else session
+
+    @staticmethod
+    def _open(target: PostgresTarget) -> _Session:
         try:
             raw = psycopg.connect(target.url, connect_timeout=CONNECT_TIMEOUT_S, autocommit=True)
         except psycopg.Error as exc:
@@ -326,20 +370,10 @@ class _AdvisoryLock(SessionLock):
             # Server-side keepalives (user-settable): a holder whose host died stops holding the lock.
             for setting, value in (("idle", 10), ("interval", 5), ("count", 3)):
                 session.execute(f"SET tcp_keepalives_{setting} = {value}")
-            schema = str(session.execute("SELECT current_schema()").fetchone()[0])
-            # Advisory locks are per database; the schema keeps two deployments (or tests) in one
-            # database apart. A stable 63-bit key from the name.
-            digest = hashlib.sha256(f"bastion:{schema}:{name}".encode()).digest()
-            key = int.from_bytes(digest[:8], "big") >> 1
-            taken = session.execute("SELECT pg_try_advisory_lock(CAST(? AS BIGINT))", (key,)).fetchone()
-            got = bool(taken[0])
         except BaseException:
             session.close()
             raise
-        if not got:
-            session.close()
-            return None
-        return cls(session, key)
+        return session
 
     def alive(self) -> bool:
         return not self._released and not self._session.raw.closed and not self._session.raw.broken
