@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from bastion.audit import AuditLog, open_store
 from bastion.audit.db_store import MIGRATIONS
 from bastion.audit.merkle import LEAF_PREFIX, Frontier
 from bastion.audit.records import encode_leaf
 from bastion.audit.verify import verify_log
+from bastion.errors import IntegrityError
 from bastion.store import Migrations, Target, open_database
 from tests.conftest import raw_sql
 
@@ -121,3 +124,21 @@ def test_a_log_from_before_the_counter_is_upgraded_in_place_and_continues(store_
     assert [r[0] for r in applied] == ["m001_create_audit_tables", "m002_sequence_and_leader"]
     report = verify_log(open_store(store_target), keys.public)
     assert report.ok and report.entries == 8 and report.heads == 2
+
+
+def test_a_process_with_another_signing_key_steps_down_and_never_signs(store_target: Target, keys: Keys) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    signed = AuditLog(open_store(store_target), signer=keys.signer)
+    signed.append(make_record(0))
+    signed.close()
+    stranger = AuditLog(open_store(store_target), signer=Ed25519PrivateKey.generate())
+    stranger.append(make_record(1))
+    with pytest.raises(IntegrityError, match="signing key .* is not the log's"):
+        stranger.sign_now(timeout_s=0.5)
+    assert stranger.close(timeout_s=0.5) is None  # it took the lock, saw another key, stepped down
+    assert not stranger.is_leader
+    report = verify_log(open_store(store_target), keys.public)
+    assert report.ok and report.heads == 1 and report.entries == 2  # nothing signed with the wrong key
+    head = AuditLog(open_store(store_target), signer=keys.signer).close()
+    assert head is not None and head.tree_size == 2

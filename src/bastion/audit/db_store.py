@@ -27,8 +27,15 @@ from bastion.audit.heads import SignedTreeHead
 from bastion.audit.records import LEAF_VERSION
 from bastion.audit.store import EntryRow, Filters, ScanRow
 from bastion.errors import ConfigError, IntegrityError
-from bastion.store import Connection, ConstraintViolation, Migrations, PostgresTarget, Target, open_database
-from bastion.store.connection import SessionLock
+from bastion.store import (
+    Connection,
+    ConstraintViolation,
+    Migrations,
+    PostgresTarget,
+    SessionLock,
+    Target,
+    open_database,
+)
 
 MIGRATIONS = Migrations("audit")
 

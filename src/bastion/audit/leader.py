@@ -28,6 +28,7 @@ from collections.abc import Callable
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bastion.audit.heads import SignedTreeHead
+from bastion.audit.keys import key_id
 from bastion.audit.merkle import LEAF_PREFIX, Frontier
 from bastion.audit.records import leaf_prefix
 from bastion.audit.store import Leader, Store
@@ -80,7 +81,8 @@ class Integrator:
         self._leader: Leader | None = None
         self._next_campaign = 0.0
         self._next_round = 0.0
-        #: why integration stopped at a row it must not sign over (None while all is well)
+        self._key_id = key_id(signer.public_key()) if signer is not None else None
+        #: why this process cannot sign: a row it must not sign over, or a key not the log's
         self.stalled: str | None = None
 
     @property
@@ -181,6 +183,20 @@ class Integrator:
         size, blob, wanted, sequenced = leader.state()
         frontier = Frontier.from_bytes(size, blob)
         newest = leader.latest_head()
+        if newest is not None and newest.key_id != self._key_id:
+            # A replica configured with another key would sign heads verify rejects: it must not lead.
+            log.error(
+                "audit log: this process's signing key (id %s) is not the log's (id %s): it will not sign;"
+                " fix audit.signing_key",
+                self._key_id,
+                newest.key_id,
+            )
+            self._signer = None  # stops campaigning too
+            self.stalled = (
+                f"this process's signing key (id {self._key_id}) is not the log's (id {newest.key_id})"
+            )
+            self._step_down()
+            return -1, None
         signed = newest.tree_size if newest is not None else 0
         now_ms = int(self._clock() * 1000)
         heads: list[SignedTreeHead] = []

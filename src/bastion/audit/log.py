@@ -271,8 +271,8 @@ class AuditLog:
             return head
         if self._integrator.stalled:
             raise IntegrityError(
-                f"the audit log's leader will not sign past a bad row: {self._integrator.stalled}",
-                hint="Run 'bastion audit verify' to see what was changed.",
+                f"no tree head can be signed here: {self._integrator.stalled}",
+                hint="Run 'bastion audit verify' to see what was changed (or fix audit.signing_key).",
             )
         raise Busy(
             f"no signed tree head covering {target} entries within {wait:g} s:"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from bastion.errors import ConfigError
 from bastion.store.changes import ChangeWatch, count_changes
-from bastion.store.connection import Connection, ConstraintViolation, Cursor, SqliteConnection
+from bastion.store.connection import Connection, ConstraintViolation, Cursor, SessionLock, SqliteConnection
 from bastion.store.migrations import ComponentStatus, Migrations
 from bastion.store.sqlite import open_sqlite_store
 from bastion.store.target import PostgresTarget, Target, redact
@@ -54,6 +54,7 @@ __all__ = [
     "Cursor",
     "Migrations",
     "PostgresTarget",
+    "SessionLock",
     "SqliteConnection",
     "Target",
     "close_pools",
