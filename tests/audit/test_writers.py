@@ -3,6 +3,7 @@ migration of a log written before the sequence counter existed, and verify's vie
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 import pytest
@@ -142,3 +143,37 @@ def test_a_process_with_another_signing_key_steps_down_and_never_signs(store_tar
     assert report.ok and report.heads == 1 and report.entries == 2  # nothing signed with the wrong key
     head = AuditLog(open_store(store_target), signer=keys.signer).close()
     assert head is not None and head.tree_size == 2
+
+
+def test_a_leader_whose_postgres_session_was_cut_cannot_sign_and_another_takes_over(
+    postgres: object, keys: Keys
+) -> None:
+    from tests.conftest import postgres_target
+
+    target = postgres_target(postgres)  # type: ignore[arg-type]
+    first = AuditLog(open_store(target), signer=keys.signer, sth_interval_s=3600)
+    first.append(make_record(0))
+    assert first.sign_now() is not None and first.is_leader
+    second = AuditLog(open_store(target), signer=keys.signer, sth_interval_s=3600)
+    # The server ends the leader's session (a network cut, an administrator): its lock goes with it.
+    schema = raw_sql(target, "SELECT current_schema()")[0][0]
+    key = int.from_bytes(hashlib.sha256(f"bastion:{schema}:audit-leader".encode()).digest()[:8], "big") >> 1
+    ended = raw_sql(
+        target,
+        "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+        " AND classid = ? AND objid = ? AND objsubid = 1",
+        (key >> 32, key & 0xFFFFFFFF),
+    )
+    assert ended == [(True,)]
+    second.append(make_record(1))
+    head = second.sign_now()
+    assert head is not None and head.tree_size == 2 and second.is_leader
+    # The old leader still believes it leads until it tries to write through its dead session: then it
+    # steps down and gets the new leader's head instead of signing one of its own.
+    first.append(make_record(2))
+    head = first.sign_now()
+    assert head is not None and head.tree_size == 3 and not first.is_leader
+    first.close()
+    second.close()
+    report = verify_log(open_store(target), keys.public)
+    assert report.ok and report.signed_size == 3
