@@ -7,13 +7,14 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from bastion.audit import AuditLog, open_store
 from bastion.audit.keys import BodyCipher, load_signing_key
-from bastion.audit.records import RequestRecord
+from bastion.audit.records import AdminRecord, RequestRecord
 
 BASTION = [sys.executable, "-m", "bastion.cli.main"]
 
@@ -183,3 +184,31 @@ def test_errors_are_one_line_with_a_hint_and_distinct_exit_codes(home: Path, key
     rekey = bastion("audit", "init")  # new keys over an old log would orphan its signed heads
     assert rekey.returncode == 2 and "an audit log already exists" in rekey.stderr
     assert not (keydir / "audit-signing.key").exists()
+
+
+def test_sign_while_another_process_leads_returns_the_leaders_head_and_verify_names_a_stale_tail(
+    home: Path, keydir: Path, config: Path
+) -> None:
+    assert bastion("audit", "init", config=config).returncode == 0
+    db = home / "audit" / "audit.db"
+    leader = AuditLog(open_store(db), signer=load_signing_key(keydir / "audit-signing.key"), sth_interval_s=3600)
+    leader.append_admin("test.leader", "os:tester")
+    assert leader.sign_now() is not None and leader.is_leader
+    follower = AuditLog(open_store(db), signer=None)  # appends like a gateway that does not lead
+    follower.append_admin("test.follower", "os:tester")
+    follower.close()
+    signed = bastion("audit", "sign", "--json", config=config)  # cannot take the lead: asks the leader
+    assert signed.returncode == 0, signed.stderr
+    assert json.loads(signed.stdout)["head"]["tree_size"] == 3
+    leader.close()
+
+    # An unsigned tail whose oldest entry was written two hours ago: nobody is signing, verify says so.
+    old = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(time.time() - 7200))
+    follower = AuditLog(open_store(db), signer=None)
+    follower.append(AdminRecord("test.old", "os:tester", time=old))
+    follower.close()
+    stale = bastion("audit", "verify", config=config)
+    assert stale.returncode == 8 and "NOT SIGNED" in stale.stdout and "no process holding" in stale.stdout
+    # Nobody leads now: 'audit sign' takes the lead itself and signs the tail.
+    assert bastion("audit", "sign", config=config).returncode == 0
+    assert bastion("audit", "verify", config=config).returncode == 0

@@ -217,6 +217,12 @@ def verify_log(
     return report
 
 
+def stale_after(sth_interval_s: float) -> float:
+    """How long an entry may wait for a signed head before verify calls the tail stale: far beyond the
+    leader's schedule (an interval plus an election), so only a log nobody signs is reported."""
+    return max(60.0, 6 * sth_interval_s)
+
+
 def _check_stale(store: Store, report: VerifyReport, stale_after_s: float, now: float) -> VerifyReport:
     """A tail that waited too long for a head means no process is signing: the tail is rewritable."""
     oldest = store.entry(report.signed_size)

@@ -20,7 +20,7 @@ from bastion.audit.heads import read_document, read_head
 from bastion.audit.keys import public_key_path
 from bastion.audit.proofs import build_proof, check_proof, iter_proofs, prove_consistency
 from bastion.audit.records import decode_leaf, parse_time
-from bastion.audit.verify import verify_log
+from bastion.audit.verify import stale_after, verify_log
 from bastion.cli.options import ConfigOpt, JsonOpt
 from bastion.cli.render import emit, err, out
 from bastion.config import AuditSettings, Settings, load_settings
@@ -105,12 +105,6 @@ AgainstOpt = Annotated[
         " repeatable. Detects truncation and rewrites the database alone cannot show.",
     ),
 ]
-
-
-def stale_after(sth_interval_s: float) -> float:
-    """How long an entry may wait for a signed head before verify calls the tail stale: far beyond the
-    leader's schedule (an interval plus an election), so only a log nobody signs is reported."""
-    return max(60.0, 6 * sth_interval_s)
 
 
 @app.command("verify")
