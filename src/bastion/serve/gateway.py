@@ -402,7 +402,9 @@ class Gateway:
         if self.admission is not None:
             self.admission.registry.close()
         if self.audit is not None:
-            self.audit.close()  # flushes and signs a final tree head
+            # Flushes, and signs a final head or (another replica leads) waits a few seconds for the
+            # leader's: off the event loop.
+            await asyncio.to_thread(self.audit.close)
 
     async def admin_action(self, action: str, details: dict[str, Any]) -> None:
         if self.audit is not None:
