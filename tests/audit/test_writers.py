@@ -177,3 +177,19 @@ def test_a_leader_whose_postgres_session_was_cut_cannot_sign_and_another_takes_o
     second.close()
     report = verify_log(open_store(target), keys.public)
     assert report.ok and report.signed_size == 3
+
+
+def test_the_store_names_the_leader_while_it_leads(store_target: Target, keys: Keys) -> None:
+    import os
+    import socket
+
+    store = open_store(store_target)
+    assert store.leader() is None
+    log = AuditLog(open_store(store_target), signer=keys.signer)
+    log.append(make_record(0))
+    log.sign_now()
+    holder = store.leader()  # pid@host (PostgreSQL may cut a long host name at 63 bytes)
+    assert log.is_leader and holder and f"{os.getpid()}@{socket.gethostname()}".startswith(holder)
+    log.close()
+    assert store.leader() is None
+    store.close()

@@ -200,7 +200,11 @@ def test_sign_while_another_process_leads_returns_the_leaders_head_and_verify_na
     signed = bastion("audit", "sign", "--json", config=config)  # cannot take the lead: asks the leader
     assert signed.returncode == 0, signed.stderr
     assert json.loads(signed.stdout)["head"]["tree_size"] == 3
+    status = json.loads(bastion("audit", "status", "--json", config=config).stdout)
+    assert status["leader"].startswith(f"{os.getpid()}@") and status["sequenced"] == 3
+    assert status["head"]["tree_size"] == 3 and status["unsigned"] == 0
     leader.close()
+    assert json.loads(bastion("audit", "status", "--json", config=config).stdout)["leader"] is None
 
     # An unsigned tail whose oldest entry was written two hours ago: nobody is signing, verify says so.
     old = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(time.time() - 7200))

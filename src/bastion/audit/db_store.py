@@ -289,6 +289,10 @@ class DbStore:
         with self.transaction() as tx:
             tx.conn.execute("UPDATE audit_tree SET wanted = ? WHERE id = 1 AND wanted < ?", (size, size))
 
+    def leader(self) -> str | None:
+        """``pid@host`` of the process leading the log now (None: nobody holds the leadership)."""
+        return self._conn.session_lock_holder(LEADER_LOCK)
+
     def try_lead(self) -> LeaderSession | None:
         lock = self._conn.try_session_lock(LEADER_LOCK)
         return LeaderSession(lock) if lock is not None else None

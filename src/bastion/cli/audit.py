@@ -97,6 +97,34 @@ def sign(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     )
 
 
+@app.command("status")
+def status(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Who leads the log (integrates and signs), how far it has integrated, and the newest signed head."""
+    settings = _settings(config)
+    store = _store(settings)
+    try:
+        sequenced = store.sequenced()
+        integrated, _ = store.tree_state()
+        head = store.latest_head()
+        leader = store.leader()
+    finally:
+        store.close()
+    data = {
+        "sequenced": sequenced,
+        "integrated": integrated,
+        "leader": leader,
+        "head": head.to_json() if head else None,
+        "unsigned": sequenced - (head.tree_size if head else 0),
+    }
+
+    def human() -> None:
+        out.print(f"entries     {sequenced} sequenced, {integrated} integrated into the tree")
+        out.print(f"newest head {f'size {head.tree_size}, signed {head.time}' if head else 'none yet'}")
+        out.print(f"leader      {leader or 'none (the next process with the signing key takes the lead)'}")
+
+    emit(data, as_json, human)
+
+
 AgainstOpt = Annotated[
     list[Path] | None,
     typer.Option(

@@ -27,6 +27,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import socket
 import sqlite3
 import threading
 from abc import ABC, abstractmethod
@@ -114,7 +115,12 @@ class Connection(ABC):
     @abstractmethod
     def try_session_lock(self, name: str) -> SessionLock | None:
         """Take the lock ``name`` for this database (file, or schema) without waiting; None if another
-        holder (process, or another object of this process) has it."""
+        holder (process, or another object of this process) has it. The holder is named (``pid@host``)
+        where :meth:`session_lock_holder` can read it."""
+
+    @abstractmethod
+    def session_lock_holder(self, name: str) -> str | None:
+        """``pid@host`` of the process holding the lock ``name``, or None if nobody holds it."""
 
     def for_update(self) -> str:
         """The suffix that locks the selected rows until commit (empty where the transaction already
@@ -168,6 +174,8 @@ class SqliteConnection(Connection):
             # flock locks belong to the open file description: another open() of the same file, in
             # this process or another, conflicts; the kernel drops it when the holder dies.
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, holder_name().encode() + b"\n", 0)
         except BlockingIOError:
             os.close(fd)
             return None
@@ -175,6 +183,21 @@ class SqliteConnection(Connection):
             os.close(fd)
             raise
         return _FileLock(self, fd)
+
+    def session_lock_holder(self, name: str) -> str | None:
+        path = f"{self.location}.{name}.lock"
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # got it: nobody holds the lock
+            except BlockingIOError:
+                return os.pread(fd, 256, 0).decode("utf-8", "replace").strip() or "unknown"
+            return None
+        finally:
+            os.close(fd)  # drops the probe's shared lock at once
 
     def data_version(self) -> int:
         """A number that changes when another connection commits to the file (``PRAGMA data_version``)."""
@@ -187,6 +210,11 @@ class SqliteConnection(Connection):
 
 
 _LOCK_NAME = re.compile(r"[a-z][a-z0-9-]*")
+
+
+def holder_name() -> str:
+    """How a lock holder names itself: ``pid@host``."""
+    return f"{os.getpid()}@{socket.gethostname()}"
 
 
 class _FileLock(SessionLock):

@@ -22,7 +22,15 @@ import psycopg.errors
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from bastion.errors import StoreUnavailable
-from bastion.store.connection import Connection, ConstraintViolation, Cursor, Dialect, Params, SessionLock
+from bastion.store.connection import (
+    Connection,
+    ConstraintViolation,
+    Cursor,
+    Dialect,
+    Params,
+    SessionLock,
+    holder_name,
+)
 from bastion.store.target import PostgresTarget, redact
 
 #: seconds to wait for the server when connecting, and for a free pooled connection
@@ -276,6 +284,9 @@ class PgConnection(Connection):
             return None
         return lock
 
+    def session_lock_holder(self, name: str) -> str | None:
+        return _lock_holder(self, name)
+
     def close(self) -> None:
         if not self._closed:
             self._closed = True
@@ -321,9 +332,27 @@ class _Session(Connection):
             return None
         return lock
 
+    def session_lock_holder(self, name: str) -> str | None:
+        return _lock_holder(self, name)
+
     def close(self) -> None:
         with self._lock:
             self.raw.close()
+
+
+def _app_name(schema: str, name: str) -> str:
+    return f"bastion {name} {schema} {holder_name()}"[:63]  # application_name keeps 63 bytes
+
+
+def _lock_holder(conn: Connection, name: str) -> str | None:
+    schema = str(conn.execute("SELECT current_schema()").fetchone()[0])
+    prefix = f"bastion {name} {schema} "
+    row = conn.execute(
+        "SELECT application_name FROM pg_stat_activity WHERE datname = current_database()"
+        " AND starts_with(application_name, ?) ORDER BY backend_start LIMIT 1",
+        (prefix,),
+    ).fetchone()
+    return str(row[0])[len(prefix) :] if row else None
 
 
 class _AdvisoryLock(SessionLock):
@@ -354,6 +383,8 @@ class _AdvisoryLock(SessionLock):
             digest = hashlib.sha256(f"bastion:{schema}:{name}".encode()).digest()
             key = int.from_bytes(digest[:8], "big") >> 1
             taken = session.execute("SELECT pg_try_advisory_lock(CAST(? AS BIGINT))", (key,)).fetchone()
+            if taken[0]:  # name the holder where operators (and session_lock_holder) look: pg_stat_activity
+                session.execute("SELECT set_config('application_name', ?, false)", (_app_name(schema, name),))
         except BaseException:
             session.close()
             raise
