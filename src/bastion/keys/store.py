@@ -19,7 +19,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bastion.errors import AuthenticationFailed, NotFound, UsageError, did_you_mean
-from bastion.store import ChangeWatch, Connection, Migrations, Target, count_changes, open_database
+from bastion.store import (
+    ChangeWatch,
+    Connection,
+    Migrations,
+    Target,
+    count_changes,
+    notify_changes,
+    open_database,
+)
 
 PREFIX = "bst"
 migrations = Migrations("keys")
@@ -54,6 +62,11 @@ _CACHED = ("id", "name", "secret_sha256", "models", "groups", "expires_at", "rev
 @migrations
 def m003_change_counter(conn: Connection) -> None:
     count_changes(conn, "api_keys", _CACHED)
+
+
+@migrations
+def m004_notify_changes(conn: Connection) -> None:
+    notify_changes(conn, "api_keys")  # PostgreSQL: running gateways hear of a revocation at once
 
 
 #: how often the store writes keys' last-used times (a write per request would cost the hot path)

@@ -33,6 +33,7 @@ from bastion.store import (
     Migrations,
     Target,
     count_changes,
+    notify_changes,
     open_database,
 )
 
@@ -128,6 +129,12 @@ def m002_revocations_by_digest(conn: Connection) -> None:
 def m003_change_counters(conn: Connection) -> None:
     count_changes(conn, "admitted_models")
     count_changes(conn, "revocations")
+
+
+@migrations
+def m004_notify_changes(conn: Connection) -> None:
+    notify_changes(conn, "admitted_models")  # PostgreSQL: running gateways hear of a revocation at once
+    notify_changes(conn, "revocations")
 
 
 #: every column, in Admission's field order (a constant: never built from input)

@@ -17,6 +17,7 @@ from bastion import __version__
 from bastion.errors import NotFound, UsageError
 from bastion.serve.gateway import Gateway
 from bastion.serve.http_errors import error_response
+from bastion.serve.reloads import announce_reload
 from bastion.serve.workers import reload_siblings
 
 JSON = "application/json"
@@ -49,9 +50,13 @@ async def admin_reload(gateway: Gateway, request: Request) -> Response:
     refused = await gateway.admin_only(request, "POST /admin/reload")
     if refused is not None:
         return refused
+    # Announced first, so that every replica (and this one, just after) reads what is there from now on.
+    announced = await announce_reload(gateway.settings.store.target())
     outcome = await gateway.reload()
-    # under `serve --workers N` this worker alone got the request: the others reload on SIGHUP
-    outcome["workers_signalled"] = reload_siblings()
+    outcome["replicas_notified"] = announced
+    # Under `serve --workers N` this worker alone got the request. Sibling workers heard the announcement
+    # like any replica; without one (SQLite) the parent passes them SIGHUP.
+    outcome["workers_signalled"] = False if announced else reload_siblings()
     return Response(orjson.dumps(outcome), media_type=JSON)
 
 

@@ -23,7 +23,7 @@ from bastion.serve import admin, openapi
 from bastion.serve.backends import Endpoint
 from bastion.serve.gateway import AdmissionCheck, Gateway
 from bastion.serve.http_errors import error_response
-from bastion.serve.reloads import reload_pending
+from bastion.serve.reloads import listen_for_changes, reload_pending
 from bastion.serve.retrieval import RetrievalApi
 
 log = logging.getLogger("bastion.serve")
@@ -77,17 +77,39 @@ def build_app(gateway: Gateway, retrieval: RetrievalApi | None = None) -> Starle
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await gateway.start()
-        with contextlib.suppress(NotImplementedError, RuntimeError):  # no signals off the main thread
-            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, on_sighup)
-            if reload_pending():  # signalled while the models loaded (serve/reloads.py)
-                on_sighup()
+        loop = asyncio.get_running_loop()
+        started, missed = False, False
+
+        def announced() -> None:  # another gateway's POST /admin/reload, heard in the listener's thread
+            loop.call_soon_threadsafe(reload_announced)
+
+        def reload_announced() -> None:
+            nonlocal missed
+            if started:
+                on_sighup()  # the same path as SIGHUP
+            else:
+                missed = True
+
+        # Listening before the models load, so a reload announced meanwhile is not lost (it runs once
+        # started, as a SIGHUP does); and from here keys, revocations and withdrawals are notified.
+        listener = listen_for_changes(gateway.settings.store.target(), announced)
         try:
-            yield
+            await gateway.start()
+            started = True
+            with contextlib.suppress(NotImplementedError, RuntimeError):  # no signals off the main thread
+                loop.add_signal_handler(signal.SIGHUP, on_sighup)
+                missed = reload_pending() or missed  # signalled while the models loaded (serve/reloads.py)
+            if missed:
+                on_sighup()
+            try:
+                yield
+            finally:
+                await gateway.stop()
+                if retrieval is not None:
+                    retrieval.close()
         finally:
-            await gateway.stop()
-            if retrieval is not None:
-                retrieval.close()
+            if listener is not None:
+                await asyncio.to_thread(listener.release, announced)
 
     async def openapi_document(request: Request) -> Response:
         return Response(orjson.dumps(openapi.document()), media_type=JSON)

@@ -343,6 +343,9 @@ class Gateway:
             self.authorizer.reload(self._configured_clearance())
         except BastionError as exc:
             log.error("policy reload failed, keeping the previous policy: %s", exc.message)
+            if self.audit is not None:  # a reload another replica announced fails here, not there
+                self.audit.append_admin("policy.reload_refused", "gateway", None, None,
+                                        {"policy": self.authorizer.origin, "error": exc.message})
             return f"kept (new policy invalid: {exc.message})"
         log.info("access policy reloaded from %s", self.authorizer.origin)
         if self.audit is not None:

@@ -8,9 +8,10 @@ through a :class:`Connection` that hides the few differences between the two (se
 from __future__ import annotations
 
 from bastion.errors import ConfigError
-from bastion.store.changes import ChangeWatch, count_changes
+from bastion.store.changes import ChangeWatch, count_changes, notify_changes
 from bastion.store.connection import Connection, ConstraintViolation, Cursor, SessionLock, SqliteConnection
 from bastion.store.migrations import ComponentStatus, Migrations
+from bastion.store.notify import Listener, listen, listener_for
 from bastion.store.sqlite import open_sqlite_store
 from bastion.store.target import PostgresTarget, Target, redact
 
@@ -52,6 +53,7 @@ __all__ = [
     "Connection",
     "ConstraintViolation",
     "Cursor",
+    "Listener",
     "Migrations",
     "PostgresTarget",
     "SessionLock",
@@ -59,6 +61,9 @@ __all__ = [
     "Target",
     "close_pools",
     "count_changes",
+    "listen",
+    "listener_for",
+    "notify_changes",
     "open_database",
     "redact",
 ]

@@ -26,7 +26,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from bastion.errors import NotFound, UsageError
 from bastion.signing.keys import hash_for
-from bastion.store import ChangeWatch, Connection, Migrations, Target, count_changes, open_database
+from bastion.store import (
+    ChangeWatch,
+    Connection,
+    Migrations,
+    Target,
+    count_changes,
+    notify_changes,
+    open_database,
+)
 
 Kind = Literal["model", "provider", "country"]
 #: the kind of an active withdrawal whose signature does not verify: it covers every deployment
@@ -55,6 +63,11 @@ def m001_withdrawals(conn: Connection) -> None:
 @migrations
 def m002_change_counter(conn: Connection) -> None:
     count_changes(conn, "withdrawals")
+
+
+@migrations
+def m003_notify_changes(conn: Connection) -> None:
+    notify_changes(conn, "withdrawals")  # PostgreSQL: running gateways hear of a withdrawal at once
 
 
 @dataclass(frozen=True)
