@@ -98,7 +98,8 @@ def replicas(
     """Start ``count`` replicas sharing ``store`` (default: a SQLite file under ``tmp/shared``).
 
     ``models``: the ``[[models]]`` tables; ``admit``: name -> path admitted first (default: SmolLM2);
-    ``config``: more configuration (other tables); ``server``: more lines for ``[server]``; ``groups``:
+    ``config``: more configuration (other tables; ``{home}`` stands for each replica's own home, e.g. for
+    a policy file per host); ``server``: more lines for ``[server]``; ``groups``:
     the groups of the key made for the test. Stops every replica still running on exit.
     """
     shared = tmp / "shared"
@@ -116,7 +117,8 @@ def replicas(
         (home / "bastion.toml").write_text(
             f"[server]\nport = {port}\naccess_log = true\nadmin_loopback = false\n{server}\n\n"
             f"{store_toml(target)}\n[audit]\npath = \"{audit_path}\"\n\n"
-            f"[registry]\npublic_key = \"{shared / 'org' / 'signing-key.pub.pem'}\"\n\n{config}\n{models}",
+            f"[registry]\npublic_key = \"{shared / 'org' / 'signing-key.pub.pem'}\"\n\n"
+            f"{config.replace('{home}', str(home))}\n{models}",
             encoding="utf-8")
     init = running.bastion("audit", "init")
     assert init.returncode == 0, init.stdout + init.stderr

@@ -29,6 +29,7 @@ notification moves no counter and reloads nothing.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
@@ -61,6 +62,7 @@ BACKOFF_S = (0.1, 5.0)
 _KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
 
 Mark = tuple[int, ...]
+_SERIALS = itertools.count(1)
 
 
 class Listener:
@@ -75,6 +77,7 @@ class Listener:
     def __init__(self, target: PostgresTarget, recheck_s: float = RECHECK_S) -> None:
         self.target = target
         self.recheck_s = recheck_s
+        self._serial = next(_SERIALS)
         self.on_reload: list[Callable[[], None]] = []
         #: the gateways of this process using it (see :func:`listen`)
         self.users = 0
@@ -97,7 +100,7 @@ class Listener:
     @property
     def application_name(self) -> str:
         """How the listening session shows in ``pg_stat_activity`` (with this process's id)."""
-        return f"bastion-listen {os.getpid()}"
+        return f"bastion-listen {os.getpid()}-{self._serial}"
 
     # -- what watches ask -------------------------------------------------------------------------
 
@@ -176,21 +179,27 @@ class Listener:
         self._check_reload(conn)
         beat = time.monotonic()
         while not self._stop.is_set():
-            for note in conn.notifies(timeout=WAIT_S):
-                self._heard(conn, note.channel, note.payload)
+            # stop_after=1: back after the first packet's notifications (every one of them is yielded),
+            # since the connection cannot run a query while the generator holds it.
+            reload = False
+            for note in conn.notifies(timeout=WAIT_S, stop_after=1):
+                reload = self._heard(note.channel, note.payload) or reload
+            if reload:
+                self._check_reload(conn)
             if time.monotonic() - beat > HEARTBEAT_S:
                 conn.execute("SELECT 1")
                 beat = time.monotonic()
 
-    def _heard(self, conn: psycopg.Connection[Any], channel: str, payload: str) -> None:
+    def _heard(self, channel: str, payload: str) -> bool:
+        """Count a notification; True when it asks for a look at the reload counter."""
         if channel == CHANNEL:
             schema, dot, table = payload.partition(".")
             if not dot:
                 self._any += 1  # no table named: count it against every table (only costs a counter read)
             elif schema == self._schema:
                 self._bumps[table] = self._bumps.get(table, 0) + 1
-        elif channel == RELOAD_CHANNEL and payload == self._schema:
-            self._check_reload(conn)
+            return False
+        return channel == RELOAD_CHANNEL and payload == self._schema
 
     # -- reloads ------------------------------------------------------------------------------------
 
@@ -259,16 +268,19 @@ _LISTENERS: dict[str, Listener] = {}
 _LOCK = threading.Lock()
 
 
-def listen(target: PostgresTarget, on_reload: Callable[[], None] | None = None) -> Listener:
+def listen(
+    target: PostgresTarget, on_reload: Callable[[], None] | None = None, recheck_s: float = RECHECK_S
+) -> Listener:
     """This process's listener for ``target``, started on first use (a gateway does, at start-up).
 
     Gateways of one process share it (each adds its ``on_reload``); each gives it back with
     :meth:`Listener.release`. Until one is started, and in every other process (the CLI), watches poll.
+    ``recheck_s`` applies when this call starts it.
     """
     with _LOCK:
         listener = _LISTENERS.get(target.url)
         if listener is None:
-            listener = _LISTENERS[target.url] = Listener(target)
+            listener = _LISTENERS[target.url] = Listener(target, recheck_s)
             listener.start()
         listener.users += 1
         if on_reload is not None:
