@@ -71,13 +71,19 @@ def notify_changes(conn: Connection, table: str) -> None:
     """Migration step after :func:`count_changes`: on PostgreSQL, the counter's trigger function also
     notifies :data:`~bastion.store.notify.CHANNEL` (payload ``schema.table``; sent at commit, once per
     transaction). Nothing on SQLite, which has no NOTIFY (``data_version`` is its cheap check).
+
+    Not when the server's notification queue is more than half full: a full queue makes every
+    notifying COMMIT fail, and a session that LISTENs and never reads (any role that can connect) can
+    fill it. Then a revocation must still commit; gateways see it at their next periodic counter read
+    (``RECHECK_S``), not at once.
     """
     _identifiers(table)
     if conn.dialect != "postgresql":
         return
     conn.execute(
         f"CREATE OR REPLACE FUNCTION {table}_changed() RETURNS trigger LANGUAGE plpgsql AS $$"
-        f" BEGIN {_bump(table)} PERFORM pg_notify('{CHANNEL}', TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME);"
+        f" BEGIN {_bump(table)} IF pg_notification_queue_usage() < 0.5 THEN"
+        f" PERFORM pg_notify('{CHANNEL}', TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME); END IF;"
         " RETURN NULL; END $$"
     )
 
