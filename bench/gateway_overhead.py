@@ -5,7 +5,8 @@ POST /v1/chat/completions with an API key to (a) nginx directly, (b) Bastion pro
 LiteLLM proxy proxying to it, both with key auth on. We report p50/p99 latency on one connection (the
 overhead is the difference to nginx alone) and the request rate with 32 connections.
 
-    .venv/bin/python bench/gateway_overhead.py [--duration 10] [--skip-litellm]
+    .venv/bin/python bench/gateway_overhead.py [--duration 10] [--skip-litellm] [--postgres]
+        [--baseline-src DIR] [--rounds N] [--output FILE]
 
 Needs Debian's nginx and wrk (installed when missing) and creates bench/.venv-litellm for LiteLLM.
 Results: bench/results/gateway_overhead.json and the table in bench/README.md.
@@ -307,6 +308,15 @@ def main() -> None:
                              ("bastion+quotas (PostgreSQL) -> nginx",
                               {"audit": False, "quotas": True, "store_url": pg.url(schema="quotas"),
                                "tag": "pg-quotas"})]
+                if args.baseline_src:  # before/after on PostgreSQL too (e.g. the per-request change checks)
+                    for schema in ("base_plain", "base_quotas"):
+                        pg.execute(f"CREATE SCHEMA {schema}")
+                    gateways += [("baseline bastion (PostgreSQL) -> nginx",
+                                  {"audit": False, "src": src, "store_url": pg.url(schema="base_plain"),
+                                   "tag": "base-pg"}),
+                                 ("baseline bastion+quotas (PostgreSQL) -> nginx",
+                                  {"audit": False, "quotas": True, "src": src,
+                                   "store_url": pg.url(schema="base_quotas"), "tag": "base-pg-quotas"})]
             for name, kwargs in gateways:
                 proc, port, key = start_bastion(tmp, nport, **kwargs)
                 procs.append(proc)
@@ -348,7 +358,7 @@ def main() -> None:
         a = results["bastion+audit -> nginx"]
         results["audit_p50_overhead_increase"] = a["overhead_p50_ms"] / max(b["overhead_p50_ms"], 1e-6) - 1
         print(f"audit on vs off: p50 overhead +{results['audit_p50_overhead_increase'] * 100:.0f}%")
-    for prefix, suffix in (("", ""), ("baseline ", ""), ("", " (PostgreSQL)")):
+    for prefix, suffix in (("", ""), ("baseline ", ""), ("", " (PostgreSQL)"), ("baseline ", " (PostgreSQL)")):
         if f"{prefix}bastion+quotas{suffix} -> nginx" in results:
             q, plain = (results[f"{prefix}bastion+quotas{suffix} -> nginx"],
                         results[f"{prefix}bastion{suffix} -> nginx"])

@@ -81,7 +81,8 @@ def build_app(gateway: Gateway, retrieval: RetrievalApi | None = None) -> Starle
         started, missed = False, False
 
         def announced() -> None:  # another gateway's POST /admin/reload, heard in the listener's thread
-            loop.call_soon_threadsafe(reload_announced)
+            with contextlib.suppress(RuntimeError):  # the loop closed: this gateway is stopping anyway
+                loop.call_soon_threadsafe(reload_announced)
 
         def reload_announced() -> None:
             nonlocal missed

@@ -14,8 +14,9 @@ upsert                      ``ON CONFLICT ... DO UPDATE`` (both)   same (qualify
 write lock                  ``BEGIN IMMEDIATE`` (whole file)       row lock: ``SELECT ... FOR UPDATE``
 lock that dies with its     ``flock`` on ``<file>.<name>.lock``    ``pg_try_advisory_lock`` on a dedicated
 holder (:class:`SessionLock`)                                       session (key: name + current schema)
-"did a table change?"       counters kept by triggers, read when   the same counters, read on every check
-                            ``PRAGMA data_version`` moved          (:mod:`bastion.store.changes`)
+"did a table change?"       counters kept by triggers, read when   the same counters, read when NOTIFY said
+                            ``PRAGMA data_version`` moved          so (:mod:`bastion.store.notify`), else
+                                                                   on every check
 ==========================  =====================================  ==========================================
 
 Type names are translated only in ``CREATE TABLE`` and ``ALTER TABLE``; anything else that differs

@@ -213,7 +213,10 @@ class Listener:
         # moved since we last looked, by another process: its announcement, or one missed while away
         log.info("a reload was announced by another gateway; reloading")
         for reload in list(self.on_reload):
-            reload()
+            try:
+                reload()
+            except Exception:  # a gateway that cannot take it (shutting down) must not stop the listening
+                log.exception("a reload callback failed")
 
     def announce_reload(self) -> bool:
         """Tell every gateway sharing this database to reload (bump the counter, notify). False, with a
