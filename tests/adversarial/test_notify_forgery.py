@@ -126,6 +126,31 @@ def test_forged_reload_notifications_reload_nothing(
         other.release()
 
 
+def test_forged_table_names_do_not_grow_the_listener(
+    target: PostgresTarget, mallory: psycopg.Connection[tuple[object, ...]]
+) -> None:
+    # Red team (this change): every payload naming a new table added a counter to the listener, so a
+    # stranger could grow a gateway's memory without bound. Only watched tables are counted now.
+    listener = listen(target)
+    assert listener.connected.wait(10)
+    schema = _schema(target)
+    keys = KeyStore(target)
+    try:
+        keys.authenticate(keys.create("alice", ["*"]).key)  # the key cache registers its table
+        before = listener._bumps["api_keys"]
+        for i in range(5000):
+            mallory.execute("SELECT pg_notify(%s, %s)", (CHANNEL, f"{schema}.forged_{i}"))
+        mallory.execute("SELECT pg_notify(%s, %s)", (CHANNEL, f"{schema}.api_keys"))  # delivered last
+        deadline = time.monotonic() + 10
+        while listener._bumps["api_keys"] == before:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert set(listener._bumps) == {"api_keys"}, len(listener._bumps)
+    finally:
+        keys.close()
+        listener.release()
+
+
 def test_a_listening_stranger_learns_which_table_changed_and_nothing_else(
     target: PostgresTarget, mallory: psycopg.Connection[tuple[object, ...]]
 ) -> None:

@@ -87,7 +87,7 @@ class Listener:
         self._epoch: int | None = None
         self._epochs = 0
         self._schema = "public"
-        #: notifications received per table, and for "every table" (a payload naming no table)
+        #: notifications received per watched table, and for "every table" (a payload naming no table)
         self._bumps: dict[str, int] = {}
         self._any = 0
         #: the reload counter as last acted on; the lock orders an announcement against the listener
@@ -110,7 +110,9 @@ class Listener:
         epoch = self._epoch
         if epoch is None:
             return None
-        return (epoch, self._any, *(self._bumps.get(t, 0) for t in tables))
+        # Registers the tables watched: only their notifications are counted (a forger naming a new
+        # table in every payload would otherwise grow this dictionary without bound).
+        return (epoch, self._any, *(self._bumps.setdefault(t, 0) for t in tables))
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -196,8 +198,8 @@ class Listener:
             schema, dot, table = payload.partition(".")
             if not dot:
                 self._any += 1  # no table named: count it against every table (only costs a counter read)
-            elif schema == self._schema:
-                self._bumps[table] = self._bumps.get(table, 0) + 1
+            elif schema == self._schema and table in self._bumps:
+                self._bumps[table] += 1
             return False
         return channel == RELOAD_CHANNEL and payload == self._schema
 
