@@ -183,7 +183,10 @@ def test_sigkill_mid_load_loses_no_acknowledged_append(store_target: Target, key
             break
         lines.append(line)
     os.kill(proc.pid, signal.SIGKILL)  # mid-load: appends are queued and a batch is in flight
-    rest, _ = proc.communicate(timeout=30)
+    # Read the rest through the same text stream: communicate() reads the raw pipe and would skip what
+    # readline() already buffered (the start of the next line).
+    rest = proc.stdout.read()
+    proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
     acks = acknowledged("".join(lines) + rest)
     assert len(acks) >= 3000, "the writer did not get going"

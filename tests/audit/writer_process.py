@@ -36,6 +36,9 @@ def say(line: str) -> None:
 
 
 async def main(db: Target, key: Path, tag: str, count: int, clients: int, interval: float) -> None:
+    # The handler first: a SIGTERM while the log is still opening (a loaded machine) must stop us cleanly.
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     log = AuditLog(
         open_store(db),
         signer=load_signing_key(key),
@@ -44,8 +47,6 @@ async def main(db: Target, key: Path, tag: str, count: int, clients: int, interv
         on_leadership=lambda lead: say(f"LEAD {int(lead)} {time.monotonic_ns()}"),
     )
     numbers = iter(range(count or 10**7))
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
 
     async def client() -> None:
         for i in numbers:
