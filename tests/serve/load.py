@@ -45,7 +45,9 @@ async def ask(session: aiohttp.ClientSession, base: str, replica: int, model: st
             if not stream:
                 doc = orjson.loads(await r.read())
                 first = time.monotonic() - t0
-                complete = status == 200 and bool(doc["choices"][0].get("finish_reason"))
+                choices = doc.get("choices") if isinstance(doc, dict) else None
+                complete = status == 200 and bool(choices) and bool(choices[0].get("finish_reason"))
+                error = "" if complete else _message(doc)
             else:
                 finished = done = False
                 async for line in r.content:
@@ -58,15 +60,21 @@ async def ask(session: aiohttp.ClientSession, base: str, replica: int, model: st
                         continue
                     event = orjson.loads(data)
                     if "error" in event:
-                        error = str(event["error"].get("message", event["error"]))[:200]
+                        error = _message(event)
                         continue
                     for choice in event.get("choices") or ():
                         chunks += bool((choice.get("delta") or {}).get("content"))
                         finished = finished or bool(choice.get("finish_reason"))
                 complete = status == 200 and finished and done and not error
-    except (TimeoutError, aiohttp.ClientError, OSError, orjson.JSONDecodeError) as exc:
+    except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:  # ValueError: bad JSON, long line
         error = f"{type(exc).__name__}: {exc}"[:200]
     return Outcome(rid, replica, stream, status, complete, chunks, t0, first, time.monotonic() - t0, error)
+
+
+def _message(doc: object) -> str:
+    """The message of an error envelope (or the document itself), shortened."""
+    err = doc.get("error", doc) if isinstance(doc, dict) else doc
+    return str(err.get("message", err) if isinstance(err, dict) else err)[:200]
 
 
 async def load(
