@@ -19,8 +19,9 @@ Tables (quota component, migration ``m003_shared_reservations``):
     (precision one second; it never counts for longer than a minute). Buckets older than two minutes
     are pruned in the background, never by a request.
 
-Clocks are the replicas' own (``time.time``): keep them synchronised (NTP); a skew of s seconds moves
-the edge of one replica's window by s.
+Clocks: on PostgreSQL every replica stamps buckets and leases with the server's clock (read at each
+lease renewal, see ``UsageStore``), so a replica whose own clock is off cannot spend a minute twice; on
+SQLite every process shares the host's clock.
 """
 
 from __future__ import annotations
