@@ -12,6 +12,7 @@ Conventions (also stated in README.md's "How the README is tested"):
 - ``bastion`` and ``python`` are this checkout's. The gateway's port comes from ``bastion init``, which
   takes ``$BASTION_SERVER__PORT`` (set here to a free port) and every ``127.0.0.1:8080`` in a block is
   that port, so the test does not collide with a gateway already listening on 8080.
+- ``$PG_URL`` is a fresh schema on the test session's real PostgreSQL server (the PostgreSQL section).
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests import pg_server
+from tests.conftest import postgres_target
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 BLOCK = re.compile(r"^```sh\n(.*?)^```\s*$", re.DOTALL | re.MULTILINE)
@@ -118,7 +122,7 @@ def test_the_readme_has_a_quick_path_from_init_to_a_served_answer() -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(TIMEOUT_S + 300)
-def test_every_sh_block_of_the_readme_runs_against_a_fresh_home(tmp_path: Path) -> None:
+def test_every_sh_block_of_the_readme_runs_against_a_fresh_home(tmp_path: Path, postgres: pg_server.Server) -> None:
     work = tmp_path / "work"
     work.mkdir()
     bin_dir = tmp_path / "bin"
@@ -135,6 +139,7 @@ def test_every_sh_block_of_the_readme_runs_against_a_fresh_home(tmp_path: Path) 
         "BASTION_SERVER__PORT": str(port),
         "HF_HUB_OFFLINE": "1",
         "COLUMNS": "120",
+        "PG_URL": postgres_target(postgres).url,  # the PostgreSQL section runs against a real server
     }
     env.pop("BASTION_CONFIG", None)
     state = tmp_path / "state.sh"
