@@ -15,6 +15,12 @@ entry of an empty log, and at the end of a round when ``sth_interval_s`` has pas
 when a caller asked for a head (``wanted``) or on :meth:`Integrator.head_covering`. It never integrates
 past a row that is missing, misplaced or whose stored hash is not the hash of its leaf: it stops there
 (``stalled``) and signs nothing over it, and ``audit verify`` names the row.
+
+Nor does it trust the frontier stored in ``audit_tree`` (any writer of the database can write that row:
+a frontier of another tree made the next leader sign a root no entry supports, red team 2). On taking
+the lead it rebuilds the frontier from the stored leaf hashes, checks it against the newest signed head
+and the stored one, and keeps it in memory; while it leads, a stored frontier that moved under it stops
+it too.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from bastion.audit.keys import key_id
 from bastion.audit.merkle import LEAF_PREFIX, Frontier
 from bastion.audit.records import leaf_prefix
 from bastion.audit.store import Leader, Store
+from bastion.errors import IntegrityError
 
 log = logging.getLogger("bastion.audit")
 
@@ -79,6 +86,8 @@ class Integrator:
         self.period = min(interval_s, 1.0)
         self._lock = threading.Lock()
         self._leader: Leader | None = None
+        #: the frontier this leader checked (rebuilt from the leaves on taking the lead), None until then
+        self._frontier: Frontier | None = None
         self._next_campaign = 0.0
         self._next_round = 0.0
         self._key_id = key_id(signer.public_key()) if signer is not None else None
@@ -143,11 +152,13 @@ class Integrator:
             return
         if self._leader is not None:
             self._next_round = 0.0
+            self._frontier = None
             log.info("audit log: this process now integrates the log and signs its tree heads")
             if self._on_leadership is not None:
                 self._on_leadership(True)
 
     def _step_down(self) -> None:
+        self._frontier = None
         if self._leader is not None:
             leader, self._leader = self._leader, None
             if self._on_leadership is not None:  # before the release: no one else leads yet
@@ -181,7 +192,6 @@ class Integrator:
         if self._signer is None:  # never leads without a key (tick/head_covering check it)
             return -1, None
         size, blob, wanted, sequenced = leader.state()
-        frontier = Frontier.from_bytes(size, blob)
         newest = leader.latest_head()
         if newest is not None and newest.key_id != self._key_id:
             # A replica configured with another key would sign heads verify rejects: it must not lead.
@@ -197,6 +207,10 @@ class Integrator:
             )
             self._step_down()
             return -1, None
+        checked = self._checked_frontier(size, blob, newest)
+        if checked is None:
+            return size, newest
+        frontier = checked
         signed = newest.tree_size if newest is not None else 0
         now_ms = int(self._clock() * 1000)
         heads: list[SignedTreeHead] = []
@@ -229,7 +243,42 @@ class Integrator:
                 tx.set_tree_state(frontier.size, frontier.to_bytes())
             for head in heads:
                 tx.insert_head(head)
+        self._frontier = frontier
         return frontier.size, heads[-1] if heads else newest
+
+    def _checked_frontier(self, size: int, blob: bytes, newest: SignedTreeHead | None) -> Frontier | None:
+        """A copy of the frontier of the first ``size`` entries that this leader checked, or None (and
+        ``stalled`` says why) when the stored one is not it: the leader must never extend a tree state
+        a writer of the database made up."""
+        known = self._frontier
+        if known is not None and known.size == size:
+            if known.to_bytes() == blob:
+                return Frontier.from_bytes(size, blob)
+            return self._refuse(f"the stored frontier of the first {size} entries changed while this"
+                                " process led the log (audit_tree edited)")
+        # Taking the lead (or the stored size moved): rebuild from the leaves, one read of 32 bytes each.
+        try:
+            hashes = self._store.leaf_hashes(size)
+        except IntegrityError as exc:
+            return self._refuse(exc.message)
+        rebuilt = Frontier()
+        for digest in hashes:
+            rebuilt.append(digest)
+            if newest is not None and rebuilt.size == newest.tree_size and rebuilt.root() != newest.root:
+                return self._refuse(f"the first {newest.tree_size} entries no longer hash to the newest"
+                                    " signed head's root (entries rewritten)")
+        if rebuilt.to_bytes() != blob:
+            return self._refuse(f"the stored frontier does not match the first {size} entries"
+                                " (audit_tree edited)")
+        self._frontier = rebuilt
+        return Frontier.from_bytes(size, blob)
+
+    def _refuse(self, problem: str) -> Frontier | None:
+        """Stall on ``problem`` (logged once): no frontier to extend."""
+        if problem != self.stalled:
+            log.error("audit log: not signing: %s (run 'bastion audit verify')", problem)
+        self.stalled = problem
+        return None
 
     def _sign(self, frontier: Frontier, now_ms: int) -> SignedTreeHead:
         assert self._signer is not None  # noqa: S101 - checked by the caller
