@@ -1,4 +1,4 @@
-"""Red team 2: a writer of the database edits the leader's tree state (``audit_tree``), not the entries.
+"""Red team 2: a writer of the database edits the leader's tree state (``audit_tree``) or its heads.
 
 The leader folds new leaves into the RFC 6962 frontier it stored in ``audit_tree`` and signs the result.
 That frontier is in the database every replica writes: whoever can write a row can write it too. A
@@ -8,6 +8,12 @@ for forged entries verify against it). ``verify`` names the forged head afterwar
 is out. Fix: the leader keeps the frontier it checked in memory; on taking the lead it rebuilds it from
 the leaf hashes (checked against the newest signed head) and refuses, stalled, when the stored one
 differs, and while leading it refuses when the stored one moved under it.
+
+Heads too are rows: one head row claiming 2**40 entries under the log's key id (any signature) made the
+leader take everything as signed and never sign again, silently, and ``sign_now`` handed that row out as
+the head covering the log. Fix: the leader checks the newest head's signature and size before it counts
+on it (stalling, loudly, when it is forged), and no process with the key hands out a head it cannot
+verify.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import pytest
 from bastion.audit import AuditLog, create_keys, open_store
 from bastion.audit.merkle import Frontier, leaf_hash
 from bastion.audit.verify import verify_log
-from bastion.errors import IntegrityError
+from bastion.errors import Busy, IntegrityError
 from bastion.store import Target
 from tests.audit.conftest import Keys, make_record
 from tests.conftest import raw_sql
@@ -92,3 +98,38 @@ def test_history_rewritten_with_its_frontier_is_never_extended_by_a_signature(
         leader.sign_now()
     leader.close(timeout_s=0)
     assert max(h.tree_size for h in open_store(store_target).heads()) == 3
+
+
+def _forge_head(target: Target, tree_size: int) -> None:
+    """A head row claiming the log's key id, with a signature nobody made."""
+    origin, key = raw_sql(target, "SELECT origin, key_id FROM audit_heads ORDER BY id DESC LIMIT 1")[0]
+    raw_sql(target, "INSERT INTO audit_heads (origin, tree_size, root, timestamp_ms, key_id, signature)"
+            " VALUES (?, ?, ?, ?, ?, ?)", (origin, tree_size, b"\0" * 32, 4_102_444_800_000, key, b"\0" * 64))
+
+
+def test_a_forged_head_far_ahead_does_not_stop_signing_silently(store_target: Target, keys: Keys) -> None:
+    # Broke: the leader took the newest head row's size as "signed up to here" without checking its
+    # signature. One row claiming 2**40 entries and the log's key id, and no head was ever signed again,
+    # with no error anywhere until someone ran verify.
+    _signed(store_target, keys, 2)
+    _forge_head(store_target, 2**40)
+    leader = AuditLog(open_store(store_target), signer=keys.signer)
+    leader.append(make_record(2))
+    with pytest.raises(IntegrityError, match="not signed by this process's key"):
+        leader.sign_now()
+    leader.close(timeout_s=0)
+    assert [h.tree_size for h in open_store(store_target).heads()][-2:] == [2, 2**40]
+
+
+def test_a_replica_that_does_not_lead_never_hands_out_a_forged_head(store_target: Target, keys: Keys) -> None:
+    _signed(store_target, keys, 2)
+    leader = AuditLog(open_store(store_target), signer=keys.signer)
+    leader.append(make_record(2))
+    assert leader.sign_now() is not None and leader.is_leader
+    _forge_head(store_target, 2**40)
+    other = AuditLog(open_store(store_target), signer=keys.signer)
+    other.append(make_record(3))
+    with pytest.raises((IntegrityError, Busy)):
+        other.sign_now(timeout_s=1)
+    other.close(timeout_s=0)
+    leader.close(timeout_s=0)

@@ -20,7 +20,8 @@ Nor does it trust the frontier stored in ``audit_tree`` (any writer of the datab
 a frontier of another tree made the next leader sign a root no entry supports, red team 2). On taking
 the lead it rebuilds the frontier from the stored leaf hashes, checks it against the newest signed head
 and the stored one, and keeps it in memory; while it leads, a stored frontier that moved under it stops
-it too.
+it too. Likewise a head row: the leader counts on the newest head only once its signature and size
+check out, and no process with the key hands out a head it cannot verify.
 """
 
 from __future__ import annotations
@@ -88,6 +89,8 @@ class Integrator:
         self._leader: Leader | None = None
         #: the frontier this leader checked (rebuilt from the leaves on taking the lead), None until then
         self._frontier: Frontier | None = None
+        #: the signature of the newest head this process checked (a head row is checked once)
+        self._verified = b""
         self._next_campaign = 0.0
         self._next_round = 0.0
         self._key_id = key_id(signer.public_key()) if signer is not None else None
@@ -127,7 +130,7 @@ class Integrator:
                     if self.stalled:
                         return None
             head = self._store.latest_head()
-            if head is not None and head.tree_size >= size:
+            if head is not None and head.tree_size >= size and self._genuine(head):
                 return head
             if not asked:
                 self._store.request_head(size)
@@ -135,6 +138,10 @@ class Integrator:
             if time.monotonic() >= deadline:
                 return None
             time.sleep(min(0.1, self.period / 2))
+
+    def _genuine(self, head: SignedTreeHead) -> bool:
+        """Whether ``head`` is signed by this process's key (without a key: taken as the leader's)."""
+        return self._signer is None or head.verify(self._signer.public_key())
 
     def release(self) -> None:
         """Step down (at close): another process takes over at its next campaign."""
@@ -207,6 +214,14 @@ class Integrator:
             )
             self._step_down()
             return -1, None
+        if newest is not None and newest.signature != self._verified:
+            # A head row is only a row: one claiming 2**40 entries under the log's key id made the leader
+            # believe everything was signed, and it never signed again, silently (red team 2).
+            if newest.tree_size > size or not newest.verify(self._signer.public_key()):
+                self._refuse(f"the newest tree head (size {newest.tree_size}) is not signed by this"
+                             " process's key over the integrated tree (audit_heads edited)")
+                return size, None
+            self._verified = newest.signature
         checked = self._checked_frontier(size, blob, newest)
         if checked is None:
             return size, newest

@@ -344,15 +344,33 @@ def _app_name(schema: str, name: str) -> str:
     return f"bastion {name} {schema} {holder_name()}"[:63]  # application_name keeps 63 bytes
 
 
+def _lock_key(schema: str, name: str) -> int:
+    """The advisory lock key of ``name``: per schema (advisory locks are per database, and the schema
+    keeps two deployments or tests in one database apart), a stable 63-bit number."""
+    digest = hashlib.sha256(f"bastion:{schema}:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
 def _lock_holder(conn: Connection, name: str) -> str | None:
+    # The session that really holds the key (pg_locks), not one merely named like a holder: any role
+    # that can connect can take an advisory lock, and can set any application name (red team 2).
     schema = str(conn.execute("SELECT current_schema()").fetchone()[0])
-    prefix = f"bastion {name} {schema} "
+    key = _lock_key(schema, name)
     row = conn.execute(
-        "SELECT application_name FROM pg_stat_activity WHERE datname = current_database()"
-        " AND starts_with(application_name, ?) ORDER BY backend_start LIMIT 1",
-        (prefix,),
+        "SELECT a.application_name, l.pid FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid"
+        " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1"
+        " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        " AND l.classid = CAST(? AS BIGINT)::oid AND l.objid = CAST(? AS BIGINT)::oid",
+        (key >> 32, key & 0xFFFFFFFF),
     ).fetchone()
-    return str(row[0])[len(prefix) :] if row else None
+    if row is None:
+        return None
+    prefix = f"bastion {name} {schema} "
+    app = str(row[0] or "")
+    # A Bastion holder names itself just after it took the lock; until then it looks like a stranger.
+    if app.startswith(prefix):
+        return app[len(prefix) :]
+    return f"a session outside Bastion (server pid {row[1]}, application name {app!r})"
 
 
 class _AdvisoryLock(SessionLock):
@@ -377,11 +395,8 @@ class _AdvisoryLock(SessionLock):
         if session is None:
             session = cls._open(target)
         try:
-            # Advisory locks are per database; the schema keeps two deployments (or tests) in one
-            # database apart. A stable 63-bit key from the name.
             schema = str(session.execute("SELECT current_schema()").fetchone()[0])
-            digest = hashlib.sha256(f"bastion:{schema}:{name}".encode()).digest()
-            key = int.from_bytes(digest[:8], "big") >> 1
+            key = _lock_key(schema, name)
             taken = session.execute("SELECT pg_try_advisory_lock(CAST(? AS BIGINT))", (key,)).fetchone()
             if taken[0]:  # name the holder where operators (and session_lock_holder) look: pg_stat_activity
                 session.execute("SELECT set_config('application_name', ?, false)", (_app_name(schema, name),))
