@@ -69,7 +69,7 @@ from bastion.serve.retry import Attempt, RetryPolicy, attempt
 from bastion.serve.router import Router
 from bastion.serve.schemas import normalise
 from bastion.serve.served import ServedModel, admitted_model_settings, served_models
-from bastion.serve.sse import SSE, watch_disconnect
+from bastion.serve.sse import SSE, rechecked, watch_disconnect
 from bastion.withdrawal import Withdrawal, WithdrawalStore
 
 log = logging.getLogger("bastion.serve")
@@ -706,8 +706,20 @@ class Gateway:
                 await self._record(trace, b, status, usage, response_sha256=sha256, partial=cut)
 
             headers = {**self._headers(trace.request_id, backend), **trace.ratelimit}
-            return SSE(first, chunks, cancel, headers, finish)
+            token = bearer_token(request.headers.get("authorization"))
+            return SSE(first, rechecked(chunks, partial(self._may_go_on, token, model, trace)), cancel,
+                       headers, finish)
         raise self._exhausted(trace, last)
+
+    def _may_go_on(self, token: str | None, model: ServedModel, trace: Trace) -> None:
+        """Raise when an open stream must end: its key was revoked or expired, or its model revoked."""
+        try:
+            self.keys.authenticate(token)
+            self._servable(model)
+        except (AuthenticationFailed, PolicyDenied):
+            raise
+        except BastionError as exc:  # the store is away: new requests fail; an open stream goes on
+            log.warning("stream %s not re-checked: %s", trace.request_id, exc.message)
 
     async def _read_body(self, request: Request, endpoint: Endpoint) -> tuple[bytes, dict[str, Any]]:
         """The raw body (for the audit digest) and the validated, normalised request."""

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.requests import Request
@@ -17,6 +18,29 @@ from bastion.serve.backends import Cancel
 from bastion.serve.http_errors import sse_error
 
 log = logging.getLogger("bastion.serve")
+
+#: an open stream re-checks that it may go on (key not revoked, model still admitted) this often
+RECHECK_S = 1.0
+
+
+async def rechecked(
+    chunks: AsyncIterator[bytes], check: Callable[[], None], every_s: float = RECHECK_S
+) -> AsyncIterator[bytes]:
+    """``chunks``, calling ``check`` before a chunk once ``every_s`` has passed since the last call; it
+    raises (a BastionError: the stream ends with that error event) when the stream may not go on.
+
+    Revocation reached new requests within a second but never an open stream: a key holder expecting
+    to be revoked opened long streams first and they ran to the end (red team 2).
+    """
+    due = time.monotonic() + every_s
+    try:
+        async for chunk in chunks:
+            if time.monotonic() >= due:
+                check()
+                due = time.monotonic() + every_s
+            yield chunk
+    finally:
+        await chunks.aclose()  # type: ignore[attr-defined]
 
 
 class SSE(Response):
