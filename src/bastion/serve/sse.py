@@ -23,24 +23,34 @@ log = logging.getLogger("bastion.serve")
 RECHECK_S = 1.0
 
 
-async def rechecked(
-    chunks: AsyncIterator[bytes], check: Callable[[], None], every_s: float = RECHECK_S
-) -> AsyncIterator[bytes]:
+class rechecked:  # noqa: N801 - used like the generator function it replaces
     """``chunks``, calling ``check`` before a chunk once ``every_s`` has passed since the last call; it
     raises (a BastionError: the stream ends with that error event) when the stream may not go on.
 
     Revocation reached new requests within a second but never an open stream: a key holder expecting
-    to be revoked opened long streams first and they ran to the end (red team 2).
+    to be revoked opened long streams first and they ran to the end (red team 2). A class, not an async
+    generator: closing it must close ``chunks`` even when it was never iterated (the backend's stream
+    was already started for its first chunk).
     """
-    due = time.monotonic() + every_s
-    try:
-        async for chunk in chunks:
-            if time.monotonic() >= due:
-                check()
-                due = time.monotonic() + every_s
-            yield chunk
-    finally:
-        await chunks.aclose()  # type: ignore[attr-defined]
+
+    def __init__(self, chunks: AsyncIterator[bytes], check: Callable[[], None], every_s: float = RECHECK_S):
+        self._chunks = chunks
+        self._check = check
+        self._every_s = every_s
+        self._due = time.monotonic() + every_s
+
+    def __aiter__(self) -> rechecked:
+        return self
+
+    async def __anext__(self) -> bytes:
+        chunk = await self._chunks.__anext__()
+        if time.monotonic() >= self._due:
+            self._check()
+            self._due = time.monotonic() + self._every_s
+        return chunk
+
+    async def aclose(self) -> None:
+        await self._chunks.aclose()  # type: ignore[attr-defined]
 
 
 class SSE(Response):
