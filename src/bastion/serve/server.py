@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import resource
 import signal
 import socket
 from collections.abc import Iterator
@@ -182,12 +183,37 @@ def _stop_signals_unwind() -> Iterator[None]:
 def serve(settings: Settings) -> None:
     """Run the gateway until SIGINT/SIGTERM; shuts backends down cleanly."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    raise_open_file_limit()
     if settings.egress.guard:
         hosts = [*settings.egress.allow, *(upstream_host(m.url) for m in settings.models if m.url)]
         install_egress_guard(hosts)
         log.info("egress guard on: loopback and %s", ", ".join(sorted(set(hosts))) or "nothing else")
     with _stop_signals_unwind():
         _serve_locked(settings)
+
+
+#: the open files a gateway asks for: each stream holds a client and an upstream socket
+WANTED_OPEN_FILES = 65536
+
+
+def raise_open_file_limit(wanted: int = WANTED_OPEN_FILES) -> int:
+    """Raise this process's soft limit on open files towards ``wanted`` (never above the hard limit);
+    returns the soft limit now in force.
+
+    Shells commonly start with a soft limit of 1024, which a gateway holding ~500 streams exhausts
+    (accept() then fails with EMFILE); the hard limit is usually far higher and ours to take.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:  # a sandbox may forbid it: serve anyway, say so
+            log.warning("could not raise the open-file limit from %d to %d: %s", soft, target, exc)
+            return soft
+        log.info("open-file limit raised from %d to %d", soft, target)
+        return target
+    return soft
 
 
 def _serve_locked(settings: Settings) -> None:
