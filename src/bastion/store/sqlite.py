@@ -8,6 +8,7 @@ references), which stay SQLite on every deployment and get the ``sqlite3`` conne
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 from bastion.errors import ConfigError
@@ -26,6 +27,19 @@ def _connect(path: Path) -> sqlite3.Connection:
         ) from exc
 
 
+def _wal(raw: sqlite3.Connection, tries: int = 100) -> None:
+    """Switch to WAL. On a brand-new file opened by several processes at once the switch can fail with
+    "database is locked" without SQLite's busy handler waiting (seen in CI): wait and try again."""
+    for attempt in range(tries):
+        try:
+            raw.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == tries - 1:
+                raise
+            time.sleep(0.05)
+
+
 def open_sqlite_store(path: Path, *migrations: Migrations) -> SqliteConnection:
     """Open (creating if needed) the database at ``path`` in WAL mode and apply ``migrations``."""
     raw = _connect(path)
@@ -33,7 +47,7 @@ def open_sqlite_store(path: Path, *migrations: Migrations) -> SqliteConnection:
     raw.isolation_level = None
     conn = SqliteConnection(raw, str(path))
     try:
-        raw.execute("PRAGMA journal_mode=WAL")
+        _wal(raw)
         raw.execute("PRAGMA synchronous=NORMAL")
         raw.execute("PRAGMA foreign_keys=ON")
         for m in migrations:
